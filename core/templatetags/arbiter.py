@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from markdown_it import MarkdownIt
+import nh3
+from django import template
+from django.utils.safestring import SafeString, mark_safe
+
+register = template.Library()
+
+_ALLOWED_TAGS = {
+    "p", "br", "hr", "pre", "code", "blockquote", "em", "strong", "del", "ul", "ol", "li",
+    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a", "sup", "sub",
+}
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
+
+
+# html=False: raw HTML in a completion is shown as text, exactly as the model
+# wrote it, instead of being interpreted or silently dropped.
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+
+
+@register.filter(name="markdown")
+def render_markdown(text: str) -> SafeString:
+    """Markdown → HTML with raw HTML escaped, then through an allow-list
+    sanitizer (defence in depth: links keep only safe schemes)."""
+    html = _md.render(text or "")
+    cleaned = nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+    return mark_safe(cleaned)  # noqa: S308 - sanitized by nh3 just above

@@ -1,0 +1,36 @@
+"""pytest plugin: real PostgreSQL and Redis for the test session.
+
+Loaded with ``-p core.testing.embedded`` (see ``pyproject.toml``). It runs
+before pytest-django reads the settings, so a bare ``pytest`` on a fresh
+machine gets its own servers under ``.data/test`` while a developer who
+exports ``DATABASE_URL``/``CELERY_BROKER_URL`` gets theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from core.embedded import BASE_DIR, EmbeddedServices, ensure_services
+
+_services: EmbeddedServices | None = None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    global _services
+    data_dir = Path(os.environ.get("ARBITER_TEST_DATA_DIR", BASE_DIR / ".data" / "test"))
+    _services = ensure_services(data_dir)
+    os.environ.setdefault("DJANGO_DEBUG", "true")
+    os.environ["ARBITER_DATA_DIR"] = str(data_dir)
+    yield
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _services is not None:
+        _services.stop()

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from labeling.api import views
+
+urlpatterns = [
+    path("me/", views.MeApi.as_view(), name="api-me"),
+    path("campaigns/", views.CampaignListApi.as_view(), name="api-campaign-list"),
+    path("campaigns/<int:campaign_id>/", views.CampaignDetailApi.as_view(), name="api-campaign-detail"),
+    path("campaigns/<int:campaign_id>/import/", views.CampaignImportApi.as_view(), name="api-campaign-import"),
+    path("campaigns/<int:campaign_id>/next/", views.ComparisonNextApi.as_view(), name="api-comparison-next"),
+    path("campaigns/<int:campaign_id>/stats/", views.CampaignStatsApi.as_view(), name="api-campaign-stats"),
+    path("campaigns/<int:campaign_id>/export/", views.PreferenceExportApi.as_view(), name="api-preference-export"),
+    path("leases/<int:lease_id>/preference/", views.PreferenceCreateApi.as_view(), name="api-preference-create"),
+    path("leases/<int:lease_id>/skip/", views.LeaseSkipApi.as_view(), name="api-lease-skip"),
+]

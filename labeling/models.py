@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+from core.models import BaseModel
+
+
+def content_hash(content: Any) -> str:
+    """A stable hash of a prompt or completion (str or chat messages)."""
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Campaign(BaseModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        PAUSED = "paused", "paused"
+        ARCHIVED = "archived", "archived"
+
+    name = models.CharField(max_length=200, unique=True, help_text="Unique display name.")
+    description = models.CharField(max_length=500, blank=True, help_text="One line shown in lists.")
+    guidelines = models.TextField(blank=True, help_text="Labeling guidelines in Markdown.")
+    criteria = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Optional criteria judged separately: [{"name": "helpfulness", "description": "..."}].',
+    )
+    overlap_k = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="Labels wanted per pair (distinct annotators).",
+    )
+    lease_ttl_seconds = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(30), MaxValueValidator(86_400)],
+        help_text="How long a pair stays reserved for the annotator who opened it.",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    annotators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="assigned_campaigns",
+        help_text="Who may label here; empty means every annotator.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(BaseModel):
+    class Split(models.TextChoices):
+        TRAIN = "train", "train"
+        VAL = "val", "validation"
+        TEST = "test", "test"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(blank=True, help_text="The prompt as plain text (empty for chat prompts).")
+    messages = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Chat prompt: [{"role": "system"|"user"|"assistant", "content": "..."}].',
+    )
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the prompt content.")
+    split = models.CharField(
+        max_length=8,
+        choices=Split.choices,
+        help_text="Assigned from the content hash, so a prompt never lands in two splits.",
+    )
+    is_golden = models.BooleanField(
+        default=False, help_text="Held out to evaluate every new model; never trained on."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "content_hash"], name="labeling_prompt_unique_content"),
+            models.CheckConstraint(
+                condition=Q(messages__isnull=True) | Q(text=""), name="labeling_prompt_text_or_messages"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (self.text or json.dumps(self.messages, ensure_ascii=False))[:60]
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    @property
+    def content(self) -> str | list[dict[str, str]]:
+        return self.messages if self.messages is not None else self.text
+
+
+class Completion(BaseModel):
+    class Origin(models.TextChoices):
+        IMPORTED = "imported", "imported"
+        MODEL = "model", "model"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    text = models.TextField(help_text="The completion text (Markdown allowed).")
+    content_hash = models.CharField(max_length=64)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORTED)
+    source_label = models.CharField(
+        max_length=200, blank=True, help_text="Who or what wrote it, e.g. an import's 'source'."
+    )
+    adapter = models.ForeignKey(
+        "models_hub.Adapter",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="completions",
+        help_text="The adapter that generated it; empty for imported or base-model text.",
+    )
+    generation = models.JSONField(
+        default=dict, blank=True, help_text="Decoding parameters and seed for model completions."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "content_hash", "source_label"], name="labeling_completion_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class Comparison(BaseModel):
+    """Two completions of one prompt, waiting for ``campaign.overlap_k`` labels.
+
+    The queue reads only this row: ``label_count``, the expiry times of live
+    leases and the annotators who are done with it are kept here so that the
+    one-statement ``SELECT ... FOR UPDATE SKIP LOCKED`` re-checks them when
+    another transaction changed the row (PostgreSQL re-evaluates a locked
+    row's own columns, not sub-queries).
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        COMPLETE = "complete", "complete"
+        RETIRED = "retired", "retired"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    completion_a = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    completion_b = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    priority = models.IntegerField(default=0, help_text="Higher is served first.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    label_count = models.PositiveIntegerField(default=0)
+    lease_expiries = ArrayField(models.DateTimeField(), default=list, blank=True)
+    done_by = ArrayField(
+        models.BigIntegerField(), default=list, blank=True, help_text="Annotators who labeled or skipped it."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(completion_a=F("completion_b")), name="labeling_comparison_distinct_sides"
+            ),
+            models.UniqueConstraint(
+                fields=["completion_a", "completion_b"], name="labeling_comparison_unique_pair"
+            ),
+        ]
+        indexes = [
+            # The queue: open pairs of one campaign by priority, then age.
+            models.Index(
+                F("campaign"),
+                F("priority").desc(),
+                F("id"),
+                name="labeling_queue_idx",
+                condition=Q(status="open"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}"
+
+
+class Lease(BaseModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        SUBMITTED = "submitted", "submitted"
+        SKIPPED = "skipped", "skipped"
+        EXPIRED = "expired", "expired"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
+    a_on_left = models.BooleanField(help_text="Whether completion A was shown on the left.")
+    expires_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["annotator", "campaign", "expires_at"],
+                name="labeling_lease_active_idx",
+                condition=Q(status="active"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} ({self.status})"
+
+
+class Preference(BaseModel):
+    class Choice(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "tie"
+        BOTH_BAD = "both_bad", "both bad"
+
+    class Source(models.TextChoices):
+        ANNOTATOR = "annotator", "annotator"
+        REVIEWER = "reviewer", "reviewer (blind review)"
+        ADJUDICATION = "adjudication", "adjudication"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="preferences")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences")
+    lease = models.ForeignKey(Lease, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    choice = models.CharField(max_length=16, choices=Choice.choices, help_text="Against the completions, not the screen.")
+    a_on_left = models.BooleanField(help_text="Whether completion A was shown on the left.")
+    strength = models.SmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-3), MaxValueValidator(3)],
+        help_text="Optional strength against the completions: -3 (A much better) .. +3 (B much better).",
+    )
+    criteria = models.JSONField(default=dict, blank=True, help_text="Per-criterion choices: {name: a|b|tie|both_bad}.")
+    rationale = models.CharField(max_length=1000, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_request_id = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ANNOTATOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="labeling_one_preference_per_annotator"),
+            models.CheckConstraint(
+                condition=Q(strength__isnull=True) | Q(strength__gte=-3, strength__lte=3),
+                name="labeling_preference_strength_range",
+            ),
+        ]
+        indexes = [models.Index(fields=["annotator", "created_at"], name="labeling_pref_annotator_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} → {self.choice} on {self.comparison_id}"

@@ -1,0 +1,201 @@
+"""Reads for the labeling app. Every lookup driven by user input is scoped to
+the user who asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from core import roles
+from labeling.exceptions import CampaignNotAvailable, LeaseNotFound
+from labeling.models import Campaign, Comparison, Lease, Preference
+
+UserLike = AbstractBaseUser | AnonymousUser
+
+
+def campaign_list_for_user(*, user: UserLike) -> QuerySet[Campaign]:
+    qs = Campaign.objects.all()
+    if roles.is_reviewer(user):
+        return qs
+    if not roles.is_annotator(user):
+        return qs.none()
+    return (
+        qs.filter(status=Campaign.Status.ACTIVE)
+        .filter(Q(annotators__isnull=True) | Q(annotators=user))
+        .distinct()
+    )
+
+
+def campaign_get_for_user(*, user: UserLike, campaign_id: int) -> Campaign:
+    campaign = campaign_list_for_user(user=user).filter(pk=campaign_id).first()
+    if campaign is None:
+        raise CampaignNotAvailable("That campaign does not exist or is not open to you.")
+    return campaign
+
+
+def campaign_get_for_annotator(*, user: UserLike, campaign_id: int) -> Campaign:
+    """A campaign this user may label in now (active, and assigned or open)."""
+    campaign = campaign_get_for_user(user=user, campaign_id=campaign_id)
+    if campaign.status != Campaign.Status.ACTIVE:
+        raise CampaignNotAvailable("This campaign is not accepting labels right now.")
+    if not roles.is_annotator(user):
+        raise CampaignNotAvailable("You are not an annotator.")
+    return campaign
+
+
+def lease_get_for_annotator(*, annotator: UserLike, lease_id: int) -> Lease:
+    lease = (
+        Lease.objects.select_related(
+            "comparison__prompt", "comparison__completion_a", "comparison__completion_b", "campaign"
+        )
+        .filter(pk=lease_id, annotator=annotator)
+        .first()
+    )
+    if lease is None:
+        raise LeaseNotFound("That pair is not assigned to you.")
+    return lease
+
+
+@dataclass(frozen=True)
+class BlindPair:
+    """What an annotator may see of a leased pair: no model, no source."""
+
+    lease_id: int
+    campaign_id: int
+    prompt: str | list[dict[str, str]]
+    is_chat: bool
+    left: str
+    right: str
+    expires_at: Any
+
+
+def lease_blind_pair(*, lease: Lease) -> BlindPair:
+    comparison = lease.comparison
+    a, b = comparison.completion_a.text, comparison.completion_b.text
+    left, right = (a, b) if lease.a_on_left else (b, a)
+    return BlindPair(
+        lease_id=lease.pk,
+        campaign_id=lease.campaign_id,
+        prompt=comparison.prompt.content,
+        is_chat=comparison.prompt.is_chat,
+        left=left,
+        right=right,
+        expires_at=lease.expires_at,
+    )
+
+
+def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, int]:
+    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Preference.objects.filter(comparison__campaign=campaign, annotator=annotator)
+    counts = mine.aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=start_of_day)))
+    pairs_left = (
+        Comparison.objects.filter(campaign=campaign, status=Comparison.Status.OPEN)
+        .exclude(done_by__contains=[annotator.pk])
+        .count()
+    )
+    return {"labels_today": counts["today"], "labels_total": counts["total"], "pairs_left": pairs_left}
+
+
+def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
+    comparisons = Comparison.objects.filter(campaign=campaign)
+    by_status = dict(comparisons.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    prefs = Preference.objects.filter(comparison__campaign=campaign)
+    now = timezone.now()
+    choices = dict(prefs.values_list("choice").annotate(n=Count("id")).values_list("choice", "n"))
+    per_annotator = list(
+        prefs.values("annotator_id", "annotator__username")
+        .annotate(labels=Count("id"))
+        .order_by("-labels")
+    )
+    return {
+        "campaign_id": campaign.pk,
+        "prompts": campaign.prompts.count(),
+        "comparisons": sum(by_status.values()),
+        "comparisons_open": by_status.get(Comparison.Status.OPEN, 0),
+        "comparisons_complete": by_status.get(Comparison.Status.COMPLETE, 0),
+        "preferences": sum(choices.values()),
+        "preferences_last_hour": prefs.filter(created_at__gte=now - timedelta(hours=1)).count(),
+        "choices": {c: choices.get(c, 0) for c in Preference.Choice.values},
+        "annotators": [
+            {"annotator_id": row["annotator_id"], "username": row["annotator__username"], "labels": row["labels"]}
+            for row in per_annotator
+        ],
+    }
+
+
+TIE_POLICIES = ("skip", "both_orders")
+
+
+def _as_turn(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def preference_export_rows(
+    *,
+    campaign: Campaign,
+    tie_policy: str = "skip",
+    splits: list[str] | None = None,
+    exclude_annotator_ids: list[int] | None = None,
+    include_golden: bool = False,
+    chunk_size: int = 2000,
+) -> Any:
+    """Yield preferences as TRL preference rows (``prompt``, ``chosen``,
+    ``rejected``) plus metadata, streamed from a server-side cursor so memory
+    stays flat in the number of rows.
+
+    Chat prompts give conversational rows (message lists). "both bad" is never
+    exported; ties are skipped, or with ``tie_policy="both_orders"`` emitted
+    once in each order with ``"tie": true`` (a reward model then learns no
+    preference between them, only that both are comparable).
+    """
+    if tie_policy not in TIE_POLICIES:
+        raise ValueError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}")
+    qs = Preference.objects.filter(comparison__campaign=campaign).exclude(choice=Preference.Choice.BOTH_BAD)
+    if tie_policy == "skip":
+        qs = qs.exclude(choice=Preference.Choice.TIE)
+    if splits:
+        qs = qs.filter(comparison__prompt__split__in=splits)
+    if exclude_annotator_ids:
+        qs = qs.exclude(annotator_id__in=exclude_annotator_ids)
+    if not include_golden:
+        qs = qs.filter(comparison__prompt__is_golden=False)
+    rows = qs.order_by("id").values_list(
+        "id",
+        "comparison_id",
+        "annotator_id",
+        "choice",
+        "strength",
+        "source",
+        "created_at",
+        "comparison__prompt__text",
+        "comparison__prompt__messages",
+        "comparison__prompt__split",
+        "comparison__completion_a__text",
+        "comparison__completion_b__text",
+    )
+    for (pref_id, comparison_id, annotator_id, choice, strength, source, created_at,
+         prompt_text, prompt_messages, split, text_a, text_b) in rows.iterator(chunk_size=chunk_size):
+        chat = prompt_messages is not None
+        prompt: Any = prompt_messages if chat else prompt_text
+        pairs = [(text_a, text_b)] if choice in (Preference.Choice.A, Preference.Choice.TIE) else [(text_b, text_a)]
+        if choice == Preference.Choice.TIE:
+            pairs.append((text_b, text_a))
+        for chosen, rejected in pairs:
+            yield {
+                "prompt": prompt,
+                "chosen": _as_turn(chosen) if chat else chosen,
+                "rejected": _as_turn(rejected) if chat else rejected,
+                "tie": choice == Preference.Choice.TIE,
+                "strength": abs(strength) if strength is not None else None,
+                "split": split,
+                "annotator_id": annotator_id,
+                "preference_id": pref_id,
+                "comparison_id": comparison_id,
+                "source": source,
+                "created_at": created_at.isoformat(),
+            }

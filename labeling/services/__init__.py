@@ -1,0 +1,1 @@
+"""Writes for the labeling app. Views, APIs, admin and tasks call these."""

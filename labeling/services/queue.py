@@ -1,0 +1,274 @@
+"""The labeling queue: leases and preferences.
+
+``comparison_lease_next`` hands an annotator the next pair in one SQL
+statement (``FOR UPDATE SKIP LOCKED`` over an index that matches the filter),
+and ``preference_record`` stores a label idempotently. Live leases are the
+non-expired entries of ``Comparison.lease_expiries``: an expired lease frees
+its slot by the clock alone, with no sweeper needed for correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from labeling.exceptions import ComparisonFull, LeaseNotFound, LabelingError, NothingToLabel
+from labeling.models import Campaign, Comparison, Lease, Preference
+
+logger = logging.getLogger(__name__)
+
+SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
+
+# One statement: pick the best open pair this annotator may take, lock it
+# (skipping pairs another transaction holds), and reserve a slot on it. The
+# conditions read only the row's own columns, so a pair that another
+# annotator reserved between our snapshot and our lock is re-checked by
+# PostgreSQL against its new version and skipped when it became full.
+_LEASE_NEXT_SQL = """
+WITH picked AS (
+    SELECT c.id
+    FROM labeling_comparison c
+    WHERE c.campaign_id = %(campaign_id)s
+      AND c.status = 'open'
+      AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
+      AND c.label_count
+          + (SELECT count(*) FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s)
+          < %(k)s
+    ORDER BY c.priority DESC, c.id
+    LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE labeling_comparison c
+SET lease_expiries = ARRAY(
+        SELECT e FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s
+    ) || %(expires_at)s::timestamptz,
+    updated_at = %(now)s
+FROM picked
+WHERE c.id = picked.id
+RETURNING c.id
+"""
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    preference: Preference
+    created: bool
+
+
+def _drop_expiry(comparison: Comparison, expires_at: Any) -> list[Any]:
+    expiries = list(comparison.lease_expiries)
+    if expires_at in expiries:
+        expiries.remove(expires_at)
+    return expiries
+
+
+@transaction.atomic
+def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Lease:
+    """Lease the next pair of ``campaign`` to ``annotator``.
+
+    Returns the annotator's live lease in this campaign when there is one
+    (two tabs show the same pair); otherwise reserves a new pair. The caller
+    has checked that the annotator may label in ``campaign``.
+    Raises ``NothingToLabel`` when the queue has nothing for this annotator.
+    """
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        # Serialises one annotator's own requests (double clicks, two tabs);
+        # different annotators never wait on each other here.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7141, annotator.pk])
+    live = (
+        Lease.objects.select_related("comparison")
+        .filter(
+            annotator=annotator,
+            campaign=campaign,
+            status=Lease.Status.ACTIVE,
+            expires_at__gt=now,
+        )
+        .order_by("-expires_at")
+        .first()
+    )
+    if live is not None and live.comparison.status == Comparison.Status.OPEN:
+        return live
+
+    expires_at = now + timedelta(seconds=campaign.lease_ttl_seconds)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LEASE_NEXT_SQL,
+            {
+                "campaign_id": campaign.pk,
+                "annotator_id": annotator.pk,
+                "k": campaign.overlap_k,
+                "now": now,
+                "expires_at": expires_at,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NothingToLabel("No pairs are waiting for you in this campaign.")
+    lease = Lease(
+        campaign=campaign,
+        comparison_id=row[0],
+        annotator=annotator,
+        a_on_left=secrets.randbelow(2) == 1,
+        expires_at=expires_at,
+    )
+    lease.save()
+    return lease
+
+
+def _to_completion_choice(screen_choice: str, *, a_on_left: bool) -> str:
+    if screen_choice == "left":
+        return Preference.Choice.A if a_on_left else Preference.Choice.B
+    if screen_choice == "right":
+        return Preference.Choice.B if a_on_left else Preference.Choice.A
+    if screen_choice == "tie":
+        return Preference.Choice.TIE
+    if screen_choice == "both_bad":
+        return Preference.Choice.BOTH_BAD
+    raise LabelingError(f"choice must be one of {', '.join(SCREEN_CHOICES)}.")
+
+
+def _to_completion_strength(strength: int | None, *, a_on_left: bool) -> int | None:
+    # On screen, negative means "left is better"; stored, negative means "A".
+    if strength is None:
+        return None
+    if not -3 <= strength <= 3:
+        raise LabelingError("strength must be between -3 and 3.")
+    return strength if a_on_left else -strength
+
+
+@transaction.atomic
+def preference_record(
+    *,
+    lease_id: int,
+    annotator: AbstractBaseUser,
+    choice: str,
+    strength: int | None = None,
+    criteria: dict[str, str] | None = None,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+    client_request_id: str = "",
+) -> RecordResult:
+    """Record ``annotator``'s label for the pair behind ``lease_id``.
+
+    ``choice``, ``strength`` and ``criteria`` are expressed in screen sides
+    (left/right) and stored against the completions. Idempotent: a second
+    submit for the same pair (double click, retry, another tab) returns the
+    first preference with ``created=False``. A submit after the lease expired
+    is accepted while the pair still has a free slot; otherwise it raises
+    ``ComparisonFull``. Locks the Comparison row.
+    """
+    lease = (
+        Lease.objects.filter(pk=lease_id, annotator=annotator)
+        .select_related("campaign")
+        .first()
+    )
+    if lease is None:
+        raise LeaseNotFound("That pair is not assigned to you.")
+    completion_choice = _to_completion_choice(choice, a_on_left=lease.a_on_left)
+    stored_strength = _to_completion_strength(strength, a_on_left=lease.a_on_left)
+    stored_criteria = {}
+    for name, value in (criteria or {}).items():
+        if name not in {c.get("name") for c in lease.campaign.criteria}:
+            raise LabelingError(f"criteria: unknown criterion {name!r}.")
+        stored_criteria[name] = _to_completion_choice(value, a_on_left=lease.a_on_left)
+
+    comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
+    existing = Preference.objects.filter(comparison=comparison, annotator=annotator).first()
+    if existing is not None:
+        return RecordResult(preference=existing, created=False)
+
+    now = timezone.now()
+    lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
+    other_live = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
+    if not lease_live and comparison.label_count + len(other_live) >= lease.campaign.overlap_k:
+        raise ComparisonFull("This pair already has all the labels it needs. Here is the next one.")
+    if comparison.status != Comparison.Status.OPEN:
+        raise ComparisonFull("This pair is closed. Here is the next one.")
+
+    preference = Preference(
+        comparison=comparison,
+        annotator=annotator,
+        lease=lease,
+        choice=completion_choice,
+        a_on_left=lease.a_on_left,
+        strength=stored_strength,
+        criteria=stored_criteria,
+        rationale=rationale.strip(),
+        time_spent_ms=time_spent_ms,
+        client_request_id=client_request_id,
+    )
+    preference.full_clean(exclude=["comparison", "annotator", "lease"])
+    try:
+        with transaction.atomic():
+            preference.save()
+    except IntegrityError:
+        # Only reachable when the row lock was bypassed (e.g. raw SQL);
+        # the constraint still guarantees one preference.
+        existing = Preference.objects.get(comparison=comparison, annotator=annotator)
+        return RecordResult(preference=existing, created=False)
+
+    comparison.label_count += 1
+    comparison.lease_expiries = other_live
+    comparison.done_by = [*comparison.done_by, annotator.pk]
+    if comparison.label_count >= lease.campaign.overlap_k:
+        comparison.status = Comparison.Status.COMPLETE
+    comparison.save(update_fields=["label_count", "lease_expiries", "done_by", "status", "updated_at"])
+    lease.status = Lease.Status.SUBMITTED
+    lease.save(update_fields=["status", "updated_at"])
+    logger.info("labeling.preference.recorded comparison=%s annotator=%s", comparison.pk, annotator.pk)
+    return RecordResult(preference=preference, created=True)
+
+
+@transaction.atomic
+def lease_skip(*, lease_id: int, annotator: AbstractBaseUser) -> None:
+    """Give the pair back and never offer it to this annotator again."""
+    lease = Lease.objects.filter(pk=lease_id, annotator=annotator).first()
+    if lease is None:
+        raise LeaseNotFound("That pair is not assigned to you.")
+    if lease.status != Lease.Status.ACTIVE:
+        return
+    comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
+    now = timezone.now()
+    comparison.lease_expiries = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
+    if annotator.pk not in comparison.done_by:
+        comparison.done_by = [*comparison.done_by, annotator.pk]
+    comparison.save(update_fields=["lease_expiries", "done_by", "updated_at"])
+    lease.status = Lease.Status.SKIPPED
+    lease.save(update_fields=["status", "updated_at"])
+
+
+def lease_release_expired(*, batch_size: int = 5000) -> int:
+    """Housekeeping only: mark expired leases and prune stale expiry times.
+
+    Correctness never depends on it (the queue ignores expired entries).
+    """
+    now = timezone.now()
+    expired = Lease.objects.filter(status=Lease.Status.ACTIVE, expires_at__lte=now)
+    count = 0
+    with transaction.atomic():
+        ids = list(expired.values_list("pk", flat=True)[:batch_size])
+        count = Lease.objects.filter(pk__in=ids).update(status=Lease.Status.EXPIRED, updated_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE labeling_comparison c
+            SET lease_expiries = ARRAY(SELECT e FROM unnest(c.lease_expiries) AS e WHERE e > %s)
+            WHERE c.id IN (
+                SELECT id FROM labeling_comparison
+                WHERE status = 'open' AND lease_expiries <> '{}'
+                  AND EXISTS (SELECT 1 FROM unnest(lease_expiries) AS e WHERE e <= %s)
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            """,
+            [now, now, batch_size],
+        )
+    return count

@@ -1,0 +1,96 @@
+"""Annotator pages. GET never writes: a lease is taken by POST (the "start"
+button, or a submit, which answers with the next pair)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from core.exceptions import ApplicationError
+from labeling import selectors
+from labeling.exceptions import ComparisonFull, NothingToLabel
+from labeling.forms import PreferenceForm
+from labeling.services import queue
+
+
+@require_GET
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    campaigns = selectors.campaign_list_for_user(user=request.user)
+    rows = [(c, selectors.annotator_progress(campaign=c, annotator=request.user)) for c in campaigns]
+    return render(request, "labeling/campaign_list.html", {"rows": rows})
+
+
+def _card(request: HttpRequest, *, campaign_id: int, lease_id: int | None, status: int = 200) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+    context = {
+        "campaign": campaign,
+        "progress": selectors.annotator_progress(campaign=campaign, annotator=request.user),
+        "pair": None,
+        "form": PreferenceForm(campaign=campaign),
+        "request_id": uuid.uuid4().hex,
+    }
+    if lease_id is not None:
+        lease = selectors.lease_get_for_annotator(annotator=request.user, lease_id=lease_id)
+        context["pair"] = selectors.lease_blind_pair(lease=lease)
+        context["lease_done"] = lease.status != lease.Status.ACTIVE
+    template = "labeling/label.html#comparison-card" if request.htmx else "labeling/label.html"
+    response = render(request, template, context, status=status)
+    if request.htmx:
+        url = reverse("labeling:lease-detail", args=[campaign.pk, lease_id]) if lease_id else reverse(
+            "labeling:label-done", args=[campaign.pk]
+        )
+        response["HX-Push-Url"] = url
+    return response
+
+
+def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_annotator(user=request.user, campaign_id=campaign_id)
+    try:
+        lease = queue.comparison_lease_next(campaign=campaign, annotator=request.user)
+    except NothingToLabel:
+        if request.htmx:
+            return _card(request, campaign_id=campaign_id, lease_id=None)
+        return redirect("labeling:label-done", campaign_id)
+    if request.htmx:
+        return _card(request, campaign_id=campaign_id, lease_id=lease.pk)
+    return redirect("labeling:lease-detail", campaign_id, lease.pk)
+
+
+@require_POST
+def label_start(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    return _next(request, campaign_id)
+
+
+@require_GET
+def lease_detail(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpResponse:
+    return _card(request, campaign_id=campaign_id, lease_id=lease_id)
+
+
+@require_GET
+def label_done(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    return _card(request, campaign_id=campaign_id, lease_id=None)
+
+
+@require_POST
+def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_annotator(user=request.user, campaign_id=campaign_id)
+    form = PreferenceForm(request.POST, campaign=campaign)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return _card(request, campaign_id=campaign_id, lease_id=lease_id, status=400 if request.htmx else 200)
+    try:
+        if form.cleaned_data["action"] == "skip":
+            queue.lease_skip(lease_id=lease_id, annotator=request.user)
+        else:
+            queue.preference_record(lease_id=lease_id, annotator=request.user, **form.preference_kwargs())
+    except ComparisonFull as exc:
+        messages.info(request, exc.message)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return _card(request, campaign_id=campaign_id, lease_id=lease_id)
+    return _next(request, campaign_id)

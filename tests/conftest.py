@@ -1,0 +1,125 @@
+"""Shared fixtures: users per role, API clients, and real Celery workers.
+
+The database is the embedded (or configured) PostgreSQL, started by the
+``core.testing.embedded`` plugin before Django loads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from core.roles import ADMIN, ANNOTATOR, REVIEWER
+from core.services import roles_ensure, user_create
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(db: None) -> Any:
+    counter = {"n": 0}
+
+    def make(role: str = ANNOTATOR, username: str | None = None) -> AbstractUser:
+        counter["n"] += 1
+        return user_create(username=username or f"{role}{counter['n']}", password=PASSWORD, role=role)
+
+    roles_ensure()
+    return make
+
+
+@pytest.fixture
+def annotator(make_user: Any) -> AbstractUser:
+    return make_user(ANNOTATOR)
+
+
+@pytest.fixture
+def reviewer(make_user: Any) -> AbstractUser:
+    return make_user(REVIEWER)
+
+
+@pytest.fixture
+def admin_user(make_user: Any) -> AbstractUser:
+    return make_user(ADMIN)
+
+
+@pytest.fixture
+def api_client_for() -> Any:
+    def make(user: AbstractUser | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+@pytest.fixture(scope="session")
+def celery_worker_env(django_db_setup: None, django_db_blocker: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    with django_db_blocker.unblock():
+        env["DATABASE_URL"] = _test_database_url()
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["DJANGO_CONN_MAX_AGE"] = "0"
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Real Celery workers (default and gpu queues) in subprocesses, on the
+    real broker, against the test database. Tests that use them need
+    ``transaction=True`` so the workers see committed rows."""
+    log_dir = tmp_path_factory.mktemp("celery")
+    celery = str(Path(sys.executable).parent / "celery")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {}
+    for queue, concurrency in (("default", "2"), ("gpu", "1")):
+        logs[queue] = log_dir / f"{queue}.log"
+        procs[queue] = subprocess.Popen(
+            [celery, "-A", "config", "worker", "-Q", queue, "-n", f"test-{queue}@%h", "--concurrency",
+             concurrency, "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--logfile", str(logs[queue])],
+            env=celery_worker_env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while True:
+        replies = app.control.ping(timeout=1.0) or []
+        names = {name for reply in replies for name in reply}
+        if any(n.startswith("test-default@") for n in names) and any(n.startswith("test-gpu@") for n in names):
+            break
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
+            for p in procs.values():
+                p.kill()
+            raise RuntimeError("Celery workers did not start: " + " ".join(p.read_text() for p in logs.values() if p.exists()))
+        time.sleep(0.3)
+    yield {"processes": procs, "logs": logs, "env": celery_worker_env}
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()

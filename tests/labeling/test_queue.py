@@ -1,0 +1,263 @@
+"""The leased queue: one statement, SKIP LOCKED, k respected, leases expire."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from labeling.exceptions import ComparisonFull, LeaseNotFound, NothingToLabel
+from labeling.models import Comparison, Lease, Preference
+from labeling.services.queue import comparison_lease_next, lease_skip, preference_record
+from tests.labeling.factories import CampaignFactory, make_pairs
+
+
+def _run_threads(n: int, target: Any) -> list[Any]:
+    results: list[Any] = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted by the test
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+@pytest.mark.django_db
+def test_lease_next_honours_priority_then_age(annotator: Any) -> None:
+    campaign = CampaignFactory()
+    low = make_pairs(campaign, 2, priority=0)
+    high = make_pairs(campaign, 1, priority=5)
+    first = comparison_lease_next(campaign=campaign, annotator=annotator)
+    assert first.comparison_id == high[0].pk
+    preference_record(lease_id=first.pk, annotator=annotator, choice="left")
+    second = comparison_lease_next(campaign=campaign, annotator=annotator)
+    assert second.comparison_id == low[0].pk
+
+
+@pytest.mark.django_db
+def test_lease_next_returns_the_live_lease_again(annotator: Any) -> None:
+    """Two tabs or a reload show the same pair instead of reserving another."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 3)
+    first = comparison_lease_next(campaign=campaign, annotator=annotator)
+    again = comparison_lease_next(campaign=campaign, annotator=annotator)
+    assert again.pk == first.pk
+    assert Lease.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_lease_next_never_offers_a_pair_the_annotator_labeled(make_user: Any) -> None:
+    campaign = CampaignFactory(overlap_k=3)
+    make_pairs(campaign, 2)
+    alice = make_user()
+    seen = []
+    for _ in range(2):
+        lease = comparison_lease_next(campaign=campaign, annotator=alice)
+        seen.append(lease.comparison_id)
+        preference_record(lease_id=lease.pk, annotator=alice, choice="tie")
+    assert len(set(seen)) == 2
+    with pytest.raises(NothingToLabel):
+        comparison_lease_next(campaign=campaign, annotator=alice)
+
+
+@pytest.mark.django_db
+def test_skipped_pair_is_not_offered_again_to_that_annotator(make_user: Any) -> None:
+    campaign = CampaignFactory()
+    (pair,) = make_pairs(campaign, 1)
+    alice, bob = make_user(), make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=alice)
+    lease_skip(lease_id=lease.pk, annotator=alice)
+    with pytest.raises(NothingToLabel):
+        comparison_lease_next(campaign=campaign, annotator=alice)
+    assert comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+
+
+@pytest.mark.django_db
+def test_expired_lease_frees_its_slot_without_a_sweeper(make_user: Any) -> None:
+    campaign = CampaignFactory(overlap_k=1)
+    (pair,) = make_pairs(campaign, 1)
+    alice, bob = make_user(), make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=alice)
+    with pytest.raises(NothingToLabel):
+        comparison_lease_next(campaign=campaign, annotator=bob)
+    past = timezone.now() - timedelta(seconds=1)
+    Lease.objects.filter(pk=lease.pk).update(expires_at=past)
+    Comparison.objects.filter(pk=pair.pk).update(lease_expiries=[past])
+    assert comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+
+
+@pytest.mark.django_db
+def test_late_submit_is_accepted_while_the_pair_has_room(make_user: Any) -> None:
+    campaign = CampaignFactory(overlap_k=2)
+    (pair,) = make_pairs(campaign, 1)
+    alice = make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=alice)
+    past = timezone.now() - timedelta(seconds=1)
+    Lease.objects.filter(pk=lease.pk).update(expires_at=past)
+    Comparison.objects.filter(pk=pair.pk).update(lease_expiries=[past])
+    result = preference_record(lease_id=lease.pk, annotator=alice, choice="right")
+    assert result.created
+    pair.refresh_from_db()
+    assert pair.label_count == 1 and pair.lease_expiries == []
+
+
+@pytest.mark.django_db
+def test_late_submit_on_a_full_pair_is_refused_and_changes_nothing(make_user: Any) -> None:
+    campaign = CampaignFactory(overlap_k=1)
+    (pair,) = make_pairs(campaign, 1)
+    alice, bob = make_user(), make_user()
+    late = comparison_lease_next(campaign=campaign, annotator=alice)
+    past = timezone.now() - timedelta(seconds=1)
+    Lease.objects.filter(pk=late.pk).update(expires_at=past)
+    Comparison.objects.filter(pk=pair.pk).update(lease_expiries=[past])
+    bob_lease = comparison_lease_next(campaign=campaign, annotator=bob)
+    preference_record(lease_id=bob_lease.pk, annotator=bob, choice="left")
+    with pytest.raises(ComparisonFull, match="already has all the labels"):
+        preference_record(lease_id=late.pk, annotator=alice, choice="right")
+    assert Preference.objects.filter(comparison=pair).count() == 1
+
+
+@pytest.mark.django_db
+def test_choice_is_stored_against_completions_not_screen_sides(annotator: Any) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    pref = preference_record(lease_id=lease.pk, annotator=annotator, choice="left", strength=-2).preference
+    assert pref.a_on_left == lease.a_on_left
+    assert pref.choice == ("a" if lease.a_on_left else "b")
+    # -2 on screen = left clearly better; stored sign points at A (-) or B (+).
+    assert pref.strength == (-2 if lease.a_on_left else 2)
+
+
+@pytest.mark.django_db
+def test_sides_are_shuffled_per_lease(make_user: Any) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 60)
+    user = make_user()
+    sides = []
+    for _ in range(60):
+        lease = comparison_lease_next(campaign=campaign, annotator=user)
+        sides.append(lease.a_on_left)
+        lease_skip(lease_id=lease.pk, annotator=user)
+    # 60 fair coin flips: P(fewer than 12 of either side) < 1e-5.
+    assert 12 <= sum(sides) <= 48
+
+
+@pytest.mark.django_db
+def test_submit_for_someone_elses_lease_is_refused(make_user: Any) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    alice, mallory = make_user(), make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=alice)
+    with pytest.raises(LeaseNotFound):
+        preference_record(lease_id=lease.pk, annotator=mallory, choice="left")
+    assert not Preference.objects.exists()
+
+
+@pytest.mark.django_db
+def test_lease_next_is_one_locking_statement_within_a_query_budget(annotator: Any, django_assert_max_num_queries: Any) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 50)
+    with CaptureQueriesContext(connection) as ctx:
+        comparison_lease_next(campaign=campaign, annotator=annotator)
+    locking = [q["sql"] for q in ctx.captured_queries if "SKIP LOCKED" in q["sql"]]
+    assert len(locking) == 1
+    assert len(ctx.captured_queries) <= 6
+
+
+@pytest.mark.django_db
+def test_queue_plan_uses_the_queue_index(annotator: Any) -> None:
+    """The cost must not grow with the number of pending pairs."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 5)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM labeling_comparison WHERE campaign_id = %s AND status = 'open' "
+            "ORDER BY priority DESC, id LIMIT 1",
+            [campaign.pk],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "labeling_queue_idx" in plan
+    assert "Sort" not in plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_annotators_never_get_the_same_pair_beyond_k(make_user: Any) -> None:
+    campaign = CampaignFactory(overlap_k=2)
+    make_pairs(campaign, 10)
+    users = [make_user() for _ in range(8)]
+
+    def work(i: int) -> list[int]:
+        taken = []
+        for _ in range(5):
+            try:
+                lease = comparison_lease_next(campaign=campaign, annotator=users[i])
+            except NothingToLabel:
+                break
+            taken.append(lease.comparison_id)
+            preference_record(lease_id=lease.pk, annotator=users[i], choice="tie")
+        return taken
+
+    results = _run_threads(8, work)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    per_pair = Counter(Preference.objects.values_list("comparison_id", flat=True))
+    assert max(per_pair.values()) <= 2
+    assert sum(per_pair.values()) == 20  # 10 pairs x k=2, all labeled
+    assert all(len(set(r)) == len(r) for r in results)  # nobody labeled a pair twice
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_leases_respect_k_while_held(make_user: Any) -> None:
+    """12 annotators grab leases at once on 4 pairs with k=2: 8 leases, no more."""
+    campaign = CampaignFactory(overlap_k=2)
+    make_pairs(campaign, 4)
+    users = [make_user() for _ in range(12)]
+
+    def grab(i: int) -> int | None:
+        try:
+            return comparison_lease_next(campaign=campaign, annotator=users[i]).comparison_id
+        except NothingToLabel:
+            return None
+
+    results = _run_threads(12, grab)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    taken = Counter(r for r in results if r is not None)
+    assert sum(taken.values()) == 8
+    assert max(taken.values()) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_submits_give_exactly_one_preference(annotator: Any) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+
+    def submit(i: int) -> bool:
+        return preference_record(
+            lease_id=lease.pk, annotator=annotator, choice="left" if i % 2 else "right", client_request_id="r1"
+        ).created
+
+    results = _run_threads(6, submit)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert results.count(True) == 1
+    assert Preference.objects.count() == 1
+    pair = Comparison.objects.get()
+    assert pair.label_count == 1 and pair.status == Comparison.Status.COMPLETE
