@@ -21,3 +21,28 @@ class LoginRequiredMiddleware(DjangoLoginRequiredMiddleware):
         if request.path_info.startswith("/api/"):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+class ApplicationErrorMiddleware:
+    """Pages: a domain error becomes a 4xx page with its message, never a 500.
+    (The API has its own handler in ``core.api``.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
+        from django.shortcuts import render
+
+        from core.exceptions import ApplicationError
+
+        if not isinstance(exception, ApplicationError):
+            return None
+        return render(
+            request,
+            "error.html",
+            {"message": exception.message, "status": exception.status_code},
+            status=exception.status_code,
+        )
