@@ -166,7 +166,7 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
-    "training.*": {"queue": "gpu"},
+    "training.job_run": {"queue": "gpu"},
     "models_hub.generate_*": {"queue": "gpu"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
@@ -202,4 +202,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "labeling.lease_release_expired",
         "schedule": 300.0,
     },
+    # every 30 seconds: fail RUNNING jobs whose worker stopped sending heartbeats
+    "training-sweep-stale-jobs": {
+        "task": "training.sweep_stale_jobs",
+        "schedule": 30.0,
+    },
+    # every minute: launch scheduled training pipelines whose thresholds are met
+    "training-scheduler-tick": {
+        "task": "training.scheduler_tick",
+        "schedule": 60.0,
+    },
 }
+
+# A running job whose heartbeat is older than this is marked failed.
+ARBITER_HEARTBEAT_TIMEOUT = env.int("ARBITER_HEARTBEAT_TIMEOUT", default=180)
+ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None

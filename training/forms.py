@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from labeling.models import Campaign
+from models_hub.models import BaseModelVersion
+from training.models import METHOD_CHOICES, DatasetSnapshot
+
+
+class JobLaunchForm(forms.Form):
+    campaign = forms.ModelChoiceField(queryset=Campaign.objects.all())
+    method = forms.ChoiceField(choices=METHOD_CHOICES, initial="dpo")
+    base_model = forms.ModelChoiceField(
+        queryset=BaseModelVersion.objects.all(), required=False, empty_label="default base model"
+    )
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.select_related("campaign"),
+        required=False,
+        empty_label="all labels so far (new snapshot)",
+    )
+    learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.5, help_text="Leave empty for the method's default.")
+    num_train_epochs = forms.FloatField(required=False, min_value=0.1, max_value=100)
+    max_steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    lora_r = forms.IntegerField(required=False, min_value=1, max_value=512, label="LoRA rank")
+    config_json = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}), label="More settings (JSON)",
+        help_text='Any runner field, e.g. {"beta": 0.1, "peft": {"peft_type": "ia3"}}.',
+    )
+
+    def config_overrides(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        overrides: dict[str, Any] = {}
+        raw = data.get("config_json") or ""
+        if raw.strip():
+            overrides = json.loads(raw)
+        for name in ("learning_rate", "num_train_epochs", "max_steps"):
+            if data.get(name) is not None:
+                overrides[name] = data[name]
+        if data.get("lora_r"):
+            overrides.setdefault("peft", {})["r"] = data["lora_r"]
+        return overrides
+
+    def clean_config_json(self) -> str:
+        raw = self.cleaned_data.get("config_json") or ""
+        if raw.strip():
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}).") from None
+            if not isinstance(value, dict):
+                raise forms.ValidationError("Must be a JSON object.")
+        return raw

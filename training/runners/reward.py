@@ -1,0 +1,85 @@
+"""Reward model: a scalar score head plus adapter, trained on preference pairs."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+from trl import RewardConfig, RewardTrainer
+
+from training.runners import base
+from training.runners.config import RewardRunConfig
+from training.runners.result import RunResult
+
+logger = logging.getLogger(__name__)
+
+EVAL_MAP = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"}
+TRAIN_MAP = {"accuracy": "train_accuracy", "margin": "train_margin"}
+
+
+def run(
+    config: RewardRunConfig,
+    *,
+    data_dir: Path,
+    output_dir: Path,
+    on_event: base.EventFn,
+    should_stop: base.StopFn,
+) -> RunResult:
+    """Train a SEQ_CLS adapter (score head saved in it) on chosen/rejected pairs.
+
+    TRL appends EOS to plain-text pairs, so the model scores
+    ``prompt + completion + eos``; the online runners score the same way. A
+    numeric ``margin`` column (present on every row) widens the required gap.
+    """
+    base.setup_runtime(config)
+    keys = {"required": ("chosen", "rejected"), "optional": ("prompt",), "numeric": ("margin",)}
+    train_rows = base.read_split(data_dir, "train", **keys)
+    val_rows = base.read_split(data_dir, "val", **keys)
+    assert train_rows is not None
+    on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
+
+    tok = base.load_tokenizer(config.base_model)
+    base.check_chat_template(tok, train_rows, config.base_model)
+    model = base.load_sequence_classifier(config.base_model, pad_token_id=tok.pad_token_id)
+    peft_config = base.build_peft_config(
+        config.peft, model_type=model.config.model_type, task_type="SEQ_CLS"
+    )
+    callback = base.EventCallback(
+        on_event,
+        should_stop,
+        early_stopping_patience=config.early_stopping_patience if val_rows else 0,
+    )
+    with tempfile.TemporaryDirectory(prefix="arbiter-reward-") as scratch:
+        args = RewardConfig(
+            **base.training_kwargs(config, Path(scratch), has_eval=bool(val_rows)),
+            max_length=config.max_length,
+            center_rewards_coefficient=config.center_rewards_coefficient,
+        )
+        trainer = RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(val_rows) if val_rows else None,
+            processing_class=tok,
+            peft_config=peft_config,
+            callbacks=[callback],
+        )
+        if len(trainer.train_dataset) == 0:
+            raise base.RunDataError(
+                f"Every training pair is longer than max_length={config.max_length} tokens"
+            )
+        return base.train_and_save(
+            trainer,
+            callback,
+            config=config,
+            tokenizer=tok,
+            output_dir=output_dir,
+            has_eval=bool(val_rows),
+            on_event=on_event,
+            should_stop=should_stop,
+            task_type="SEQ_CLS",
+            eval_map=EVAL_MAP,
+            train_map=TRAIN_MAP,
+        )

@@ -1,0 +1,149 @@
+"""Dataset snapshots: freeze which preferences a run uses and write the files
+the runners read, so a run is reproducible from (snapshot, config)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+
+from labeling.models import Campaign, Preference, Prompt
+from labeling.selectors import TIE_POLICIES, preference_export_rows
+from training.exceptions import NoTrainingData, TrainingError
+from training.models import DatasetSnapshot
+
+FILTER_KEYS = {"exclude_annotator_ids", "min_abs_strength"}
+SPLITS = ("train", "val")
+
+
+def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(filters) - FILTER_KEYS
+    if unknown:
+        raise TrainingError(f"filters: unknown key {sorted(unknown)[0]!r}; expected {sorted(FILTER_KEYS)}.")
+    clean: dict[str, Any] = {}
+    ids = filters.get("exclude_annotator_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise TrainingError("filters.exclude_annotator_ids must be a list of user ids.")
+    if ids:
+        clean["exclude_annotator_ids"] = sorted(set(ids))
+    strength = filters.get("min_abs_strength")
+    if strength is not None:
+        if not isinstance(strength, int) or not 0 <= strength <= 3:
+            raise TrainingError("filters.min_abs_strength must be an integer from 0 to 3.")
+        clean["min_abs_strength"] = strength
+    return clean
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]], digest: Any) -> int:
+    count = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+            fh.write(line)
+            digest.update(line.encode())
+            count += 1
+    return count
+
+
+def _completion(prompt: Any, text: str) -> Any:
+    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+
+
+@transaction.atomic
+def dataset_snapshot_create(
+    *,
+    campaign: Campaign,
+    created_by: AbstractBaseUser | None = None,
+    tie_policy: str = "skip",
+    filters: Mapping[str, Any] | None = None,
+) -> DatasetSnapshot:
+    """Write ``preference/``, ``sft/`` and ``prompts/`` (``train.jsonl`` and
+    ``val.jsonl`` each) for ``campaign``'s labels up to now and record them.
+
+    Splits follow each prompt's split; golden prompts are excluded. Raises
+    ``NoTrainingData`` when there is no training preference at all.
+    """
+    if tie_policy not in TIE_POLICIES:
+        raise TrainingError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}.")
+    clean = _validate_filters(filters or {})
+    last_id = (
+        Preference.objects.filter(comparison__campaign=campaign).aggregate(m=Max("id"))["m"] or 0
+    )
+    relative = Path("snapshots") / f"campaign-{campaign.pk}" / uuid.uuid4().hex
+    root = Path(settings.STORAGE_ROOT)
+    tmp = root / "tmp" / f"snapshot-{uuid.uuid4().hex}"
+    digest = hashlib.sha256()
+    counts: dict[str, dict[str, int]] = {"preference": {}, "sft": {}, "prompts": {}}
+    try:
+        for kind in counts:
+            (tmp / kind).mkdir(parents=True)
+        for split in SPLITS:
+            rows = [
+                r
+                for r in preference_export_rows(
+                    campaign=campaign,
+                    tie_policy=tie_policy,
+                    splits=[split],
+                    exclude_annotator_ids=clean.get("exclude_annotator_ids"),
+                )
+                if r["preference_id"] <= last_id
+                and (r["strength"] or 0) >= clean.get("min_abs_strength", 0)
+            ]
+            counts["preference"][split] = _write_jsonl(
+                tmp / "preference" / f"{split}.jsonl",
+                ({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows),
+                digest,
+            )
+            seen: set[str] = set()
+            sft_rows = []
+            for r in rows:
+                if r["tie"]:
+                    continue
+                key = json.dumps([r["prompt"], r["chosen"]], sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    sft_rows.append({"prompt": r["prompt"], "completion": r["chosen"]})
+            counts["sft"][split] = _write_jsonl(tmp / "sft" / f"{split}.jsonl", sft_rows, digest)
+            prompts = Prompt.objects.filter(campaign=campaign, split=split, is_golden=False).order_by("id")
+            counts["prompts"][split] = _write_jsonl(
+                tmp / "prompts" / f"{split}.jsonl",
+                ({"prompt": p.content} for p in prompts.iterator()),
+                digest,
+            )
+        if counts["preference"]["train"] == 0:
+            raise NoTrainingData("This campaign has no training preferences yet (golden prompts are never used).")
+        final = root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        snapshot = DatasetSnapshot(
+            campaign=campaign,
+            created_by=created_by,
+            tie_policy=tie_policy,
+            filters=clean,
+            last_preference_id=last_id,
+            counts=counts,
+            content_hash=digest.hexdigest(),
+            storage_path=str(relative),
+        )
+        snapshot.full_clean()
+        snapshot.save()
+        # Last step, so a failure above leaves no folder; a rollback after it
+        # leaves an unreferenced folder, never a row without files.
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return snapshot
+
+
+def snapshot_data_dir(snapshot: DatasetSnapshot, method: str) -> Path:
+    kind = {"sft": "sft", "reward": "preference", "dpo": "preference", "ppo": "prompts", "rloo": "prompts"}[method]
+    return Path(settings.STORAGE_ROOT) / snapshot.storage_path / kind
