@@ -167,7 +167,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.job_run": {"queue": "gpu"},
-    "models_hub.generate_*": {"queue": "gpu"},
+    "models_hub.generate_for_adapter": {"queue": "gpu"},
+    "models_hub.generate_versions": {"queue": "gpu"},
+    "models_hub.merge_export": {"queue": "gpu"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
 }

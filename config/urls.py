@@ -10,8 +10,10 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("labeling.api.urls")),
     path("api/v1/", include("training.api.urls")),
+    path("api/v1/", include("models_hub.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("training/", include("training.urls")),
+    path("models/", include("models_hub.urls")),
     path("", include("labeling.urls")),
 ]

@@ -125,6 +125,14 @@ class Completion(BaseModel):
         related_name="completions",
         help_text="The adapter that generated it; empty for imported or base-model text.",
     )
+    base_model = models.ForeignKey(
+        "models_hub.BaseModelVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="completions",
+        help_text="The base model that generated it (with or without an adapter).",
+    )
     generation = models.JSONField(
         default=dict, blank=True, help_text="Decoding parameters and seed for model completions."
     )

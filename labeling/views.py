@@ -33,6 +33,7 @@ def _card(request: HttpRequest, *, campaign_id: int, lease_id: int | None, statu
         "pair": None,
         "form": PreferenceForm(campaign=campaign),
         "request_id": uuid.uuid4().hex,
+        "suppress_messages": True,
     }
     if lease_id is not None:
         lease = selectors.lease_get_for_annotator(annotator=request.user, lease_id=lease_id)

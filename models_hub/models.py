@@ -68,6 +68,9 @@ class Adapter(BaseModel):
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
     metrics = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    merged_path = models.CharField(
+        max_length=1000, blank=True, help_text="Merged full model (merge_and_unload), relative to the storage root."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -84,3 +87,53 @@ class Adapter(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+
+class AdapterEvent(BaseModel):
+    """The registry's history: every promotion, rollback and retirement."""
+
+    class Action(models.TextChoices):
+        REGISTERED = "registered", "registered"
+        PROMOTED = "promoted", "promoted"
+        ROLLED_BACK = "rolled_back", "rolled back"
+        RETIRED = "retired", "retired"
+
+    adapter = models.ForeignKey(Adapter, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    previous_champion = models.ForeignKey(
+        Adapter, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    override = models.BooleanField(default=False, help_text="Promoted although the promotion gate said no.")
+    reason = models.CharField(max_length=500, blank=True)
+    evidence = models.JSONField(default=dict, blank=True, help_text="Win rate and interval at decision time.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.adapter} {self.action}"
+
+
+class GenerationSettings(BaseModel):
+    """How new adapters of a campaign write completions for the queue."""
+
+    campaign = models.OneToOneField("labeling.Campaign", on_delete=models.CASCADE, related_name="generation_settings")
+    enabled = models.BooleanField(default=True, help_text="Generate comparisons for every new policy adapter.")
+    prompts_per_round = models.PositiveIntegerField(default=32, help_text="Non-golden prompts per new adapter.")
+    compare_against_base = models.BooleanField(default=False, help_text="Also pair the candidate with the base model.")
+    priority = models.IntegerField(default=10, help_text="Queue priority of the new comparisons.")
+    max_new_tokens = models.PositiveIntegerField(default=128)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=0.9)
+    seed = models.PositiveIntegerField(default=0)
+    require_significant_win = models.BooleanField(
+        default=False,
+        help_text="Promotion gate: the candidate's lower 95% bound of win rate against the champion must exceed 0.5.",
+    )
+
+    class Meta:
+        verbose_name_plural = "generation settings"
+
+    def __str__(self) -> str:
+        return f"generation settings for {self.campaign}"

@@ -123,3 +123,17 @@ def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.T
             p.wait(20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+SUBJECTS = ["cat", "river", "garden", "teacher", "robot", "city", "storm", "friend", "song", "train"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama and its tokenizer, built locally (no download)."""
+    from training.runners.tiny import build_tiny_model
+
+    texts = [f"tell me about the {s} . the {s} answers kindly . the {s} answers rudely ." for s in SUBJECTS]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", extra_text=texts)
+
+

@@ -43,7 +43,7 @@ WITH picked AS (
           < %(k)s
     ORDER BY c.priority DESC, c.id
     LIMIT 1
-    FOR UPDATE OF c SKIP LOCKED
+    FOR UPDATE OF c {lock_mode}
 )
 UPDATE labeling_comparison c
 SET lease_expiries = ARRAY(
@@ -98,18 +98,24 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         return live
 
     expires_at = now + timedelta(seconds=campaign.lease_ttl_seconds)
+    params = {
+        "campaign_id": campaign.pk,
+        "annotator_id": annotator.pk,
+        "k": campaign.overlap_k,
+        "now": now,
+        "expires_at": expires_at,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(
-            _LEASE_NEXT_SQL,
-            {
-                "campaign_id": campaign.pk,
-                "annotator_id": annotator.pk,
-                "k": campaign.overlap_k,
-                "now": now,
-                "expires_at": expires_at,
-            },
-        )
+        cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
         row = cursor.fetchone()
+        if row is None:
+            # Every candidate may have been locked by someone else's
+            # in-flight lease. Ask again, this time waiting for those
+            # (short) transactions: a pair whose slots they filled is
+            # re-checked and passed over, so we never report an empty queue
+            # while a free slot is only momentarily locked.
+            cursor.execute(_LEASE_NEXT_SQL.format(lock_mode=""), params)
+            row = cursor.fetchone()
     if row is None:
         raise NothingToLabel("No pairs are waiting for you in this campaign.")
     lease = Lease(
@@ -155,6 +161,7 @@ def preference_record(
     rationale: str = "",
     time_spent_ms: int | None = None,
     client_request_id: str = "",
+    source: str = Preference.Source.ANNOTATOR,
 ) -> RecordResult:
     """Record ``annotator``'s label for the pair behind ``lease_id``.
 
@@ -188,10 +195,12 @@ def preference_record(
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
     other_live = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
-    if not lease_live and comparison.label_count + len(other_live) >= lease.campaign.overlap_k:
-        raise ComparisonFull("This pair already has all the labels it needs. Here is the next one.")
-    if comparison.status != Comparison.Status.OPEN:
-        raise ComparisonFull("This pair is closed. Here is the next one.")
+    # Blind-review votes are extra evidence on top of the k labels.
+    if source == Preference.Source.ANNOTATOR:
+        if not lease_live and comparison.label_count + len(other_live) >= lease.campaign.overlap_k:
+            raise ComparisonFull("This pair already has all the labels it needs. Here is the next one.")
+        if comparison.status != Comparison.Status.OPEN:
+            raise ComparisonFull("This pair is closed. Here is the next one.")
 
     preference = Preference(
         comparison=comparison,
@@ -204,6 +213,7 @@ def preference_record(
         rationale=rationale.strip(),
         time_spent_ms=time_spent_ms,
         client_request_id=client_request_id,
+        source=source,
     )
     preference.full_clean(exclude=["comparison", "annotator", "lease"])
     try:
@@ -218,7 +228,7 @@ def preference_record(
     comparison.label_count += 1
     comparison.lease_expiries = other_live
     comparison.done_by = [*comparison.done_by, annotator.pk]
-    if comparison.label_count >= lease.campaign.overlap_k:
+    if comparison.label_count >= lease.campaign.overlap_k and comparison.status == Comparison.Status.OPEN:
         comparison.status = Comparison.Status.COMPLETE
     comparison.save(update_fields=["label_count", "lease_expiries", "done_by", "status", "updated_at"])
     lease.status = Lease.Status.SUBMITTED

@@ -6,21 +6,13 @@ from typing import Any
 
 import pytest
 
-from labeling.models import Campaign
+from labeling.models import Campaign, Comparison
 from labeling.services.queue import comparison_lease_next, preference_record
 from models_hub.models import BaseModelVersion
+from tests.conftest import SUBJECTS
 from tests.labeling.factories import CampaignFactory, CompletionFactory, PromptFactory
-from labeling.models import Comparison
-
-SUBJECTS = ["cat", "river", "garden", "teacher", "robot", "city", "storm", "friend", "song", "train"]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.runners.tiny import build_tiny_model
-
-    texts = [f"tell me about the {s} . the {s} answers kindly . the {s} answers rudely ." for s in SUBJECTS]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", extra_text=texts)
 
 
 @pytest.fixture

@@ -47,15 +47,22 @@ and ``adapter_model.safetensors``, loadable with
 
 Events and cancellation
 -----------------------
-``on_event(kind, payload)`` receives ``("status", {"phase": ...})`` with the
-phases loading, training, evaluating, saving, done or cancelled;
-``("progress", {"step", "total"})`` after each optimizer step; and
-``("metrics", {"step", "epoch", "metrics"})`` for every log line. ``should_stop``
-is polled at every step boundary (and between gradient-accumulation
-micro-batches). Once it returns True the run stops within the current step and
-returns ``RunResult(cancelled=True)`` without saving anything: cancellation is
-a normal return, not an exception. Bad data raises ``RunDataError`` (a
-``ValueError``); an invalid config raises ``ValueError`` naming the field.
+``on_event(kind, payload)`` receives, from the main process only:
+
+- ``("status", {"phase": ...})``: loading, training, evaluating (only with
+  val.jsonl), saving, then done (payload also has ``metrics``) or cancelled;
+- ``("progress", {"step", "total"})`` after each optimizer step;
+- ``("metrics", {"step", "epoch", "metrics"})`` for every log line, with TRL's
+  own metric names (``eval_``-prefixed for evaluations).
+
+``should_stop()`` is polled before training and at every step boundary and
+gradient-accumulation micro-batch (two or three calls per step, so keep it
+cheap, e.g. a flag refreshed by a timer). Once it returns True the run stops
+at the end of the current step and returns ``RunResult(cancelled=True)``
+without saving anything: cancellation is a normal return, not an exception.
+
+Errors: an invalid config raises ``ValueError`` naming the field; bad data
+raises ``RunDataError`` (a ``ValueError``); anything else propagates.
 """
 
 from __future__ import annotations

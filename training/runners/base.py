@@ -3,8 +3,8 @@
 Loading (tokenizer, causal LM, sequence classifier, merged reward model),
 runtime setup (threads, seed, offline hub), the PEFT config builder, the data
 readers for ``data_dir``, the ``TrainerCallback`` that reports events and
-honours ``should_stop``, and ``finish_run`` which evaluates, saves the adapter
-and builds the ``RunResult``.
+honours ``should_stop``, and ``train_and_save`` which trains, evaluates, keeps
+the best weights, saves the adapter and builds the ``RunResult``.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import datasets
 import huggingface_hub.constants
 import torch
 from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, PromptTuningConfig
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -48,16 +49,14 @@ StopFn = Callable[[], bool]
 
 RUN_INFO_FILE = "arbiter_run.json"
 
-# Architectures whose blocks use the Llama projection names.
+# Dense architectures whose blocks use the Llama projection names. Others
+# (MoE, fused-projection models such as phi3) fall back to "all-linear".
 LLAMA_LIKE = frozenset(
     {
         "llama",
         "mistral",
-        "mixtral",
         "qwen2",
-        "qwen2_moe",
         "qwen3",
-        "qwen3_moe",
         "gemma",
         "gemma2",
         "gemma3_text",
@@ -65,10 +64,17 @@ LLAMA_LIKE = frozenset(
         "olmo2",
         "granite",
         "smollm3",
-        "phi3",
     }
 )
-LLAMA_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LLAMA_LORA = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+]
 LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "bert": ["query", "key", "value", "dense"],
@@ -81,7 +87,7 @@ IA3_TARGETS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
+class RunCancelled(Exception):
     """Raised inside trainers that ignore ``control.should_training_stop`` (PPO)."""
 
 
@@ -90,7 +96,8 @@ class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
 
 def use_offline_hub_if_local(*names: str | None) -> None:
     """Force hub offline mode when every model reference is a local folder."""
-    if names and all(n is not None and Path(n).exists() for n in names):
+    given = [n for n in names if n]
+    if given and all(Path(n).exists() for n in given):
         os.environ["HF_HUB_OFFLINE"] = "1"
         huggingface_hub.constants.HF_HUB_OFFLINE = True
 
@@ -101,12 +108,13 @@ def setup_runtime(config: RunConfig, *extra_models: str | None) -> None:
         torch.set_num_threads(config.torch_threads)
     use_offline_hub_if_local(config.base_model, *extra_models)
     hf_logging.disable_progress_bar()
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover - datasets is a training dependency
-        pass
+    datasets.disable_progress_bars()
+    # transformers 5 renamed gradient_checkpointing; TRL 1.12 still uses the old name.
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*gradient_checkpointing` is deprecated",
+        category=FutureWarning,
+    )
     set_seed(config.seed)
 
 
@@ -114,10 +122,16 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def training_kwargs(config: RunConfig, scratch_dir: Path, *, has_eval: bool) -> dict[str, Any]:
+def training_kwargs(
+    config: RunConfig, scratch_dir: Path, *, has_eval: bool
+) -> dict[str, Any]:
     """TrainingArguments fields every TRL config accepts, CPU-safe."""
     cuda = use_cuda()
-    bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+    bf16 = (
+        config.bf16
+        if config.bf16 is not None
+        else cuda and torch.cuda.is_bf16_supported()
+    )
     return {
         "output_dir": str(scratch_dir),
         "seed": config.seed,
@@ -144,21 +158,23 @@ def training_kwargs(config: RunConfig, scratch_dir: Path, *, has_eval: bool) -> 
 # ---------------------------------------------------------------- loading
 
 
-def load_tokenizer(name: str, *, padding_side: str | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name: str, *, padding_side: str | None = None
+) -> PreTrainedTokenizerBase:
     """Tokenizer of ``name`` with a pad token (eos stands in when it has none)."""
     tok = AutoTokenizer.from_pretrained(name)
     if tok.pad_token is None:
         if tok.eos_token is None:
-            raise ValueError(f"The tokenizer of {name} has neither a pad nor an eos token")
-        logger.warning("Tokenizer of %s has no pad token; using eos %r", name, tok.eos_token)
+            raise ValueError(
+                f"The tokenizer of {name} has neither a pad nor an eos token"
+            )
+        logger.warning(
+            "Tokenizer of %s has no pad token; using eos %r", name, tok.eos_token
+        )
         tok.pad_token = tok.eos_token
     if padding_side is not None:
         tok.padding_side = padding_side
     return tok
-
-
-def model_type(name: str) -> str:
-    return str(AutoConfig.from_pretrained(name).model_type)
 
 
 def load_causal_lm(name: str) -> PreTrainedModel:
@@ -204,19 +220,26 @@ def load_merged_reward_model(
 # ---------------------------------------------------------------- PEFT
 
 
-def build_peft_config(settings: PeftSettings, *, model_type: str, task_type: str) -> PeftConfig:
+def build_peft_config(
+    settings: PeftSettings, *, model_type: str, task_type: str
+) -> PeftConfig:
     """Translate our ``PeftSettings`` to a PEFT config for ``model_type``."""
     arch = "llama" if model_type in LLAMA_LIKE else model_type
     if settings.peft_type == "lora":
-        targets: list[str] | str = settings.target_modules or (
-            LLAMA_LORA if arch == "llama" else LORA_TARGETS.get(arch, "all-linear")
-        )
+        targets: list[str] | str
+        if settings.target_modules:
+            targets = settings.target_modules
+        elif arch == "llama":
+            targets = LLAMA_LORA
+        else:
+            targets = LORA_TARGETS.get(arch, "all-linear")
         return LoraConfig(
             task_type=task_type,
             r=settings.r,
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.lora_dropout,
             target_modules=targets,
+            fan_in_fan_out=arch == "gpt2",  # GPT-2 stores weights as Conv1D (in, out)
         )
     if settings.peft_type == "ia3":
         default_targets, default_ff = IA3_TARGETS.get(arch, (None, None))
@@ -238,7 +261,7 @@ def build_peft_config(settings: PeftSettings, *, model_type: str, task_type: str
     )
 
 
-def drop_virtual_token_logits(model: torch.nn.Module) -> None:
+def drop_virtual_token_logits(model: torch.nn.Module | None) -> None:
     """Make a prompt-tuned model return logits aligned with ``input_ids``.
 
     PEFT prompt tuning prepends virtual tokens and returns their logits too.
@@ -248,13 +271,21 @@ def drop_virtual_token_logits(model: torch.nn.Module) -> None:
     they are because their logits already match.
     """
 
-    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> Any:
+    def hook(
+        module: torch.nn.Module, args: Any, kwargs: dict[str, Any], output: Any
+    ) -> Any:
         input_ids = kwargs.get("input_ids")
         logits = getattr(output, "logits", None)
-        if input_ids is not None and logits is not None and logits.shape[1] > input_ids.shape[1]:
+        if (
+            input_ids is not None
+            and logits is not None
+            and logits.shape[1] > input_ids.shape[1]
+        ):
             output.logits = logits[:, logits.shape[1] - input_ids.shape[1] :]
         return output
 
+    if model is None:
+        raise ValueError("The trainer has no model to hook")
     model.register_forward_hook(hook, with_kwargs=True)
 
 
@@ -266,7 +297,9 @@ def _is_messages(value: Any) -> bool:
         isinstance(value, list)
         and bool(value)
         and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
             for m in value
         )
     )
@@ -281,7 +314,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise RunDataError(f"{path.name} line {lineno}: invalid JSON ({exc.msg})") from None
+                raise RunDataError(
+                    f"{path.name} line {lineno}: invalid JSON ({exc.msg})"
+                ) from None
             if not isinstance(row, dict):
                 raise RunDataError(f"{path.name} line {lineno}: expected a JSON object")
             rows.append(row)
@@ -317,7 +352,10 @@ def read_split(
     keep_numeric = [
         k
         for k in numeric
-        if all(isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool) for r in raw)
+        if all(
+            isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool)
+            for r in raw
+        )
     ]
     conversational: bool | None = None
     rows = []
@@ -342,18 +380,39 @@ def read_split(
                 raise RunDataError(
                     f"{path.name} row {lineno}: mixes plain-text and message-list fields"
                 )
-            out[key] = value if is_chat else value
+            out[key] = value
         for key in keep_numeric:
             out[key] = float(row[key])
         rows.append(out)
     return rows
 
 
+def read_train_val(
+    data_dir: Path,
+    *,
+    required: Iterable[str],
+    optional: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """``train.jsonl`` rows (required) and ``val.jsonl`` rows (or None)."""
+    keys = {
+        "required": tuple(required),
+        "optional": tuple(optional),
+        "numeric": tuple(numeric),
+    }
+    train = read_split(data_dir, "train", **keys)
+    if train is None:  # read_split raises for a missing train split
+        raise RunDataError(f"{data_dir} has no training rows")
+    return train, read_split(data_dir, "val", **keys)
+
+
 def is_conversational(rows: list[dict[str, Any]]) -> bool:
     return any(isinstance(v, list) for v in rows[0].values())
 
 
-def check_chat_template(tok: PreTrainedTokenizerBase, rows: list[dict[str, Any]], name: str) -> None:
+def check_chat_template(
+    tok: PreTrainedTokenizerBase, rows: list[dict[str, Any]], name: str
+) -> None:
     if is_conversational(rows) and not tok.chat_template:
         raise RunDataError(
             f"The data is in message-list (conversational) form but the tokenizer of {name} "
@@ -422,7 +481,8 @@ class EventCallback(TrainerCallback):
         self._best_value: float | None = None
         self.best_metrics: dict[str, float] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._best_is_current = True
+        self._best_step = -1
+        self._last_step = 0
         self._bad_evals = 0
 
     # -- cancel
@@ -438,26 +498,45 @@ class EventCallback(TrainerCallback):
                 raise RunCancelled
 
     def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
     ) -> None:
         self._poll(control)
 
     def on_substep_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
     ) -> None:
         self._poll(control)
 
     def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
     ) -> None:
+        self._last_step = state.global_step
         if state.is_world_process_zero:
-            self.on_event("progress", {"step": state.global_step, "total": state.max_steps})
-        if self._best_state is not None:
-            self._best_is_current = False  # weights moved on since the best evaluation
+            self.on_event(
+                "progress", {"step": state.global_step, "total": state.max_steps}
+            )
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True  # report the final training window, however short
         self._poll(control)
 
     def on_epoch_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
     ) -> None:
         self._poll(control)
 
@@ -499,18 +578,21 @@ class EventCallback(TrainerCallback):
         if value is None:
             return
         improved = self._best_value is None or (
-            value > self._best_value if self.greater_is_better else value < self._best_value
+            value > self._best_value
+            if self.greater_is_better
+            else value < self._best_value
         )
         if improved:
             self._best_value = value
             self.best_metrics = clean_metrics(metrics or {})
             self._bad_evals = 0
-            self._best_is_current = True
+            self._best_step = state.global_step
             self._best_state = {
-                n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+                n: p.detach().clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad
             }
             return
-        self._best_is_current = False
         self._bad_evals += 1
         if self._bad_evals >= self.patience:
             logger.info(
@@ -522,16 +604,25 @@ class EventCallback(TrainerCallback):
             self.stopped_early = True
             control.should_training_stop = True
 
-    def restore_best(self, model: torch.nn.Module) -> bool:
+    def restore_best(self, model: torch.nn.Module | None) -> bool:
         """Load the best evaluated weights back if later steps replaced them."""
-        if self._best_state is None or self._best_is_current:
+        if (
+            model is None
+            or self._best_state is None
+            or self._best_step == self._last_step
+        ):
             return False
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, saved in self._best_state.items():
                 params[name].copy_(saved)
-        logger.info("Restored the adapter weights with the best %s (%.4g)", self.best_metric, self._best_value)
-        self._best_is_current = True
+        logger.info(
+            "Restored the adapter weights from step %d with the best %s (%.4g)",
+            self._best_step,
+            self.best_metric,
+            self._best_value,
+        )
+        self._last_step = self._best_step
         return True
 
 
@@ -647,14 +738,17 @@ def train_and_save(
         peft_type=config.peft.peft_type,
         task_type=task_type,
     )
-    on_event("status", {"phase": "training"})
     elapsed = timed()
     train_loss: float | None = None
-    try:
-        output = trainer.train()
-        train_loss = getattr(output, "training_loss", None)
-    except RunCancelled:
+    if should_stop():  # requested while the models were loading
         callback.cancelled = True
+    else:
+        on_event("status", {"phase": "training"})
+        try:
+            output = trainer.train()
+            train_loss = getattr(output, "training_loss", None)
+        except RunCancelled:
+            callback.cancelled = True
     result.train_runtime = round(elapsed(), 3)
     result.steps = int(trainer.state.global_step)
     result.stopped_early = callback.stopped_early
@@ -666,7 +760,9 @@ def train_and_save(
         if callback.restore_best(trainer.model) and callback.best_metrics:
             eval_metrics = callback.best_metrics
     if callback.cancelled or should_stop():
-        logger.info("%s run cancelled after %d steps; nothing saved", method, result.steps)
+        logger.info(
+            "%s run cancelled after %d steps; nothing saved", method, result.steps
+        )
         result.cancelled = True
         on_event("status", {"phase": "cancelled", "step": result.steps})
         return result
@@ -680,8 +776,16 @@ def train_and_save(
         first_map=first_map,
     )
     on_event("status", {"phase": "saving"})
-    model = adapter_of(trainer) if adapter_of else trainer.accelerator.unwrap_model(trainer.model)
-    save_adapter(model, tokenizer, Path(output_dir), method=method, config=config, result=result)
-    logger.info("%s run finished in %.1fs: %s", method, result.train_runtime, result.metrics)
+    model = (
+        adapter_of(trainer)
+        if adapter_of
+        else trainer.accelerator.unwrap_model(trainer.model)
+    )
+    save_adapter(
+        model, tokenizer, Path(output_dir), method=method, config=config, result=result
+    )
+    logger.info(
+        "%s run finished in %.1fs: %s", method, result.train_runtime, result.metrics
+    )
     on_event("status", {"phase": "done", "metrics": result.metrics})
     return result

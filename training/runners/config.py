@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 PEFT_TYPES = ("lora", "ia3", "prompt_tuning")
-DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "sigmoid_norm", "apo_zero", "apo_down")
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "robust",
+    "sigmoid_norm",
+    "apo_zero",
+    "apo_down",
+)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -47,8 +55,6 @@ def _matches(value: Any, tp: Any) -> bool:
     if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if dataclasses.is_dataclass(tp):
-        return isinstance(value, tp)
     return isinstance(value, tp)
 
 
@@ -88,9 +94,12 @@ class PeftSettings:
         ),
     )
     # LoRA
-    r: int = field(default=16, metadata=_help("LoRA rank: size of each low-rank update."))
+    r: int = field(
+        default=16, metadata=_help("LoRA rank: size of each low-rank update.")
+    )
     lora_alpha: int = field(
-        default=32, metadata=_help("LoRA scaling numerator; the update is scaled by alpha / r.")
+        default=32,
+        metadata=_help("LoRA scaling numerator; the update is scaled by alpha / r."),
     )
     lora_dropout: float = field(
         default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1).")
@@ -114,7 +123,8 @@ class PeftSettings:
     )
     # Prompt tuning
     num_virtual_tokens: int = field(
-        default=16, metadata=_help("Prompt tuning only: number of learned virtual tokens.")
+        default=16,
+        metadata=_help("Prompt tuning only: number of learned virtual tokens."),
     )
 
     def __post_init__(self) -> None:
@@ -128,10 +138,14 @@ class PeftSettings:
         _require(0.0 <= self.lora_dropout < 1.0, "peft.lora_dropout must be in [0, 1)")
         _require(self.num_virtual_tokens >= 1, "peft.num_virtual_tokens must be >= 1")
         if isinstance(self.target_modules, str):
-            _require(bool(self.target_modules.strip()), "peft.target_modules must not be empty")
+            _require(
+                bool(self.target_modules.strip()),
+                "peft.target_modules must not be empty",
+            )
         elif self.target_modules is not None:
             _require(
-                bool(self.target_modules) and all(m.strip() for m in self.target_modules),
+                bool(self.target_modules)
+                and all(m.strip() for m in self.target_modules),
                 "peft.target_modules must be a non-empty list of module names",
             )
         if self.feedforward_modules is not None:
@@ -175,7 +189,9 @@ class RunConfig:
         default_factory=PeftSettings, metadata=_help("Adapter kind and size.")
     )
     # Optimisation
-    seed: int = field(default=0, metadata=_help("Random seed for data order and initialisation."))
+    seed: int = field(
+        default=0, metadata=_help("Random seed for data order and initialisation.")
+    )
     learning_rate: float | None = field(
         default=None,
         metadata=_help(
@@ -185,10 +201,12 @@ class RunConfig:
         ),
     )
     num_train_epochs: float = field(
-        default=3.0, metadata=_help("Passes over train.jsonl (ignored when max_steps > 0).")
+        default=3.0,
+        metadata=_help("Passes over train.jsonl (ignored when max_steps > 0)."),
     )
     max_steps: int = field(
-        default=-1, metadata=_help("Stop after this many optimizer steps; -1 means use epochs.")
+        default=-1,
+        metadata=_help("Stop after this many optimizer steps; -1 means use epochs."),
     )
     per_device_train_batch_size: int = field(
         default=8, metadata=_help("Examples per optimizer micro-batch.")
@@ -205,7 +223,8 @@ class RunConfig:
     )
     # Evaluation
     eval_each_epoch: bool = field(
-        default=True, metadata=_help("Evaluate on val.jsonl after every epoch, when it exists.")
+        default=True,
+        metadata=_help("Evaluate on val.jsonl after every epoch, when it exists."),
     )
     early_stopping_patience: int = field(
         default=2,
@@ -216,23 +235,33 @@ class RunConfig:
     )
     # Runtime
     torch_threads: int | None = field(
-        default=None, metadata=_help("CPU threads for torch; None leaves torch's default.")
+        default=None,
+        metadata=_help("CPU threads for torch; None leaves torch's default."),
     )
-    logging_steps: int = field(default=5, metadata=_help("Report training metrics every N steps."))
+    logging_steps: int = field(
+        default=5, metadata=_help("Report training metrics every N steps.")
+    )
     bf16: bool | None = field(
         default=None,
-        metadata=_help("bf16 mixed precision. None: on for GPUs that support it, off on CPU."),
+        metadata=_help(
+            "bf16 mixed precision. None: on for GPUs that support it, off on CPU."
+        ),
     )
     gradient_checkpointing: bool = field(
         default=False,
-        metadata=_help("Trade compute for memory. Off by default: slower on small models and CPU."),
+        metadata=_help(
+            "Trade compute for memory. Off by default: slower on small models and CPU."
+        ),
     )
 
     def __post_init__(self) -> None:
         if isinstance(self.peft, dict):
             self.peft = _from_dict(PeftSettings, self.peft, "peft.")
         _check_types(self)
-        _require(bool(self.base_model.strip()), "base_model must be a non-empty path or model id")
+        _require(
+            bool(self.base_model.strip()),
+            "base_model must be a non-empty path or model id",
+        )
         _require(
             self.peft.peft_type in self.supported_peft_types,
             f"peft.peft_type {self.peft.peft_type!r} is not supported by {self.method}; "
@@ -244,12 +273,25 @@ class RunConfig:
         _require(self.learning_rate > 0, "learning_rate must be > 0")
         _require(self.learning_rate < 1, "learning_rate must be < 1")
         _require(self.num_train_epochs > 0, "num_train_epochs must be > 0")
-        _require(self.max_steps == -1 or self.max_steps >= 1, "max_steps must be -1 or >= 1")
-        _require(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
-        _require(self.per_device_eval_batch_size >= 1, "per_device_eval_batch_size must be >= 1")
-        _require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        _require(
+            self.max_steps == -1 or self.max_steps >= 1, "max_steps must be -1 or >= 1"
+        )
+        _require(
+            self.per_device_train_batch_size >= 1,
+            "per_device_train_batch_size must be >= 1",
+        )
+        _require(
+            self.per_device_eval_batch_size >= 1,
+            "per_device_eval_batch_size must be >= 1",
+        )
+        _require(
+            self.gradient_accumulation_steps >= 1,
+            "gradient_accumulation_steps must be >= 1",
+        )
         _require(self.max_length >= 8, "max_length must be >= 8")
-        _require(self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0")
+        _require(
+            self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0"
+        )
         _require(
             self.torch_threads is None or self.torch_threads >= 1,
             "torch_threads must be None or >= 1",
@@ -272,7 +314,9 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{prefix}{unknown[0]} is not a known setting for {cls.__name__}")
+        raise ValueError(
+            f"{prefix}{unknown[0]} is not a known setting for {cls.__name__}"
+        )
     kwargs = dict(data)
     if "peft" in kwargs and cls is not PeftSettings:
         kwargs["peft"] = _from_dict(PeftSettings, kwargs["peft"], "peft.")
@@ -326,7 +370,9 @@ class DPORunConfig(RunConfig):
 
     beta: float = field(
         default=0.1,
-        metadata=_help("Strength of the pull toward the base model; higher stays closer."),
+        metadata=_help(
+            "Strength of the pull toward the base model; higher stays closer."
+        ),
     )
     loss_type: str = field(
         default="sigmoid",
@@ -344,7 +390,9 @@ class DPORunConfig(RunConfig):
             self.loss_type in DPO_LOSS_TYPES,
             f"loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {self.loss_type!r}",
         )
-        _require(0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)")
+        _require(
+            0.0 <= self.label_smoothing < 0.5, "label_smoothing must be in [0, 0.5)"
+        )
 
 
 @dataclass
@@ -363,12 +411,15 @@ class _OnlineRunConfig(RunConfig):
         metadata=_help("Base model of the reward adapter; None means base_model."),
     )
     num_train_epochs: float = field(
-        default=1.0, metadata=_help("Passes over the prompts (ignored when max_steps > 0).")
+        default=1.0,
+        metadata=_help("Passes over the prompts (ignored when max_steps > 0)."),
     )
     max_length: int = field(
         default=512, metadata=_help("Maximum prompt tokens plus generated tokens.")
     )
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature for rollouts."))
+    temperature: float = field(
+        default=1.0, metadata=_help("Sampling temperature for rollouts.")
+    )
     early_stopping_patience: int = field(
         default=0,
         metadata=_help("Online methods: off by default; evaluation samples are noisy."),
@@ -399,9 +450,13 @@ class PPORunConfig(_OnlineRunConfig):
 
     kl_coef: float = field(
         default=0.2,
-        metadata=_help("KL penalty toward the base model; keeps the policy from reward hacking."),
+        metadata=_help(
+            "KL penalty toward the base model; keeps the policy from reward hacking."
+        ),
     )
-    response_length: int = field(default=64, metadata=_help("Tokens generated per rollout."))
+    response_length: int = field(
+        default=64, metadata=_help("Tokens generated per rollout.")
+    )
     num_ppo_epochs: int = field(
         default=2, metadata=_help("Optimisation passes over each batch of rollouts.")
     )
@@ -410,14 +465,22 @@ class PPORunConfig(_OnlineRunConfig):
     )
     total_episodes: int | None = field(
         default=None,
-        metadata=_help("Prompts to roll out in total; None means num_train_epochs x prompts."),
+        metadata=_help(
+            "Prompts to roll out in total; None means num_train_epochs x prompts."
+        ),
     )
-    temperature: float = field(default=0.7, metadata=_help("Sampling temperature for rollouts."))
+    temperature: float = field(
+        default=0.7, metadata=_help("Sampling temperature for rollouts.")
+    )
     missing_eos_penalty: float | None = field(
         default=None,
-        metadata=_help("Subtracted from the score of rollouts that never emit EOS; None disables."),
+        metadata=_help(
+            "Subtracted from the score of rollouts that never emit EOS; None disables."
+        ),
     )
-    vf_coef: float = field(default=0.1, metadata=_help("Weight of the value-function loss."))
+    vf_coef: float = field(
+        default=0.1, metadata=_help("Weight of the value-function loss.")
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -455,20 +518,28 @@ class RLOORunConfig(_OnlineRunConfig):
 
     per_device_train_batch_size: int = field(
         default=8,
-        metadata=_help("Completions (not prompts) per micro-batch; a multiple of num_generations."),
+        metadata=_help(
+            "Completions (not prompts) per micro-batch; a multiple of num_generations."
+        ),
     )
     per_device_eval_batch_size: int = field(
         default=8,
-        metadata=_help("Completions per evaluation batch; a multiple of num_generations."),
+        metadata=_help(
+            "Completions per evaluation batch; a multiple of num_generations."
+        ),
     )
     beta: float = field(
         default=0.2,
-        metadata=_help("KL penalty toward the base model; >= 0.2 resists reward hacking."),
+        metadata=_help(
+            "KL penalty toward the base model; >= 0.2 resists reward hacking."
+        ),
     )
     num_generations: int = field(
         default=4, metadata=_help("Completions sampled per prompt (at least 2).")
     )
-    max_completion_length: int = field(default=64, metadata=_help("Tokens generated per completion."))
+    max_completion_length: int = field(
+        default=64, metadata=_help("Tokens generated per completion.")
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -506,7 +577,9 @@ def config_class(method: str) -> type[RunConfig]:
     try:
         return CONFIG_CLASSES[method]
     except KeyError:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}") from None
+        raise ValueError(
+            f"method must be one of {', '.join(METHODS)}, got {method!r}"
+        ) from None
 
 
 def config_from_dict(method: str, data: dict[str, Any]) -> RunConfig:

@@ -33,10 +33,9 @@ def run(
 ) -> RunResult:
     """Train a CAUSAL_LM adapter; the reference is the base (adapter disabled)."""
     base.setup_runtime(config)
-    keys = {"required": ("chosen", "rejected"), "optional": ("prompt",)}
-    train_rows = base.read_split(data_dir, "train", **keys)
-    val_rows = base.read_split(data_dir, "val", **keys)
-    assert train_rows is not None
+    train_rows, val_rows = base.read_train_val(
+        data_dir, required=("chosen", "rejected"), optional=("prompt",)
+    )
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
     tok = base.load_tokenizer(config.base_model)

@@ -52,9 +52,10 @@ def tokenize_prompts(
     rows: list[dict[str, Any]], tok: PreTrainedTokenizerBase, max_prompt_tokens: int
 ) -> Dataset:
     """Pre-tokenised ``{"input_ids"}`` rows, keeping the end of long prompts."""
-    ids = []
+    ids: list[list[int]] = []
     for row in rows:
         prompt = row["prompt"]
+        enc: Any
         if isinstance(prompt, list):
             enc = tok.apply_chat_template(
                 prompt, add_generation_prompt=True, tokenize=True, return_dict=True
@@ -78,8 +79,7 @@ def run(
     """Train a CAUSAL_LM adapter with PPO on ``{"prompt"}`` rows."""
     PPOConfig, PPOTrainer = _ppo_classes()
     base.setup_runtime(config, config.reward_base, config.reward_adapter)
-    train_rows = base.read_split(data_dir, "train", required=("prompt",))
-    assert train_rows is not None
+    train_rows, _ = base.read_train_val(data_dir, required=("prompt",))
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
     tok = base.load_tokenizer(config.base_model, padding_side="left")
@@ -98,12 +98,16 @@ def run(
             "score completions without it",
             config.base_model,
         )
-    dataset = tokenize_prompts(train_rows, tok, config.max_length - config.response_length)
+    dataset = tokenize_prompts(
+        train_rows, tok, config.max_length - config.response_length
+    )
 
     reward_model = base.load_merged_reward_model(
         reward_base, config.reward_adapter, pad_token_id=tok.pad_token_id
     )
-    value_model = base.load_sequence_classifier(config.base_model, pad_token_id=tok.pad_token_id)
+    value_model = base.load_sequence_classifier(
+        config.base_model, pad_token_id=tok.pad_token_id
+    )
     policy = base.load_causal_lm(config.base_model)
     peft_config = base.build_peft_config(
         config.peft, model_type=policy.config.model_type, task_type="CAUSAL_LM"
@@ -123,7 +127,7 @@ def run(
             **base.training_kwargs(config, Path(scratch), has_eval=False),
             total_episodes=total_episodes,
             response_length=config.response_length,
-            stop_token="eos",
+            stop_token="eos",  # noqa: S106 - a token name, not a secret
             kl_coef=config.kl_coef,
             num_ppo_epochs=config.num_ppo_epochs,
             num_mini_batches=config.num_mini_batches,

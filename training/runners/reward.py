@@ -15,7 +15,11 @@ from training.runners.result import RunResult
 
 logger = logging.getLogger(__name__)
 
-EVAL_MAP = {"eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_margin": "eval_margin"}
+EVAL_MAP = {
+    "eval_loss": "eval_loss",
+    "eval_accuracy": "eval_accuracy",
+    "eval_margin": "eval_margin",
+}
 TRAIN_MAP = {"accuracy": "train_accuracy", "margin": "train_margin"}
 
 
@@ -34,15 +38,19 @@ def run(
     numeric ``margin`` column (present on every row) widens the required gap.
     """
     base.setup_runtime(config)
-    keys = {"required": ("chosen", "rejected"), "optional": ("prompt",), "numeric": ("margin",)}
-    train_rows = base.read_split(data_dir, "train", **keys)
-    val_rows = base.read_split(data_dir, "val", **keys)
-    assert train_rows is not None
+    train_rows, val_rows = base.read_train_val(
+        data_dir,
+        required=("chosen", "rejected"),
+        optional=("prompt",),
+        numeric=("margin",),
+    )
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
     tok = base.load_tokenizer(config.base_model)
     base.check_chat_template(tok, train_rows, config.base_model)
-    model = base.load_sequence_classifier(config.base_model, pad_token_id=tok.pad_token_id)
+    model = base.load_sequence_classifier(
+        config.base_model, pad_token_id=tok.pad_token_id
+    )
     peft_config = base.build_peft_config(
         config.peft, model_type=model.config.model_type, task_type="SEQ_CLS"
     )
@@ -66,7 +74,8 @@ def run(
             peft_config=peft_config,
             callbacks=[callback],
         )
-        if len(trainer.train_dataset) == 0:
+        prepared = trainer.train_dataset
+        if isinstance(prepared, Dataset) and len(prepared) == 0:
             raise base.RunDataError(
                 f"Every training pair is longer than max_length={config.max_length} tokens"
             )

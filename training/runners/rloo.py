@@ -47,21 +47,26 @@ class RewardModelScorer:
 
     def _ids(self, prompt: Any, completion: Any) -> list[int]:
         tok = self.tokenizer
+        enc: Any
         if isinstance(prompt, list):
-            ids = tok.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)
-            ids = list(ids["input_ids"])
+            enc = tok.apply_chat_template(
+                prompt + completion, tokenize=True, return_dict=True
+            )
         else:
             text = prompt + completion
             if not text.endswith(tok.eos_token):
                 text += tok.eos_token
-            ids = list(tok(text=text)["input_ids"])
+            enc = tok(text=text)
+        ids: list[int] = list(enc["input_ids"])
         return ids[-self.max_length :]
 
     @torch.inference_mode()
-    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+    def __call__(
+        self, prompts: list[Any], completions: list[Any], **kwargs: Any
+    ) -> list[float | None]:
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
-        scores: list[float] = []
+        scores: list[float | None] = []
         all_ids = [self._ids(p, c) for p, c in zip(prompts, completions, strict=True)]
         for start in range(0, len(all_ids), self.batch_size):
             chunk = all_ids[start : start + self.batch_size]
@@ -78,14 +83,16 @@ class RewardModelScorer:
         return scores
 
 
-def load_scorer(config: RLOORunConfig, policy_tok: PreTrainedTokenizerBase) -> RewardModelScorer:
+def load_scorer(
+    config: RLOORunConfig, policy_tok: PreTrainedTokenizerBase
+) -> RewardModelScorer:
     reward_base = config.reward_base or config.base_model
     reward_tok = base.load_tokenizer(reward_base)
     model = base.load_merged_reward_model(
         reward_base, config.reward_adapter, pad_token_id=reward_tok.pad_token_id
     )
     if base.use_cuda():
-        model = model.to("cuda")
+        model.cuda()  # type: ignore[call-arg]  # transformers wraps .cuda oddly for mypy
     return RewardModelScorer(model, reward_tok, max_length=config.max_length)
 
 
@@ -99,9 +106,7 @@ def run(
 ) -> RunResult:
     """Train a CAUSAL_LM adapter with RLOO on ``{"prompt"}`` rows."""
     base.setup_runtime(config, config.reward_base, config.reward_adapter)
-    train_rows = base.read_split(data_dir, "train", required=("prompt",))
-    val_rows = base.read_split(data_dir, "val", required=("prompt",))
-    assert train_rows is not None
+    train_rows, val_rows = base.read_train_val(data_dir, required=("prompt",))
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
     tok = base.load_tokenizer(config.base_model, padding_side="left")

@@ -29,10 +29,9 @@ def run(
 ) -> RunResult:
     """Train a CAUSAL_LM adapter on ``{"prompt", "completion"}`` rows."""
     base.setup_runtime(config)
-    keys = {"required": ("prompt", "completion")}
-    train_rows = base.read_split(data_dir, "train", **keys)
-    val_rows = base.read_split(data_dir, "val", **keys)
-    assert train_rows is not None
+    train_rows, val_rows = base.read_train_val(
+        data_dir, required=("prompt", "completion")
+    )
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
     tok = base.load_tokenizer(config.base_model)

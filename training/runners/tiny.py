@@ -66,13 +66,18 @@ _WORDS = (
 
 def _corpus(extra_text: Iterable[str]) -> list[str]:
     lines = [" ".join(_WORDS[i : i + 12]) for i in range(0, len(_WORDS), 12)]
-    lines += [f"Q: tell me about the {a} and the {b} . A:" for a, b in zip(_WORDS, _WORDS[7:])]
+    lines += [
+        f"Q: tell me about the {a} and the {b} . A:"
+        for a, b in zip(_WORDS, _WORDS[7:], strict=False)
+    ]
     lines += ["0 1 2 3 4 5 6 7 8 9 . , ! ? : ; ' \" ( ) - + = / * # @ & %"]
     lines += list(extra_text)
     return lines
 
 
-def build_tokenizer(*, extra_text: Iterable[str] = (), vocab_size: int = 600) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    *, extra_text: Iterable[str] = (), vocab_size: int = 600
+) -> PreTrainedTokenizerFast:
     """Train a small byte-level BPE tokenizer and wrap it for transformers."""
     specials = [PAD, BOS, EOS, UNK, *ROLE_TOKENS]
     tok = Tokenizer(models.BPE(unk_token=UNK))
@@ -97,14 +102,16 @@ def build_tokenizer(*, extra_text: Iterable[str] = (), vocab_size: int = 600) ->
     return wrapped
 
 
-def _model(kind: str, tok: PreTrainedTokenizerFast, hidden_size: int, num_layers: int) -> PreTrainedModel:
+def _model(
+    kind: str, tok: PreTrainedTokenizerFast, hidden_size: int, num_layers: int
+) -> PreTrainedModel:
     ids = {
         "pad_token_id": tok.pad_token_id,
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
     }
     if kind == "llama":
-        config = LlamaConfig(
+        llama = LlamaConfig(
             vocab_size=len(tok),
             hidden_size=hidden_size,
             intermediate_size=hidden_size * 2,
@@ -115,8 +122,8 @@ def _model(kind: str, tok: PreTrainedTokenizerFast, hidden_size: int, num_layers
             tie_word_embeddings=False,
             **ids,
         )
-        return LlamaForCausalLM(config)
-    config = GPT2Config(
+        return LlamaForCausalLM(llama)
+    gpt2 = GPT2Config(
         vocab_size=len(tok),
         n_embd=hidden_size,
         n_layer=num_layers,
@@ -124,7 +131,7 @@ def _model(kind: str, tok: PreTrainedTokenizerFast, hidden_size: int, num_layers
         n_positions=512,
         **ids,
     )
-    return GPT2LMHeadModel(config)
+    return GPT2LMHeadModel(gpt2)
 
 
 def build_tiny_model(

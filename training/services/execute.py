@@ -23,7 +23,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from models_hub.services import adapter_path, adapter_register, base_model_local_path
+from models_hub.services.generation import generation_round_enqueue
+from models_hub.services.registry import adapter_path, adapter_register, base_model_local_path
 from training.models import TrainingJob, TrainingMetric
 from training.services.jobs import pipeline_job_finished
 from training.services.snapshots import snapshot_data_dir
@@ -200,6 +201,7 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
                                "progress_total", "eta_seconds", "updated_at"]
             )
             pipeline_job_finished(job=locked)
+            generation_round_enqueue(adapter=adapter)
     except Exception as exc:  # noqa: BLE001 - process edge: nothing half-registered survives
         logger.exception("training.job.register_failed job=%s", job.pk)
         shutil.rmtree(final if moved else tmp, ignore_errors=True)

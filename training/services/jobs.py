@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from labeling.models import Campaign
 from models_hub.models import Adapter, BaseModelVersion
-from models_hub.services import base_model_default
+from models_hub.services.registry import base_model_default
 from training.exceptions import InvalidTrainingConfig, JobNotCancellable, PipelineAlreadyRunning, TrainingError
 from training.models import DatasetSnapshot, TrainingJob, TrainingPipeline
 from training.runners import METHODS

@@ -1,0 +1,185 @@
+"""Generation on a GPU worker: one base model per process, adapters switched.
+
+``AdapterGenerator`` loads the base model once, keeps up to ``max_adapters``
+PEFT adapters attached to it (least recently used evicted) and generates in
+batches with any of them, or with the base alone ("version 0"). Switching
+adapters never reloads the base. Only Celery workers on the ``gpu`` queue
+import this module (it imports torch at module level).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.9
+    do_sample: bool = True
+    seed: int = 0
+    batch_size: int = 8
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AdapterGenerator:
+    base_loads = 0  # class-wide, so tests can assert the base loaded once
+
+    def __init__(self, base_path: str, *, max_adapters: int = 4, device: str | None = None) -> None:
+        self.base_path = base_path
+        self.max_adapters = max_adapters
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if Path(base_path).exists():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.tokenizer = AutoTokenizer.from_pretrained(base_path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(self.device)
+        self.base.eval()
+        type(self).base_loads += 1
+        self.model: PeftModel | None = None
+        self.adapters: OrderedDict[str, str] = OrderedDict()  # key -> path, most recent last
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------ adapters
+    def _activate(self, key: str, path: str) -> None:
+        if key in self.adapters:
+            self.adapters.move_to_end(key)
+        else:
+            if self.model is None:
+                self.model = PeftModel.from_pretrained(self.base, path, adapter_name=key)
+            else:
+                self.model.load_adapter(path, adapter_name=key)
+            self.adapters[key] = path
+            logger.info("generation.adapter.loaded key=%s", key)
+        assert self.model is not None
+        self.model.set_adapter(key)
+        while len(self.adapters) > self.max_adapters:
+            oldest = next(iter(self.adapters))
+            self.model.delete_adapter(oldest)
+            del self.adapters[oldest]
+            logger.info("generation.adapter.evicted key=%s", oldest)
+        self.model.eval()
+
+    # ------------------------------------------------------------ generation
+    def _encode(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        if tok.chat_template:
+            texts = [
+                tok.apply_chat_template(
+                    p if isinstance(p, list) else [{"role": "user", "content": p}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for p in prompts
+            ]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        else:
+            texts = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
+            enc = tok(texts, return_tensors="pt", padding=True)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.inference_mode()
+    def _generate_batch(self, model: torch.nn.Module, prompts: Sequence[Prompt], params: DecodingParams, seed: int) -> list[str]:
+        enc = self._encode(prompts)
+        torch.manual_seed(seed)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if params.do_sample:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False)
+        out = model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        adapter: tuple[str, str] | None,
+        params: DecodingParams,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Completions for ``prompts`` with ``adapter`` ``(key, path)``, or the
+        base alone when None. Returns (text, generation record) per prompt."""
+        results: list[tuple[str, dict[str, Any]]] = []
+        with self.lock:
+            if adapter is not None:
+                self._activate(*adapter)
+            for start in range(0, len(prompts), params.batch_size):
+                batch = prompts[start : start + params.batch_size]
+                seed = params.seed + start
+                if adapter is None:
+                    if self.model is not None:
+                        with self.model.disable_adapter():
+                            texts = self._generate_batch(self.model, batch, params, seed)
+                    else:
+                        texts = self._generate_batch(self.base, batch, params, seed)
+                else:
+                    assert self.model is not None
+                    texts = self._generate_batch(self.model, batch, params, seed)
+                record = {**params.as_dict(), "batch_seed": seed, "device": self.device}
+                results.extend((text, record) for text in texts)
+        return results
+
+
+_GENERATORS: OrderedDict[str, AdapterGenerator] = OrderedDict()
+_GENERATORS_LOCK = threading.Lock()
+
+
+def get_generator(base_path: str, *, max_bases: int = 1, max_adapters: int = 4) -> AdapterGenerator:
+    """The process's generator for ``base_path`` (loaded on first use)."""
+    with _GENERATORS_LOCK:
+        generator = _GENERATORS.get(base_path)
+        if generator is None:
+            generator = AdapterGenerator(base_path, max_adapters=max_adapters)
+            _GENERATORS[base_path] = generator
+        _GENERATORS.move_to_end(base_path)
+        while len(_GENERATORS) > max_bases:
+            _GENERATORS.popitem(last=False)
+        return generator
+
+
+class RewardScorer:
+    """Scores ``prompt + completion + eos`` with a merged reward adapter,
+    exactly as the reward model was trained (see training/runners)."""
+
+    def __init__(self, base_path: str, adapter_path: str) -> None:
+        from training.runners.base import load_merged_reward_model
+
+        self.tokenizer = AutoTokenizer.from_pretrained(base_path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = load_merged_reward_model(base_path, adapter_path, pad_token_id=self.tokenizer.pad_token_id)
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
+        tok = self.tokenizer
+        texts = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            if isinstance(prompt, list) and tok.chat_template:
+                messages = [*prompt, {"role": "assistant", "content": completion}]
+                texts.append(tok.apply_chat_template(messages, tokenize=False))
+            else:
+                prompt_text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+                texts.append(prompt_text + completion + (tok.eos_token or ""))
+        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=1024, add_special_tokens=False)
+        return self.model(**enc).logits[:, 0].float().tolist()

@@ -1,0 +1,195 @@
+"""Reads for the model hub: versions, human outcomes between them, the
+leaderboard and side-by-side comparisons."""
+
+from __future__ import annotations
+
+import difflib
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils.safestring import SafeString, mark_safe
+
+from core.exceptions import NotFound
+from core.stats import Outcome, bootstrap_bradley_terry, win_rate, win_rate_matrix
+from labeling.models import Campaign, Completion, Preference, Prompt
+from models_hub.models import Adapter, BaseModelVersion
+
+RESULT = {Preference.Choice.A: 1.0, Preference.Choice.B: 0.0, Preference.Choice.TIE: 0.5, Preference.Choice.BOTH_BAD: 0.5}
+
+
+def version_key(*, adapter_id: int | None, base_model_id: int | None) -> str | None:
+    if adapter_id is not None:
+        return f"adapter:{adapter_id}"
+    if base_model_id is not None:
+        return f"base:{base_model_id}"
+    return None
+
+
+@dataclass(frozen=True)
+class Version:
+    key: str
+    label: str
+    adapter: Adapter | None
+    base_model: BaseModelVersion | None
+
+
+def version_get(*, key: str) -> Version:
+    kind, _, raw_id = key.partition(":")
+    if not raw_id.isdigit():
+        raise NotFound(f"Unknown model version {key!r}.")
+    if kind == "adapter":
+        adapter = Adapter.objects.select_related("base_model", "campaign").filter(pk=int(raw_id)).first()
+        if adapter is not None:
+            return Version(key, f"{adapter.name} ({adapter.get_status_display()})", adapter, adapter.base_model)
+    elif kind == "base":
+        base = BaseModelVersion.objects.filter(pk=int(raw_id)).first()
+        if base is not None:
+            return Version(key, f"{base.name} (base, v0)", None, base)
+    raise NotFound(f"Unknown model version {key!r}.")
+
+
+def versions_for_campaign(*, campaign: Campaign) -> list[Version]:
+    adapters = Adapter.objects.filter(campaign=campaign, role=Adapter.Role.POLICY).select_related("base_model")
+    bases = BaseModelVersion.objects.filter(pk__in={a.base_model_id for a in adapters} | set(
+        Completion.objects.filter(prompt__campaign=campaign, adapter__isnull=True, base_model__isnull=False)
+        .values_list("base_model_id", flat=True).distinct()
+    ))
+    versions = [Version(f"base:{b.pk}", f"{b.name} (base, v0)", None, b) for b in bases]
+    versions += [
+        Version(f"adapter:{a.pk}", f"{a.name} ({a.get_status_display()})", a, a.base_model)
+        for a in adapters.order_by("version")
+    ]
+    return versions
+
+
+def version_outcomes(*, campaign: Campaign) -> list[Outcome]:
+    """Every human label between two model-written completions, as outcomes
+    between versions (ties and "both bad" count half each way)."""
+    rows = Preference.objects.filter(
+        comparison__campaign=campaign,
+        comparison__completion_a__origin=Completion.Origin.MODEL,
+        comparison__completion_b__origin=Completion.Origin.MODEL,
+    ).values_list(
+        "choice",
+        "comparison__completion_a__adapter_id",
+        "comparison__completion_a__base_model_id",
+        "comparison__completion_b__adapter_id",
+        "comparison__completion_b__base_model_id",
+    )
+    outcomes = []
+    for choice, a_adapter, a_base, b_adapter, b_base in rows.iterator(chunk_size=5000):
+        a = version_key(adapter_id=a_adapter, base_model_id=a_base)
+        b = version_key(adapter_id=b_adapter, base_model_id=b_base)
+        if a and b and a != b:
+            outcomes.append(Outcome(a, b, RESULT[choice]))
+    return outcomes
+
+
+def campaign_leaderboard(*, campaign: Campaign, n_boot: int = 200) -> dict[str, Any]:
+    outcomes = version_outcomes(campaign=campaign)
+    versions = {v.key: v for v in versions_for_campaign(campaign=campaign)}
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.a] = counts.get(o.a, 0) + 1
+        counts[o.b] = counts.get(o.b, 0) + 1
+    anchor = next((k for k in versions if k.startswith("base:") and k in counts), None)
+    strengths = bootstrap_bradley_terry(outcomes, n_boot=n_boot, anchor=anchor) if outcomes else {}
+    rows = [
+        {
+            "key": key,
+            "label": versions[key].label if key in versions else key,
+            "adapter": versions[key].adapter if key in versions else None,
+            "strength": est,
+            "lower": lo,
+            "upper": hi,
+            "labels": counts.get(key, 0),
+        }
+        for key, (est, lo, hi) in strengths.items()
+    ]
+    rows.sort(key=lambda r: -r["strength"])
+    matrix = win_rate_matrix(outcomes)
+    keys = [r["key"] for r in rows]
+    matrix_rows = [(k, [matrix.get(k, {}).get(other) if other != k else None for other in keys]) for k in keys]
+    return {"rows": rows, "matrix": matrix, "matrix_rows": matrix_rows, "keys": keys, "labels": len(outcomes),
+            "anchor": anchor}
+
+
+def adapter_win_rate_against_champion(*, adapter: Adapter) -> dict[str, Any]:
+    champion = Adapter.objects.filter(
+        campaign=adapter.campaign, role=adapter.role, status=Adapter.Status.CHAMPION
+    ).exclude(pk=adapter.pk).first()
+    if champion is None or adapter.campaign is None:
+        return {}
+    result = win_rate(version_outcomes(campaign=adapter.campaign), f"adapter:{adapter.pk}", f"adapter:{champion.pk}")
+    return {"champion": champion.pk, "n": result.n, "rate": result.rate, "lower": result.lower, "upper": result.upper,
+            "wins": result.wins, "losses": result.losses, "ties": result.ties}
+
+
+def adapter_list(*, campaign: Campaign | None = None) -> QuerySet[Adapter]:
+    qs = Adapter.objects.select_related("campaign", "base_model", "job").order_by("campaign_id", "role", "-version")
+    return qs.filter(campaign=campaign) if campaign is not None else qs
+
+
+def word_diff(left: str, right: str) -> tuple[SafeString, SafeString]:
+    """Word-level diff as escaped HTML with <del>/<ins> marks."""
+    a, b = left.split(" "), right.split(" ")
+    out_a, out_b = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        chunk_a = html.escape(" ".join(a[i1:i2]))
+        chunk_b = html.escape(" ".join(b[j1:j2]))
+        if op == "equal":
+            out_a.append(chunk_a)
+            out_b.append(chunk_b)
+        else:
+            if chunk_a:
+                out_a.append(f"<del>{chunk_a}</del>")
+            if chunk_b:
+                out_b.append(f"<ins>{chunk_b}</ins>")
+    return mark_safe(" ".join(out_a)), mark_safe(" ".join(out_b))  # noqa: S308 - every chunk escaped above
+
+
+def _latest_completion(prompt: Prompt, version: Version) -> Completion | None:
+    qs = Completion.objects.filter(prompt=prompt, origin=Completion.Origin.MODEL)
+    if version.adapter is not None:
+        qs = qs.filter(adapter=version.adapter)
+    else:
+        qs = qs.filter(adapter__isnull=True, base_model=version.base_model)
+    return qs.order_by("-created_at").first()
+
+
+def side_by_side(*, campaign: Campaign, left: Version, right: Version) -> dict[str, Any]:
+    """Both versions' outputs on the campaign's golden prompts, with a word
+    diff, reward scores when recorded, and the human win rate between them."""
+    rows = []
+    missing = 0
+    for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id"):
+        lc, rc = _latest_completion(prompt, left), _latest_completion(prompt, right)
+        if lc is None or rc is None:
+            missing += 1
+        diff = word_diff(lc.text, rc.text) if lc and rc else (None, None)
+        rows.append({"prompt": prompt, "left": lc, "right": rc, "left_diff": diff[0], "right_diff": diff[1]})
+    rate = win_rate(version_outcomes(campaign=campaign), left.key, right.key)
+    return {"rows": rows, "missing": missing, "win_rate": rate}
+
+
+def leaderboard_chart(board: dict[str, Any], *, width: int = 640, row_height: int = 34) -> dict[str, Any]:
+    """Horizontal strength bars with 95% whiskers, laid out server-side."""
+    rows = board["rows"]
+    if not rows:
+        return {"rows": [], "width": width, "height": 0}
+    lo = min(r["lower"] for r in rows)
+    hi = max(r["upper"] for r in rows)
+    span = (hi - lo) or 1.0
+    left_pad, right_pad = 220, 20
+    usable = width - left_pad - right_pad
+
+    def x(value: float) -> float:
+        return left_pad + (value - lo) / span * usable
+
+    out = []
+    for i, r in enumerate(rows):
+        y = 10 + i * row_height
+        out.append({**r, "y": y, "cy": y + 12, "x": x(r["strength"]), "x_lo": x(r["lower"]), "x_hi": x(r["upper"])})
+    return {"rows": out, "width": width, "height": 20 + len(rows) * row_height, "zero": x(0.0) if lo <= 0 <= hi else None}
