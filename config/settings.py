@@ -156,6 +156,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "labeling.models.Campaign.Status",
+        "TrainingJobStatusEnum": "training.models.TrainingJob.Status",
+        "AdapterStatusEnum": "models_hub.models.Adapter.Status",
+    },
 }
 
 # Celery: JSON only, two queues, late acks and prefetch 1 for the GPU queue.

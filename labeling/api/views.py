@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FileUploadParser, MultiPartParser
 from rest_framework.request import Request
@@ -37,6 +37,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
 class CampaignListApi(APIView):
     permission_classes = [IsAnnotator]
 
+    @extend_schema_serializer(component_name="CampaignListInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(max_length=500, required=False, allow_blank=True)
@@ -64,6 +65,7 @@ class CampaignListApi(APIView):
 class CampaignDetailApi(APIView):
     permission_classes = [IsAnnotator]
 
+    @extend_schema_serializer(component_name="CampaignDetailInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(max_length=500, required=False, allow_blank=True)
@@ -165,6 +167,7 @@ class PreferenceCreateApi(APIView):
 
     permission_classes = [IsAnnotator]
 
+    @extend_schema_serializer(component_name="PreferenceCreateInput")
     class InputSerializer(serializers.Serializer):
         choice = serializers.ChoiceField(choices=queue.SCREEN_CHOICES)
         strength = serializers.IntegerField(min_value=-3, max_value=3, required=False, allow_null=True)
@@ -210,6 +213,7 @@ class PreferenceExportApi(APIView):
 
     permission_classes = [IsReviewer]
 
+    @extend_schema_serializer(component_name="PreferenceExportInput")
     class InputSerializer(serializers.Serializer):
         tie_policy = serializers.ChoiceField(choices=selectors.TIE_POLICIES, default="skip")
         split = serializers.MultipleChoiceField(choices=["train", "val", "test"], required=False)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -113,6 +113,7 @@ class ChampionRollbackApi(APIView):
 
     permission_classes = [IsAdmin]
 
+    @extend_schema_serializer(component_name="ChampionRollbackInput")
     class InputSerializer(serializers.Serializer):
         role = serializers.ChoiceField(choices=Adapter.Role.choices, default=Adapter.Role.POLICY)
         reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

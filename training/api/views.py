@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_serializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,6 +37,7 @@ class TrainingJobListApi(APIView):
 
     permission_classes = [IsReviewer]
 
+    @extend_schema_serializer(component_name="TrainingJobListInput")
     class InputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()
         method = serializers.ChoiceField(choices=METHOD_CHOICES)
@@ -90,7 +92,7 @@ class TrainingJobCancelApi(APIView):
 class TrainingJobMetricsApi(APIView):
     permission_classes = [IsReviewer]
 
-    @extend_schema(responses={200: serializers.DictField(child=serializers.ListField())})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.training_job_get(job_id=job_id)
         series = selectors.training_job_metric_series(job=job)
@@ -100,7 +102,7 @@ class TrainingJobMetricsApi(APIView):
 class TrainingConfigDefaultsApi(APIView):
     permission_classes = [IsReviewer]
 
-    @extend_schema(responses={200: serializers.ListField(child=serializers.DictField())})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, method: str) -> Response:
         if method not in dict(METHOD_CHOICES):
             return Response({"detail": f"Unknown method {method!r}."}, status=status.HTTP_404_NOT_FOUND)
@@ -116,6 +118,7 @@ class SnapshotOutputSerializer(serializers.ModelSerializer):
 class DatasetSnapshotListApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema_serializer(component_name="DatasetSnapshotListInput")
     class InputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()
         tie_policy = serializers.ChoiceField(choices=["skip", "both_orders"], default="skip")
@@ -140,12 +143,13 @@ class DatasetSnapshotListApi(APIView):
 class TrainingPipelineLaunchApi(APIView):
     permission_classes = [IsAdmin]
 
+    @extend_schema_serializer(component_name="TrainingPipelineLaunchInput")
     class InputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()
         kind = serializers.ChoiceField(choices=TrainingPipeline.Kind.choices)
         config_overrides = serializers.DictField(required=False)
 
-    @extend_schema(request=InputSerializer, responses={201: serializers.DictField()})
+    @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

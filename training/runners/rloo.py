@@ -83,9 +83,8 @@ class RewardModelScorer:
         return scores
 
 
-def load_scorer(
-    config: RLOORunConfig, policy_tok: PreTrainedTokenizerBase
-) -> RewardModelScorer:
+def load_scorer(config: RLOORunConfig) -> RewardModelScorer:
+    """The reward adapter merged into its base, wrapped as a reward callable."""
     reward_base = config.reward_base or config.base_model
     reward_tok = base.load_tokenizer(reward_base)
     model = base.load_merged_reward_model(
@@ -111,7 +110,7 @@ def run(
 
     tok = base.load_tokenizer(config.base_model, padding_side="left")
     base.check_chat_template(tok, train_rows, config.base_model)
-    scorer = load_scorer(config, tok)
+    scorer = load_scorer(config)
     model = base.load_causal_lm(config.base_model)
     peft_config = base.build_peft_config(
         config.peft, model_type=model.config.model_type, task_type="CAUSAL_LM"
