@@ -175,6 +175,7 @@ CELERY_TASK_ROUTES = {
     "models_hub.generate_for_adapter": {"queue": "gpu"},
     "models_hub.generate_versions": {"queue": "gpu"},
     "models_hub.merge_export": {"queue": "gpu"},
+    "models_hub.active_selection": {"queue": "gpu"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
 }
@@ -214,6 +215,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "training.sweep_stale_jobs",
         "schedule": 30.0,
     },
+    # every 10 minutes: boost open pairs where the reward champion is least sure
+    "models-hub-active-selection": {
+        "task": "models_hub.active_selection",
+        "schedule": 600.0,
+    },
     # every minute: launch scheduled training pipelines whose thresholds are met
     "training-scheduler-tick": {
         "task": "training.scheduler_tick",
@@ -224,3 +230,7 @@ CELERY_BEAT_SCHEDULE = {
 # A running job whose heartbeat is older than this is marked failed.
 ARBITER_HEARTBEAT_TIMEOUT = env.int("ARBITER_HEARTBEAT_TIMEOUT", default=180)
 ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None
+
+# Active selection: the largest priority boost for a pair the reward model
+# finds a coin flip.
+ARBITER_ACTIVE_SELECTION_MAX_BOOST = env.int("ARBITER_ACTIVE_SELECTION_MAX_BOOST", default=20)

@@ -44,6 +44,11 @@ class Campaign(BaseModel):
         help_text="How long a pair stays reserved for the annotator who opened it.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    gold_rate = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of served pairs that are gold pairs (known answer), 0 to 0.5.",
+    )
     annotators = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -171,6 +176,16 @@ class Comparison(BaseModel):
     priority = models.IntegerField(default=0, help_text="Higher is served first.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     label_count = models.PositiveIntegerField(default=0)
+    priority_boost = models.IntegerField(
+        default=0, help_text="Added by active selection where the reward model is unsure."
+    )
+    reward_uncertainty = models.FloatField(
+        null=True, blank=True, help_text="1 - |2 P(A better) - 1| under the reward champion."
+    )
+    is_gold = models.BooleanField(default=False, help_text="A pair with a known answer, mixed into the queue.")
+    gold_choice = models.CharField(
+        max_length=16, blank=True, help_text="The known answer of a gold pair: a, b or tie."
+    )
     lease_expiries = ArrayField(models.DateTimeField(), default=list, blank=True)
     done_by = ArrayField(
         models.BigIntegerField(), default=list, blank=True, help_text="Annotators who labeled or skipped it."
@@ -184,15 +199,25 @@ class Comparison(BaseModel):
             models.UniqueConstraint(
                 fields=["completion_a", "completion_b"], name="labeling_comparison_unique_pair"
             ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False) | Q(gold_choice__in=["a", "b", "tie"]),
+                name="labeling_gold_has_answer",
+            ),
         ]
         indexes = [
-            # The queue: open pairs of one campaign by priority, then age.
+            # The queue: open pairs of one campaign by effective priority, then age.
             models.Index(
                 F("campaign"),
-                F("priority").desc(),
+                (F("priority") + F("priority_boost")).desc(),
                 F("id"),
                 name="labeling_queue_idx",
-                condition=Q(status="open"),
+                condition=Q(status="open", is_gold=False),
+            ),
+            models.Index(
+                F("campaign"),
+                F("id"),
+                name="labeling_gold_queue_idx",
+                condition=Q(status="open", is_gold=True),
             ),
         ]
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 import uuid
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.contrib.auth.decorators import user_passes_test
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core import roles
 from core.exceptions import ApplicationError
 from labeling import selectors
+from labeling.models import Comparison
+from labeling.selectors import quality as quality_selectors
 from labeling.exceptions import ComparisonFull, NothingToLabel
 from labeling.forms import PreferenceForm
 from labeling.services import queue
+from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 
 
 @require_GET
@@ -95,3 +100,58 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
         messages.error(request, exc.message)
         return _card(request, campaign_id=campaign_id, lease_id=lease_id)
     return _next(request, campaign_id)
+
+
+# ---------------------------------------------------------------- quality (reviewers)
+
+reviewer_required = user_passes_test(roles.is_reviewer)
+
+
+@reviewer_required
+@require_GET
+def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+    context = {
+        "campaign": campaign,
+        "stats": selectors.campaign_stats(campaign=campaign),
+        "agreement": quality_selectors.campaign_agreement(campaign=campaign),
+        "annotators": quality_selectors.annotator_report(campaign=campaign),
+        "disagreements": quality_selectors.disagreements(campaign=campaign, limit=20),
+    }
+    return render(request, "labeling/quality.html", context)
+
+
+@reviewer_required
+@require_GET
+def annotator_detail(request: HttpRequest, campaign_id: int, annotator_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+    row = next((r for r in quality_selectors.annotator_report(campaign=campaign) if r["annotator_id"] == annotator_id), None)
+    if row is None:
+        raise Http404("This annotator has no labels in this campaign.")
+    timeline = quality_selectors.annotator_timeline(campaign=campaign, annotator_id=annotator_id)
+    peak = max((d["labels"] for d in timeline), default=1) or 1
+    bars = [
+        {**d, "x": i * 14, "h": round(d["labels"] / peak * 100), "y": 105 - round(d["labels"] / peak * 100)}
+        for i, d in enumerate(timeline)
+    ]
+    return render(request, "labeling/annotator.html",
+                  {"campaign": campaign, "row": row, "timeline": timeline, "bars": bars,
+                   "chart_width": max(len(bars) * 14, 14)})
+
+
+@reviewer_required
+@require_POST
+def comparison_review(request: HttpRequest, campaign_id: int, comparison_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+    comparison = get_object_or_404(Comparison, pk=comparison_id, campaign=campaign)
+    try:
+        if request.POST.get("action") == "gold":
+            comparison_gold_set(comparison=comparison, choice=request.POST.get("choice") or None)
+            messages.success(request, f"Pair {comparison.pk} is now a gold pair.")
+        else:
+            comparison_adjudicate(comparison=comparison, reviewer=request.user, choice=request.POST.get("choice", ""),
+                                  rationale=request.POST.get("rationale", ""))
+            messages.success(request, f"Pair {comparison.pk} adjudicated.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("labeling:campaign-quality", campaign.pk)

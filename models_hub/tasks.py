@@ -21,3 +21,10 @@ def generate_versions(campaign_id: int, version_keys: Sequence[str]) -> None:
 @shared_task(name="models_hub.merge_export", acks_late=True, ignore_result=True)
 def merge_export(adapter_id: int) -> str:
     return adapter_merge_export_run(adapter_id=adapter_id)
+
+
+@shared_task(name="models_hub.active_selection", acks_late=True, ignore_result=True)
+def active_selection() -> int:
+    from models_hub.services.active import active_selection_run
+
+    return active_selection_run()

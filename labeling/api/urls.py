@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.api import views
+from labeling.api import quality, views
 
 urlpatterns = [
     path("me/", views.MeApi.as_view(), name="api-me"),
@@ -12,4 +12,21 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/export/", views.PreferenceExportApi.as_view(), name="api-preference-export"),
     path("leases/<int:lease_id>/preference/", views.PreferenceCreateApi.as_view(), name="api-preference-create"),
     path("leases/<int:lease_id>/skip/", views.LeaseSkipApi.as_view(), name="api-lease-skip"),
+    path("campaigns/<int:campaign_id>/quality/", quality.CampaignQualityApi.as_view(), name="api-campaign-quality"),
+    path(
+        "campaigns/<int:campaign_id>/annotators/<int:annotator_id>/timeline/",
+        quality.AnnotatorTimelineApi.as_view(),
+        name="api-annotator-timeline",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/disagreements/",
+        quality.DisagreementListApi.as_view(),
+        name="api-disagreement-list",
+    ),
+    path(
+        "comparisons/<int:comparison_id>/adjudicate/",
+        quality.ComparisonAdjudicateApi.as_view(),
+        name="api-comparison-adjudicate",
+    ),
+    path("comparisons/<int:comparison_id>/gold/", quality.ComparisonGoldApi.as_view(), name="api-comparison-gold"),
 ]

@@ -30,7 +30,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "name", "description", "guidelines", "criteria", "overlap_k",
-            "lease_ttl_seconds", "status", "created_at", "updated_at",
+            "lease_ttl_seconds", "gold_rate", "status", "created_at", "updated_at",
         ]
 
 
@@ -45,6 +45,7 @@ class CampaignListApi(APIView):
         criteria = serializers.ListField(child=serializers.DictField(), required=False)
         overlap_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
         lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86_400, required=False)
+        gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
         annotator_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
 
     @extend_schema(responses=CampaignOutputSerializer(many=True))
@@ -73,6 +74,7 @@ class CampaignDetailApi(APIView):
         criteria = serializers.ListField(child=serializers.DictField(), required=False)
         overlap_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
         lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86_400, required=False)
+        gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
         status = serializers.ChoiceField(choices=Campaign.Status.choices, required=False)
         annotator_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
 

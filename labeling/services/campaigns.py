@@ -9,7 +9,9 @@ from django.db import transaction
 from labeling.exceptions import LabelingError
 from labeling.models import Campaign
 
-EDITABLE_FIELDS = ("name", "description", "guidelines", "criteria", "overlap_k", "lease_ttl_seconds", "status")
+EDITABLE_FIELDS = (
+    "name", "description", "guidelines", "criteria", "overlap_k", "lease_ttl_seconds", "gold_rate", "status",
+)
 
 
 def _validate_criteria(criteria: Any) -> list[dict[str, str]]:
@@ -35,6 +37,7 @@ def campaign_create(
     criteria: Sequence[Mapping[str, str]] = (),
     overlap_k: int = 1,
     lease_ttl_seconds: int = 600,
+    gold_rate: float = 0.0,
     annotator_ids: Sequence[int] = (),
 ) -> Campaign:
     campaign = Campaign(
@@ -44,6 +47,7 @@ def campaign_create(
         criteria=_validate_criteria(list(criteria)),
         overlap_k=overlap_k,
         lease_ttl_seconds=lease_ttl_seconds,
+        gold_rate=gold_rate,
         created_by=created_by,
     )
     campaign.full_clean()

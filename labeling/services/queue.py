@@ -10,6 +10,7 @@ its slot by the clock alone, with no sweeper needed for correctness.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,11 +38,12 @@ WITH picked AS (
     FROM labeling_comparison c
     WHERE c.campaign_id = %(campaign_id)s
       AND c.status = 'open'
+      AND NOT c.is_gold
       AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
       AND c.label_count
           + (SELECT count(*) FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s)
           < %(k)s
-    ORDER BY c.priority DESC, c.id
+    ORDER BY (c.priority + c.priority_boost) DESC, c.id
     LIMIT 1
     FOR UPDATE OF c {lock_mode}
 )
@@ -54,6 +56,22 @@ FROM picked
 WHERE c.id = picked.id
 RETURNING c.id
 """
+
+# Gold pairs have no k: every annotator answers each once, so nothing on the
+# row needs reserving and a plain locking read is the one statement.
+_GOLD_NEXT_SQL = """
+SELECT c.id
+FROM labeling_comparison c
+WHERE c.campaign_id = %(campaign_id)s
+  AND c.status = 'open'
+  AND c.is_gold
+  AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
+ORDER BY c.id
+LIMIT 1
+FOR UPDATE OF c SKIP LOCKED
+"""
+
+_rng = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -106,8 +124,13 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         "expires_at": expires_at,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
-        row = cursor.fetchone()
+        row = None
+        if campaign.gold_rate > 0 and _rng.random() < campaign.gold_rate:
+            cursor.execute(_GOLD_NEXT_SQL, params)
+            row = cursor.fetchone()
+        if row is None:
+            cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
+            row = cursor.fetchone()
         if row is None:
             # Every candidate may have been locked by someone else's
             # in-flight lease. Ask again, this time waiting for those
@@ -195,8 +218,8 @@ def preference_record(
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
     other_live = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
-    # Blind-review votes are extra evidence on top of the k labels.
-    if source == Preference.Source.ANNOTATOR:
+    # Blind-review votes and gold answers are extra evidence on top of the k labels.
+    if source == Preference.Source.ANNOTATOR and not comparison.is_gold:
         if not lease_live and comparison.label_count + len(other_live) >= lease.campaign.overlap_k:
             raise ComparisonFull("This pair already has all the labels it needs. Here is the next one.")
         if comparison.status != Comparison.Status.OPEN:
@@ -228,7 +251,11 @@ def preference_record(
     comparison.label_count += 1
     comparison.lease_expiries = other_live
     comparison.done_by = [*comparison.done_by, annotator.pk]
-    if comparison.label_count >= lease.campaign.overlap_k and comparison.status == Comparison.Status.OPEN:
+    if (
+        comparison.label_count >= lease.campaign.overlap_k
+        and comparison.status == Comparison.Status.OPEN
+        and not comparison.is_gold
+    ):
         comparison.status = Comparison.Status.COMPLETE
     comparison.save(update_fields=["label_count", "lease_expiries", "done_by", "status", "updated_at"])
     lease.status = Lease.Status.SUBMITTED

@@ -81,14 +81,16 @@ def _generate(
     return have
 
 
-def _score(campaign: Campaign, completions: Sequence[Completion]) -> None:
-    reward = (
+def _score(campaign: Campaign, completions: Sequence[Completion], reward: Adapter | None = None) -> None:
+    """Record ``reward``'s score (default: the champion, else the newest
+    reward model) on each completion that lacks one from that model."""
+    reward = reward or (
         Adapter.objects.filter(campaign=campaign, role=Adapter.Role.REWARD)
         .exclude(status=Adapter.Status.RETIRED)
         .order_by("-status", "-version")
         .first()
     )
-    todo = [c for c in completions if "reward_score" not in c.metadata]
+    todo = [c for c in completions if reward is not None and c.metadata.get("reward_adapter") != reward.pk]
     if reward is None or not todo:
         return
     from models_hub.generation import RewardScorer

@@ -191,7 +191,7 @@ def test_queue_plan_uses_the_queue_index(annotator: Any) -> None:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(
             "EXPLAIN SELECT id FROM labeling_comparison WHERE campaign_id = %s AND status = 'open' "
-            "ORDER BY priority DESC, id LIMIT 1",
+            "AND NOT is_gold ORDER BY (priority + priority_boost) DESC, id LIMIT 1",
             [campaign.pk],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

@@ -21,7 +21,11 @@ from labeling.selectors import TIE_POLICIES, preference_export_rows
 from training.exceptions import NoTrainingData, TrainingError
 from training.models import DatasetSnapshot
 
-FILTER_KEYS = {"exclude_annotator_ids", "min_abs_strength"}
+FILTER_KEYS = {"exclude_annotator_ids", "min_abs_strength", "min_reliability", "exclude_position_biased", "weighting"}
+WEIGHTINGS = ("none", "reliability", "strength", "reliability_strength")
+# TRL's preference trainers take no per-example weight, so a weight is
+# applied by repeating a row: weight 1.0 → REPEAT_MAX copies, at least one.
+REPEAT_MAX = 3
 SPLITS = ("train", "val")
 
 
@@ -40,7 +44,41 @@ def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(strength, int) or not 0 <= strength <= 3:
             raise TrainingError("filters.min_abs_strength must be an integer from 0 to 3.")
         clean["min_abs_strength"] = strength
+    reliability = filters.get("min_reliability")
+    if reliability is not None:
+        if not isinstance(reliability, int | float) or not 0 <= reliability <= 1:
+            raise TrainingError("filters.min_reliability must be a number from 0 to 1.")
+        clean["min_reliability"] = float(reliability)
+    if filters.get("exclude_position_biased"):
+        clean["exclude_position_biased"] = True
+    weighting = filters.get("weighting", "none")
+    if weighting not in WEIGHTINGS:
+        raise TrainingError(f"filters.weighting must be one of {', '.join(WEIGHTINGS)}.")
+    if weighting != "none":
+        clean["weighting"] = weighting
     return clean
+
+
+def _quality_plan(campaign: Campaign, clean: dict[str, Any]) -> tuple[set[int], dict[int, float]]:
+    """Annotators to drop and the reliability weight of the rest."""
+    from labeling.selectors.quality import annotator_reliability, position_bias
+
+    reliability = annotator_reliability(campaign=campaign)
+    dropped = set(clean.get("exclude_annotator_ids", []))
+    if "min_reliability" in clean:
+        dropped |= {a for a, r in reliability.items() if r < clean["min_reliability"]}
+    if clean.get("exclude_position_biased"):
+        dropped |= {a for a, b in position_bias(campaign=campaign).items() if b["flagged"]}
+    return dropped, reliability
+
+
+def _copies(row: dict[str, Any], weighting: str, reliability: dict[int, float]) -> int:
+    weight = 1.0
+    if weighting in ("reliability", "reliability_strength"):
+        weight *= reliability.get(row["annotator_id"], 1.0)
+    if weighting in ("strength", "reliability_strength") and row["strength"] is not None:
+        weight *= (1 + row["strength"]) / 4  # |strength| 0..3 → 0.25..1
+    return max(1, round(weight * REPEAT_MAX))
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]], digest: Any) -> int:
@@ -75,6 +113,8 @@ def dataset_snapshot_create(
     if tie_policy not in TIE_POLICIES:
         raise TrainingError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}.")
     clean = _validate_filters(filters or {})
+    dropped, reliability = _quality_plan(campaign, clean)
+    weighting = clean.get("weighting", "none")
     last_id = (
         Preference.objects.filter(comparison__campaign=campaign).aggregate(m=Max("id"))["m"] or 0
     )
@@ -93,16 +133,17 @@ def dataset_snapshot_create(
                     campaign=campaign,
                     tie_policy=tie_policy,
                     splits=[split],
-                    exclude_annotator_ids=clean.get("exclude_annotator_ids"),
+                    exclude_annotator_ids=sorted(dropped),
                 )
                 if r["preference_id"] <= last_id
                 and (r["strength"] or 0) >= clean.get("min_abs_strength", 0)
             ]
-            counts["preference"][split] = _write_jsonl(
-                tmp / "preference" / f"{split}.jsonl",
-                ({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows),
-                digest,
+            weighted = (
+                {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+                for r in rows
+                for _ in range(_copies(r, weighting, reliability) if weighting != "none" else 1)
             )
+            counts["preference"][split] = _write_jsonl(tmp / "preference" / f"{split}.jsonl", weighted, digest)
             seen: set[str] = set()
             sft_rows = []
             for r in rows:
@@ -123,6 +164,8 @@ def dataset_snapshot_create(
             raise NoTrainingData("This campaign has no training preferences yet (golden prompts are never used).")
         final = root / relative
         final.parent.mkdir(parents=True, exist_ok=True)
+        if dropped:
+            clean["dropped_annotator_ids"] = sorted(dropped)
         snapshot = DatasetSnapshot(
             campaign=campaign,
             created_by=created_by,

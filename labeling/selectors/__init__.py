@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from core import roles
@@ -155,7 +155,20 @@ def preference_export_rows(
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}")
-    qs = Preference.objects.filter(comparison__campaign=campaign).exclude(choice=Preference.Choice.BOTH_BAD)
+    # Gold pairs test annotators; they are not training data. Where a reviewer
+    # adjudicated a pair, the ruling stands in for the annotators' labels.
+    qs = (
+        Preference.objects.filter(comparison__campaign=campaign, comparison__is_gold=False)
+        .exclude(choice=Preference.Choice.BOTH_BAD)
+        .filter(
+            Q(source=Preference.Source.ADJUDICATION)
+            | ~Exists(
+                Preference.objects.filter(
+                    comparison_id=OuterRef("comparison_id"), source=Preference.Source.ADJUDICATION
+                )
+            )
+        )
+    )
     if tie_policy == "skip":
         qs = qs.exclude(choice=Preference.Choice.TIE)
     if splits:

@@ -1,0 +1,158 @@
+"""``python -m training.runners``: JSON-lines events, exit codes, cancellation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.runners.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "training.runners", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def test_cli_trains_end_to_end_with_json_lines_on_stdout(
+    llama_dir: str, make_data: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A subprocess run prints only JSON events, ends with the result and exits 0."""
+    config = write_config(
+        tmp_path / "cfg.json", {"base_model": llama_dir, "max_steps": 2}
+    )
+    proc = subprocess.run(
+        cli(
+            "sft",
+            "--config",
+            str(config),
+            "--data",
+            str(make_data("sft", 16, 8)),
+            "--out",
+            str(tmp_path / "out"),
+        ),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "status" and kinds[-1] == "result"
+    assert {"progress", "metrics"} <= set(kinds)
+    result = events[-1]
+    assert (
+        result["method"] == "sft" and result["steps"] == 2 and not result["cancelled"]
+    )
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_cli_sigterm_cancels_within_a_step_and_exits_3(
+    llama_dir: str, make_data: Callable[..., Path], tmp_path: Path
+) -> None:
+    """SIGTERM asks the run to stop; it returns cancelled, saves nothing, exits 3."""
+    config = write_config(
+        tmp_path / "cfg.json", {"base_model": llama_dir, "max_steps": 5000}
+    )
+    proc = subprocess.Popen(
+        cli(
+            "sft",
+            "--config",
+            str(config),
+            "--data",
+            str(make_data("sft", 64, 0)),
+            "--out",
+            str(tmp_path / "out"),
+        ),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["event"] == "progress":
+                proc.send_signal(signal.SIGTERM)
+                break
+        lines += [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = lines[-1]
+    assert result["event"] == "result" and result["cancelled"]
+    assert result["steps"] < 5000
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_config_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid config never starts training; the message names the field."""
+    config = write_config(tmp_path / "cfg.json", {"base_model": "x", "beta": -1})
+    code = main(
+        [
+            "dpo",
+            "--config",
+            str(config),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event == {"event": "error", "kind": "config", "message": "beta must be > 0"}
+
+    (tmp_path / "broken.json").write_text("{not json")
+    code = main(
+        ["dpo", "--config", str(tmp_path / "broken.json"), "--data", ".", "--out", "."]
+    )
+    assert code == 2
+
+
+def test_cli_failure_exits_1(
+    llama_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that fails (here: no train.jsonl) logs the traceback and exits 1."""
+    config = write_config(tmp_path / "cfg.json", {"base_model": llama_dir})
+    code = main(
+        [
+            "sft",
+            "--config",
+            str(config),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (
+        event["kind"] == "failure" and "train.jsonl does not exist" in event["message"]
+    )
