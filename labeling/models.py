@@ -15,7 +15,9 @@ from core.models import BaseModel
 
 def content_hash(content: Any) -> str:
     """A stable hash of a prompt or completion (str or chat messages)."""
-    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        content, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -25,9 +27,15 @@ class Campaign(BaseModel):
         PAUSED = "paused", "paused"
         ARCHIVED = "archived", "archived"
 
-    name = models.CharField(max_length=200, unique=True, help_text="Unique display name.")
-    description = models.CharField(max_length=500, blank=True, help_text="One line shown in lists.")
-    guidelines = models.TextField(blank=True, help_text="Labeling guidelines in Markdown.")
+    name = models.CharField(
+        max_length=200, unique=True, help_text="Unique display name."
+    )
+    description = models.CharField(
+        max_length=500, blank=True, help_text="One line shown in lists."
+    )
+    guidelines = models.TextField(
+        blank=True, help_text="Labeling guidelines in Markdown."
+    )
     criteria = models.JSONField(
         default=list,
         blank=True,
@@ -43,7 +51,9 @@ class Campaign(BaseModel):
         validators=[MinValueValidator(30), MaxValueValidator(86_400)],
         help_text="How long a pair stays reserved for the annotator who opened it.",
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
     gold_rate = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
@@ -56,7 +66,11 @@ class Campaign(BaseModel):
         help_text="Who may label here; empty means every annotator.",
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
 
     class Meta:
@@ -72,29 +86,40 @@ class Prompt(BaseModel):
         VAL = "val", "validation"
         TEST = "test", "test"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
-    text = models.TextField(blank=True, help_text="The prompt as plain text (empty for chat prompts).")
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="prompts"
+    )
+    text = models.TextField(
+        blank=True, help_text="The prompt as plain text (empty for chat prompts)."
+    )
     messages = models.JSONField(
         null=True,
         blank=True,
         help_text='Chat prompt: [{"role": "system"|"user"|"assistant", "content": "..."}].',
     )
-    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the prompt content.")
+    content_hash = models.CharField(
+        max_length=64, help_text="SHA-256 of the prompt content."
+    )
     split = models.CharField(
         max_length=8,
         choices=Split.choices,
         help_text="Assigned from the content hash, so a prompt never lands in two splits.",
     )
     is_golden = models.BooleanField(
-        default=False, help_text="Held out to evaluate every new model; never trained on."
+        default=False,
+        help_text="Held out to evaluate every new model; never trained on.",
     )
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["campaign", "content_hash"], name="labeling_prompt_unique_content"),
+            models.UniqueConstraint(
+                fields=["campaign", "content_hash"],
+                name="labeling_prompt_unique_content",
+            ),
             models.CheckConstraint(
-                condition=Q(messages__isnull=True) | Q(text=""), name="labeling_prompt_text_or_messages"
+                condition=Q(messages__isnull=True) | Q(text=""),
+                name="labeling_prompt_text_or_messages",
             ),
         ]
 
@@ -115,12 +140,18 @@ class Completion(BaseModel):
         IMPORTED = "imported", "imported"
         MODEL = "model", "model"
 
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="completions"
+    )
     text = models.TextField(help_text="The completion text (Markdown allowed).")
     content_hash = models.CharField(max_length=64)
-    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORTED)
+    origin = models.CharField(
+        max_length=16, choices=Origin.choices, default=Origin.IMPORTED
+    )
     source_label = models.CharField(
-        max_length=200, blank=True, help_text="Who or what wrote it, e.g. an import's 'source'."
+        max_length=200,
+        blank=True,
+        help_text="Who or what wrote it, e.g. an import's 'source'.",
     )
     adapter = models.ForeignKey(
         "models_hub.Adapter",
@@ -139,14 +170,17 @@ class Completion(BaseModel):
         help_text="The base model that generated it (with or without an adapter).",
     )
     generation = models.JSONField(
-        default=dict, blank=True, help_text="Decoding parameters and seed for model completions."
+        default=dict,
+        blank=True,
+        help_text="Decoding parameters and seed for model completions.",
     )
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["prompt", "content_hash", "source_label"], name="labeling_completion_unique"
+                fields=["prompt", "content_hash", "source_label"],
+                name="labeling_completion_unique",
             )
         ]
 
@@ -169,35 +203,57 @@ class Comparison(BaseModel):
         COMPLETE = "complete", "complete"
         RETIRED = "retired", "retired"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="comparisons")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
-    completion_a = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
-    completion_b = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="comparisons"
+    )
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="comparisons"
+    )
+    completion_a = models.ForeignKey(
+        Completion, on_delete=models.CASCADE, related_name="+"
+    )
+    completion_b = models.ForeignKey(
+        Completion, on_delete=models.CASCADE, related_name="+"
+    )
     priority = models.IntegerField(default=0, help_text="Higher is served first.")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.OPEN
+    )
     label_count = models.PositiveIntegerField(default=0)
     priority_boost = models.IntegerField(
-        default=0, help_text="Added by active selection where the reward model is unsure."
+        default=0,
+        help_text="Added by active selection where the reward model is unsure.",
     )
     reward_uncertainty = models.FloatField(
-        null=True, blank=True, help_text="1 - |2 P(A better) - 1| under the reward champion."
+        null=True,
+        blank=True,
+        help_text="1 - |2 P(A better) - 1| under the reward champion.",
     )
-    is_gold = models.BooleanField(default=False, help_text="A pair with a known answer, mixed into the queue.")
+    is_gold = models.BooleanField(
+        default=False, help_text="A pair with a known answer, mixed into the queue."
+    )
     gold_choice = models.CharField(
-        max_length=16, blank=True, help_text="The known answer of a gold pair: a, b or tie."
+        max_length=16,
+        blank=True,
+        help_text="The known answer of a gold pair: a, b or tie.",
     )
     lease_expiries = ArrayField(models.DateTimeField(), default=list, blank=True)
     done_by = ArrayField(
-        models.BigIntegerField(), default=list, blank=True, help_text="Annotators who labeled or skipped it."
+        models.BigIntegerField(),
+        default=list,
+        blank=True,
+        help_text="Annotators who labeled or skipped it.",
     )
 
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=~Q(completion_a=F("completion_b")), name="labeling_comparison_distinct_sides"
+                condition=~Q(completion_a=F("completion_b")),
+                name="labeling_comparison_distinct_sides",
             ),
             models.UniqueConstraint(
-                fields=["completion_a", "completion_b"], name="labeling_comparison_unique_pair"
+                fields=["completion_a", "completion_b"],
+                name="labeling_comparison_unique_pair",
             ),
             models.CheckConstraint(
                 condition=Q(is_gold=False) | Q(gold_choice__in=["a", "b", "tie"]),
@@ -233,11 +289,19 @@ class Lease(BaseModel):
         EXPIRED = "expired", "expired"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
-    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="leases")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases")
-    a_on_left = models.BooleanField(help_text="Whether completion A was shown on the left.")
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="leases"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases"
+    )
+    a_on_left = models.BooleanField(
+        help_text="Whether completion A was shown on the left."
+    )
     expires_at = models.DateTimeField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
 
     class Meta:
         indexes = [
@@ -264,32 +328,58 @@ class Preference(BaseModel):
         REVIEWER = "reviewer", "reviewer (blind review)"
         ADJUDICATION = "adjudication", "adjudication"
 
-    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="preferences")
-    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences")
-    lease = models.ForeignKey(Lease, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    choice = models.CharField(max_length=16, choices=Choice.choices, help_text="Against the completions, not the screen.")
-    a_on_left = models.BooleanField(help_text="Whether completion A was shown on the left.")
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="preferences"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences"
+    )
+    lease = models.ForeignKey(
+        Lease, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    choice = models.CharField(
+        max_length=16,
+        choices=Choice.choices,
+        help_text="Against the completions, not the screen.",
+    )
+    a_on_left = models.BooleanField(
+        help_text="Whether completion A was shown on the left."
+    )
     strength = models.SmallIntegerField(
         null=True,
         blank=True,
         validators=[MinValueValidator(-3), MaxValueValidator(3)],
         help_text="Optional strength against the completions: -3 (A much better) .. +3 (B much better).",
     )
-    criteria = models.JSONField(default=dict, blank=True, help_text="Per-criterion choices: {name: a|b|tie|both_bad}.")
+    criteria = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per-criterion choices: {name: a|b|tie|both_bad}.",
+    )
     rationale = models.CharField(max_length=1000, blank=True)
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     client_request_id = models.CharField(max_length=64, blank=True)
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ANNOTATOR)
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.ANNOTATOR
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["comparison", "annotator"], name="labeling_one_preference_per_annotator"),
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"],
+                name="labeling_one_preference_per_annotator",
+            ),
             models.CheckConstraint(
-                condition=Q(strength__isnull=True) | Q(strength__gte=-3, strength__lte=3),
+                condition=Q(strength__isnull=True)
+                | Q(strength__gte=-3, strength__lte=3),
                 name="labeling_preference_strength_range",
             ),
         ]
-        indexes = [models.Index(fields=["annotator", "created_at"], name="labeling_pref_annotator_idx")]
+        indexes = [
+            models.Index(
+                fields=["annotator", "created_at"], name="labeling_pref_annotator_idx"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.annotator_id} → {self.choice} on {self.comparison_id}"

@@ -7,10 +7,24 @@ app_name = "labeling"
 urlpatterns = [
     path("", views.campaign_list, name="campaign-list"),
     path("campaigns/<int:campaign_id>/label/", views.label_start, name="label-start"),
-    path("campaigns/<int:campaign_id>/label/done/", views.label_done, name="label-done"),
-    path("campaigns/<int:campaign_id>/label/<int:lease_id>/", views.lease_detail, name="lease-detail"),
-    path("campaigns/<int:campaign_id>/label/<int:lease_id>/submit/", views.lease_submit, name="lease-submit"),
-    path("campaigns/<int:campaign_id>/quality/", views.campaign_quality, name="campaign-quality"),
+    path(
+        "campaigns/<int:campaign_id>/label/done/", views.label_done, name="label-done"
+    ),
+    path(
+        "campaigns/<int:campaign_id>/label/<int:lease_id>/",
+        views.lease_detail,
+        name="lease-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/label/<int:lease_id>/submit/",
+        views.lease_submit,
+        name="lease-submit",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/quality/",
+        views.campaign_quality,
+        name="campaign-quality",
+    ),
     path(
         "campaigns/<int:campaign_id>/annotators/<int:annotator_id>/",
         views.annotator_detail,

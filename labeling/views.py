@@ -15,10 +15,10 @@ from django.views.decorators.http import require_GET, require_POST
 from core import roles
 from core.exceptions import ApplicationError
 from labeling import selectors
-from labeling.models import Comparison
-from labeling.selectors import quality as quality_selectors
 from labeling.exceptions import ComparisonFull, NothingToLabel
 from labeling.forms import PreferenceForm
+from labeling.models import Comparison
+from labeling.selectors import quality as quality_selectors
 from labeling.services import queue
 from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 
@@ -26,36 +26,53 @@ from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 @require_GET
 def campaign_list(request: HttpRequest) -> HttpResponse:
     campaigns = selectors.campaign_list_for_user(user=request.user)
-    rows = [(c, selectors.annotator_progress(campaign=c, annotator=request.user)) for c in campaigns]
+    rows = [
+        (c, selectors.annotator_progress(campaign=c, annotator=request.user))
+        for c in campaigns
+    ]
     return render(request, "labeling/campaign_list.html", {"rows": rows})
 
 
-def _card(request: HttpRequest, *, campaign_id: int, lease_id: int | None, status: int = 200) -> HttpResponse:
-    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+def _card(
+    request: HttpRequest, *, campaign_id: int, lease_id: int | None, status: int = 200
+) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
     context = {
         "campaign": campaign,
-        "progress": selectors.annotator_progress(campaign=campaign, annotator=request.user),
+        "progress": selectors.annotator_progress(
+            campaign=campaign, annotator=request.user
+        ),
         "pair": None,
         "form": PreferenceForm(campaign=campaign),
         "request_id": uuid.uuid4().hex,
         "suppress_messages": True,
     }
     if lease_id is not None:
-        lease = selectors.lease_get_for_annotator(annotator=request.user, lease_id=lease_id)
+        lease = selectors.lease_get_for_annotator(
+            annotator=request.user, lease_id=lease_id
+        )
         context["pair"] = selectors.lease_blind_pair(lease=lease)
         context["lease_done"] = lease.status != lease.Status.ACTIVE
-    template = "labeling/label.html#comparison-card" if request.htmx else "labeling/label.html"
+    template = (
+        "labeling/label.html#comparison-card" if request.htmx else "labeling/label.html"
+    )
     response = render(request, template, context, status=status)
     if request.htmx:
-        url = reverse("labeling:lease-detail", args=[campaign.pk, lease_id]) if lease_id else reverse(
-            "labeling:label-done", args=[campaign.pk]
+        url = (
+            reverse("labeling:lease-detail", args=[campaign.pk, lease_id])
+            if lease_id
+            else reverse("labeling:label-done", args=[campaign.pk])
         )
         response["HX-Push-Url"] = url
     return response
 
 
 def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_annotator(user=request.user, campaign_id=campaign_id)
+    campaign = selectors.campaign_get_for_annotator(
+        user=request.user, campaign_id=campaign_id
+    )
     try:
         lease = queue.comparison_lease_next(campaign=campaign, annotator=request.user)
     except NothingToLabel:
@@ -84,16 +101,27 @@ def label_done(request: HttpRequest, campaign_id: int) -> HttpResponse:
 
 @require_POST
 def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_annotator(user=request.user, campaign_id=campaign_id)
+    campaign = selectors.campaign_get_for_annotator(
+        user=request.user, campaign_id=campaign_id
+    )
     form = PreferenceForm(request.POST, campaign=campaign)
     if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return _card(request, campaign_id=campaign_id, lease_id=lease_id, status=400 if request.htmx else 200)
+        messages.error(
+            request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        )
+        return _card(
+            request,
+            campaign_id=campaign_id,
+            lease_id=lease_id,
+            status=400 if request.htmx else 200,
+        )
     try:
-        if form.cleaned_data["action"] == "skip":
+        if form.cleaned_data["intent"] == "skip":
             queue.lease_skip(lease_id=lease_id, annotator=request.user)
         else:
-            queue.preference_record(lease_id=lease_id, annotator=request.user, **form.preference_kwargs())
+            queue.preference_record(
+                lease_id=lease_id, annotator=request.user, **form.preference_kwargs()
+            )
     except ComparisonFull as exc:
         messages.info(request, exc.message)
     except ApplicationError as exc:
@@ -110,7 +138,9 @@ reviewer_required = user_passes_test(roles.is_reviewer)
 @reviewer_required
 @require_GET
 def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
     context = {
         "campaign": campaign,
         "stats": selectors.campaign_stats(campaign=campaign),
@@ -123,34 +153,70 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
 
 @reviewer_required
 @require_GET
-def annotator_detail(request: HttpRequest, campaign_id: int, annotator_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-    row = next((r for r in quality_selectors.annotator_report(campaign=campaign) if r["annotator_id"] == annotator_id), None)
+def annotator_detail(
+    request: HttpRequest, campaign_id: int, annotator_id: int
+) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
+    row = next(
+        (
+            r
+            for r in quality_selectors.annotator_report(campaign=campaign)
+            if r["annotator_id"] == annotator_id
+        ),
+        None,
+    )
     if row is None:
         raise Http404("This annotator has no labels in this campaign.")
-    timeline = quality_selectors.annotator_timeline(campaign=campaign, annotator_id=annotator_id)
+    timeline = quality_selectors.annotator_timeline(
+        campaign=campaign, annotator_id=annotator_id
+    )
     peak = max((d["labels"] for d in timeline), default=1) or 1
     bars = [
-        {**d, "x": i * 14, "h": round(d["labels"] / peak * 100), "y": 105 - round(d["labels"] / peak * 100)}
+        {
+            **d,
+            "x": i * 14,
+            "h": round(d["labels"] / peak * 100),
+            "y": 105 - round(d["labels"] / peak * 100),
+        }
         for i, d in enumerate(timeline)
     ]
-    return render(request, "labeling/annotator.html",
-                  {"campaign": campaign, "row": row, "timeline": timeline, "bars": bars,
-                   "chart_width": max(len(bars) * 14, 14)})
+    return render(
+        request,
+        "labeling/annotator.html",
+        {
+            "campaign": campaign,
+            "row": row,
+            "timeline": timeline,
+            "bars": bars,
+            "chart_width": max(len(bars) * 14, 14),
+        },
+    )
 
 
 @reviewer_required
 @require_POST
-def comparison_review(request: HttpRequest, campaign_id: int, comparison_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+def comparison_review(
+    request: HttpRequest, campaign_id: int, comparison_id: int
+) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
     comparison = get_object_or_404(Comparison, pk=comparison_id, campaign=campaign)
     try:
         if request.POST.get("action") == "gold":
-            comparison_gold_set(comparison=comparison, choice=request.POST.get("choice") or None)
+            comparison_gold_set(
+                comparison=comparison, choice=request.POST.get("choice") or None
+            )
             messages.success(request, f"Pair {comparison.pk} is now a gold pair.")
         else:
-            comparison_adjudicate(comparison=comparison, reviewer=request.user, choice=request.POST.get("choice", ""),
-                                  rationale=request.POST.get("rationale", ""))
+            comparison_adjudicate(
+                comparison=comparison,
+                reviewer=request.user,
+                choice=request.POST.get("choice", ""),
+                rationale=request.POST.get("rationale", ""),
+            )
             messages.success(request, f"Pair {comparison.pk} adjudicated.")
     except ApplicationError as exc:
         messages.error(request, exc.message)

@@ -43,7 +43,9 @@ class DecodingParams:
 class AdapterGenerator:
     base_loads = 0  # class-wide, so tests can assert the base loaded once
 
-    def __init__(self, base_path: str, *, max_adapters: int = 4, device: str | None = None) -> None:
+    def __init__(
+        self, base_path: str, *, max_adapters: int = 4, device: str | None = None
+    ) -> None:
         self.base_path = base_path
         self.max_adapters = max_adapters
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,11 +55,15 @@ class AdapterGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(self.device)
+        self.base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+            base_path, dtype=dtype
+        ).to(self.device)
         self.base.eval()
         type(self).base_loads += 1
         self.model: PeftModel | None = None
-        self.adapters: OrderedDict[str, str] = OrderedDict()  # key -> path, most recent last
+        self.adapters: OrderedDict[str, str] = (
+            OrderedDict()
+        )  # key -> path, most recent last
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------ adapters
@@ -66,7 +72,9 @@ class AdapterGenerator:
             self.adapters.move_to_end(key)
         else:
             if self.model is None:
-                self.model = PeftModel.from_pretrained(self.base, path, adapter_name=key)
+                self.model = PeftModel.from_pretrained(
+                    self.base, path, adapter_name=key
+                )
             else:
                 self.model.load_adapter(path, adapter_name=key)
             self.adapters[key] = path
@@ -92,24 +100,43 @@ class AdapterGenerator:
                 )
                 for p in prompts
             ]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
+            )
         else:
-            texts = [p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts]
+            texts = [
+                p if isinstance(p, str) else "\n".join(m["content"] for m in p)
+                for p in prompts
+            ]
             enc = tok(texts, return_tensors="pt", padding=True)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.inference_mode()
-    def _generate_batch(self, model: torch.nn.Module, prompts: Sequence[Prompt], params: DecodingParams, seed: int) -> list[str]:
+    def _generate_batch(
+        self,
+        model: torch.nn.Module,
+        prompts: Sequence[Prompt],
+        params: DecodingParams,
+        seed: int,
+    ) -> list[str]:
         enc = self._encode(prompts)
         torch.manual_seed(seed)
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         if params.do_sample:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+            kwargs.update(
+                do_sample=True, temperature=params.temperature, top_p=params.top_p
+            )
         else:
             kwargs.update(do_sample=False)
         out = model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        return [
+            t.strip()
+            for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ]
 
     def generate(
         self,
@@ -130,7 +157,9 @@ class AdapterGenerator:
                 if adapter is None:
                     if self.model is not None:
                         with self.model.disable_adapter():
-                            texts = self._generate_batch(self.model, batch, params, seed)
+                            texts = self._generate_batch(
+                                self.model, batch, params, seed
+                            )
                     else:
                         texts = self._generate_batch(self.base, batch, params, seed)
                 else:
@@ -145,7 +174,9 @@ _GENERATORS: OrderedDict[str, AdapterGenerator] = OrderedDict()
 _GENERATORS_LOCK = threading.Lock()
 
 
-def get_generator(base_path: str, *, max_bases: int = 1, max_adapters: int = 4) -> AdapterGenerator:
+def get_generator(
+    base_path: str, *, max_bases: int = 1, max_adapters: int = 4
+) -> AdapterGenerator:
     """The process's generator for ``base_path`` (loaded on first use)."""
     with _GENERATORS_LOCK:
         generator = _GENERATORS.get(base_path)
@@ -168,10 +199,14 @@ class RewardScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(base_path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_merged_reward_model(base_path, adapter_path, pad_token_id=self.tokenizer.pad_token_id)
+        self.model = load_merged_reward_model(
+            base_path, adapter_path, pad_token_id=self.tokenizer.pad_token_id
+        )
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str]
+    ) -> list[float]:
         tok = self.tokenizer
         texts = []
         for prompt, completion in zip(prompts, completions, strict=True):
@@ -179,7 +214,18 @@ class RewardScorer:
                 messages = [*prompt, {"role": "assistant", "content": completion}]
                 texts.append(tok.apply_chat_template(messages, tokenize=False))
             else:
-                prompt_text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+                prompt_text = (
+                    prompt
+                    if isinstance(prompt, str)
+                    else "\n".join(m["content"] for m in prompt)
+                )
                 texts.append(prompt_text + completion + (tok.eos_token or ""))
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=1024, add_special_tokens=False)
+        enc = tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=1024,
+            add_special_tokens=False,
+        )
         return self.model(**enc).logits[:, 0].float().tolist()

@@ -25,9 +25,13 @@ class BaseModelVersion(BaseModel):
         max_length=500,
         help_text="Hugging Face model id, a local folder, or builtin:smollm2-135m-instruct.",
     )
-    revision = models.CharField(max_length=100, blank=True, help_text="Hub revision or commit.")
+    revision = models.CharField(
+        max_length=100, blank=True, help_text="Hub revision or commit."
+    )
     dtype = models.CharField(max_length=16, choices=Dtype.choices, default=Dtype.AUTO)
-    is_default = models.BooleanField(default=False, help_text="Used when a job names no base.")
+    is_default = models.BooleanField(
+        default=False, help_text="Used when a job names no base."
+    )
 
     class Meta:
         verbose_name = "base model"
@@ -55,29 +59,54 @@ class Adapter(BaseModel):
         CHAMPION = "champion", "champion"
         RETIRED = "retired", "retired"
 
-    base_model = models.ForeignKey(BaseModelVersion, on_delete=models.PROTECT, related_name="adapters")
+    base_model = models.ForeignKey(
+        BaseModelVersion, on_delete=models.PROTECT, related_name="adapters"
+    )
     campaign = models.ForeignKey(
-        "labeling.Campaign", on_delete=models.PROTECT, related_name="adapters", null=True, blank=True
+        "labeling.Campaign",
+        on_delete=models.PROTECT,
+        related_name="adapters",
+        null=True,
+        blank=True,
     )
     name = models.CharField(max_length=200, help_text="Display name, e.g. 'dpo-v3'.")
     version = models.PositiveIntegerField(help_text="Increases per (campaign, role).")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.POLICY)
     method = models.CharField(max_length=16, help_text="sft, reward, dpo, ppo or rloo.")
     peft_type = models.CharField(max_length=32, default="LORA")
-    storage_path = models.CharField(max_length=1000, help_text="Folder relative to ARBITER_STORAGE_ROOT.")
-    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    storage_path = models.CharField(
+        max_length=1000, help_text="Folder relative to ARBITER_STORAGE_ROOT."
+    )
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="children",
+    )
     metrics = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.CANDIDATE
+    )
     merged_path = models.CharField(
-        max_length=1000, blank=True, help_text="Merged full model (merge_and_unload), relative to the storage root."
+        max_length=1000,
+        blank=True,
+        help_text="Merged full model (merge_and_unload), relative to the storage root.",
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["campaign", "role", "version"], name="models_hub_adapter_version_unique"),
+            models.UniqueConstraint(
+                fields=["campaign", "role", "version"],
+                name="models_hub_adapter_version_unique",
+            ),
             models.UniqueConstraint(
                 fields=["campaign", "role"],
                 condition=models.Q(status="champion"),
@@ -98,15 +127,27 @@ class AdapterEvent(BaseModel):
         ROLLED_BACK = "rolled_back", "rolled back"
         RETIRED = "retired", "retired"
 
-    adapter = models.ForeignKey(Adapter, on_delete=models.CASCADE, related_name="events")
+    adapter = models.ForeignKey(
+        Adapter, on_delete=models.CASCADE, related_name="events"
+    )
     action = models.CharField(max_length=16, choices=Action.choices)
     previous_champion = models.ForeignKey(
         Adapter, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    override = models.BooleanField(default=False, help_text="Promoted although the promotion gate said no.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    override = models.BooleanField(
+        default=False, help_text="Promoted although the promotion gate said no."
+    )
     reason = models.CharField(max_length=500, blank=True)
-    evidence = models.JSONField(default=dict, blank=True, help_text="Win rate and interval at decision time.")
+    evidence = models.JSONField(
+        default=dict, blank=True, help_text="Win rate and interval at decision time."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -118,11 +159,23 @@ class AdapterEvent(BaseModel):
 class GenerationSettings(BaseModel):
     """How new adapters of a campaign write completions for the queue."""
 
-    campaign = models.OneToOneField("labeling.Campaign", on_delete=models.CASCADE, related_name="generation_settings")
-    enabled = models.BooleanField(default=True, help_text="Generate comparisons for every new policy adapter.")
-    prompts_per_round = models.PositiveIntegerField(default=32, help_text="Non-golden prompts per new adapter.")
-    compare_against_base = models.BooleanField(default=False, help_text="Also pair the candidate with the base model.")
-    priority = models.IntegerField(default=10, help_text="Queue priority of the new comparisons.")
+    campaign = models.OneToOneField(
+        "labeling.Campaign",
+        on_delete=models.CASCADE,
+        related_name="generation_settings",
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Generate comparisons for every new policy adapter."
+    )
+    prompts_per_round = models.PositiveIntegerField(
+        default=32, help_text="Non-golden prompts per new adapter."
+    )
+    compare_against_base = models.BooleanField(
+        default=False, help_text="Also pair the candidate with the base model."
+    )
+    priority = models.IntegerField(
+        default=10, help_text="Queue priority of the new comparisons."
+    )
     max_new_tokens = models.PositiveIntegerField(default=128)
     temperature = models.FloatField(default=0.7)
     top_p = models.FloatField(default=0.9)

@@ -16,7 +16,12 @@ from core.stats import Outcome, bootstrap_bradley_terry, win_rate, win_rate_matr
 from labeling.models import Campaign, Completion, Preference, Prompt
 from models_hub.models import Adapter, BaseModelVersion
 
-RESULT = {Preference.Choice.A: 1.0, Preference.Choice.B: 0.0, Preference.Choice.TIE: 0.5, Preference.Choice.BOTH_BAD: 0.5}
+RESULT = {
+    Preference.Choice.A: 1.0,
+    Preference.Choice.B: 0.0,
+    Preference.Choice.TIE: 0.5,
+    Preference.Choice.BOTH_BAD: 0.5,
+}
 
 
 def version_key(*, adapter_id: int | None, base_model_id: int | None) -> str | None:
@@ -40,9 +45,18 @@ def version_get(*, key: str) -> Version:
     if not raw_id.isdigit():
         raise NotFound(f"Unknown model version {key!r}.")
     if kind == "adapter":
-        adapter = Adapter.objects.select_related("base_model", "campaign").filter(pk=int(raw_id)).first()
+        adapter = (
+            Adapter.objects.select_related("base_model", "campaign")
+            .filter(pk=int(raw_id))
+            .first()
+        )
         if adapter is not None:
-            return Version(key, f"{adapter.name} ({adapter.get_status_display()})", adapter, adapter.base_model)
+            return Version(
+                key,
+                f"{adapter.name} ({adapter.get_status_display()})",
+                adapter,
+                adapter.base_model,
+            )
     elif kind == "base":
         base = BaseModelVersion.objects.filter(pk=int(raw_id)).first()
         if base is not None:
@@ -51,14 +65,26 @@ def version_get(*, key: str) -> Version:
 
 
 def versions_for_campaign(*, campaign: Campaign) -> list[Version]:
-    adapters = Adapter.objects.filter(campaign=campaign, role=Adapter.Role.POLICY).select_related("base_model")
-    bases = BaseModelVersion.objects.filter(pk__in={a.base_model_id for a in adapters} | set(
-        Completion.objects.filter(prompt__campaign=campaign, adapter__isnull=True, base_model__isnull=False)
-        .values_list("base_model_id", flat=True).distinct()
-    ))
+    adapters = Adapter.objects.filter(
+        campaign=campaign, role=Adapter.Role.POLICY
+    ).select_related("base_model")
+    bases = BaseModelVersion.objects.filter(
+        pk__in={a.base_model_id for a in adapters}
+        | set(
+            Completion.objects.filter(
+                prompt__campaign=campaign,
+                adapter__isnull=True,
+                base_model__isnull=False,
+            )
+            .values_list("base_model_id", flat=True)
+            .distinct()
+        )
+    )
     versions = [Version(f"base:{b.pk}", f"{b.name} (base, v0)", None, b) for b in bases]
     versions += [
-        Version(f"adapter:{a.pk}", f"{a.name} ({a.get_status_display()})", a, a.base_model)
+        Version(
+            f"adapter:{a.pk}", f"{a.name} ({a.get_status_display()})", a, a.base_model
+        )
         for a in adapters.order_by("version")
     ]
     return versions
@@ -95,7 +121,11 @@ def campaign_leaderboard(*, campaign: Campaign, n_boot: int = 200) -> dict[str, 
         counts[o.a] = counts.get(o.a, 0) + 1
         counts[o.b] = counts.get(o.b, 0) + 1
     anchor = next((k for k in versions if k.startswith("base:") and k in counts), None)
-    strengths = bootstrap_bradley_terry(outcomes, n_boot=n_boot, anchor=anchor) if outcomes else {}
+    strengths = (
+        bootstrap_bradley_terry(outcomes, n_boot=n_boot, anchor=anchor)
+        if outcomes
+        else {}
+    )
     rows = [
         {
             "key": key,
@@ -111,24 +141,51 @@ def campaign_leaderboard(*, campaign: Campaign, n_boot: int = 200) -> dict[str, 
     rows.sort(key=lambda r: -r["strength"])
     matrix = win_rate_matrix(outcomes)
     keys = [r["key"] for r in rows]
-    matrix_rows = [(k, [matrix.get(k, {}).get(other) if other != k else None for other in keys]) for k in keys]
-    return {"rows": rows, "matrix": matrix, "matrix_rows": matrix_rows, "keys": keys, "labels": len(outcomes),
-            "anchor": anchor}
+    matrix_rows = [
+        (k, [matrix.get(k, {}).get(other) if other != k else None for other in keys])
+        for k in keys
+    ]
+    return {
+        "rows": rows,
+        "matrix": matrix,
+        "matrix_rows": matrix_rows,
+        "keys": keys,
+        "labels": len(outcomes),
+        "anchor": anchor,
+    }
 
 
 def adapter_win_rate_against_champion(*, adapter: Adapter) -> dict[str, Any]:
-    champion = Adapter.objects.filter(
-        campaign=adapter.campaign, role=adapter.role, status=Adapter.Status.CHAMPION
-    ).exclude(pk=adapter.pk).first()
+    champion = (
+        Adapter.objects.filter(
+            campaign=adapter.campaign, role=adapter.role, status=Adapter.Status.CHAMPION
+        )
+        .exclude(pk=adapter.pk)
+        .first()
+    )
     if champion is None or adapter.campaign is None:
         return {}
-    result = win_rate(version_outcomes(campaign=adapter.campaign), f"adapter:{adapter.pk}", f"adapter:{champion.pk}")
-    return {"champion": champion.pk, "n": result.n, "rate": result.rate, "lower": result.lower, "upper": result.upper,
-            "wins": result.wins, "losses": result.losses, "ties": result.ties}
+    result = win_rate(
+        version_outcomes(campaign=adapter.campaign),
+        f"adapter:{adapter.pk}",
+        f"adapter:{champion.pk}",
+    )
+    return {
+        "champion": champion.pk,
+        "n": result.n,
+        "rate": result.rate,
+        "lower": result.lower,
+        "upper": result.upper,
+        "wins": result.wins,
+        "losses": result.losses,
+        "ties": result.ties,
+    }
 
 
 def adapter_list(*, campaign: Campaign | None = None) -> QuerySet[Adapter]:
-    qs = Adapter.objects.select_related("campaign", "base_model", "job").order_by("campaign_id", "role", "-version")
+    qs = Adapter.objects.select_related("campaign", "base_model", "job").order_by(
+        "campaign_id", "role", "-version"
+    )
     return qs.filter(campaign=campaign) if campaign is not None else qs
 
 
@@ -136,7 +193,9 @@ def word_diff(left: str, right: str) -> tuple[SafeString, SafeString]:
     """Word-level diff as escaped HTML with <del>/<ins> marks."""
     a, b = left.split(" "), right.split(" ")
     out_a, out_b = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(
+        a=a, b=b, autojunk=False
+    ).get_opcodes():
         chunk_a = html.escape(" ".join(a[i1:i2]))
         chunk_b = html.escape(" ".join(b[j1:j2]))
         if op == "equal":
@@ -159,22 +218,36 @@ def _latest_completion(prompt: Prompt, version: Version) -> Completion | None:
     return qs.order_by("-created_at").first()
 
 
-def side_by_side(*, campaign: Campaign, left: Version, right: Version) -> dict[str, Any]:
+def side_by_side(
+    *, campaign: Campaign, left: Version, right: Version
+) -> dict[str, Any]:
     """Both versions' outputs on the campaign's golden prompts, with a word
     diff, reward scores when recorded, and the human win rate between them."""
     rows = []
     missing = 0
-    for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id"):
+    for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(
+        "id"
+    ):
         lc, rc = _latest_completion(prompt, left), _latest_completion(prompt, right)
         if lc is None or rc is None:
             missing += 1
         diff = word_diff(lc.text, rc.text) if lc and rc else (None, None)
-        rows.append({"prompt": prompt, "left": lc, "right": rc, "left_diff": diff[0], "right_diff": diff[1]})
+        rows.append(
+            {
+                "prompt": prompt,
+                "left": lc,
+                "right": rc,
+                "left_diff": diff[0],
+                "right_diff": diff[1],
+            }
+        )
     rate = win_rate(version_outcomes(campaign=campaign), left.key, right.key)
     return {"rows": rows, "missing": missing, "win_rate": rate}
 
 
-def leaderboard_chart(board: dict[str, Any], *, width: int = 640, row_height: int = 34) -> dict[str, Any]:
+def leaderboard_chart(
+    board: dict[str, Any], *, width: int = 640, row_height: int = 34
+) -> dict[str, Any]:
     """Horizontal strength bars with 95% whiskers, laid out server-side."""
     rows = board["rows"]
     if not rows:
@@ -191,5 +264,19 @@ def leaderboard_chart(board: dict[str, Any], *, width: int = 640, row_height: in
     out = []
     for i, r in enumerate(rows):
         y = 10 + i * row_height
-        out.append({**r, "y": y, "cy": y + 12, "x": x(r["strength"]), "x_lo": x(r["lower"]), "x_hi": x(r["upper"])})
-    return {"rows": out, "width": width, "height": 20 + len(rows) * row_height, "zero": x(0.0) if lo <= 0 <= hi else None}
+        out.append(
+            {
+                **r,
+                "y": y,
+                "cy": y + 12,
+                "x": x(r["strength"]),
+                "x_lo": x(r["lower"]),
+                "x_hi": x(r["upper"]),
+            }
+        )
+    return {
+        "rows": out,
+        "width": width,
+        "height": 20 + len(rows) * row_height,
+        "zero": x(0.0) if lo <= 0 <= hi else None,
+    }

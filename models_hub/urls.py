@@ -6,10 +6,30 @@ app_name = "models_hub"
 
 urlpatterns = [
     path("", views.adapter_list, name="adapter-list"),
-    path("adapters/<int:adapter_id>/download/", views.adapter_download, name="adapter-download"),
-    path("adapters/<int:adapter_id>/<str:action>/", views.adapter_action, name="adapter-action"),
-    path("campaigns/<int:campaign_id>/leaderboard/", views.leaderboard, name="leaderboard"),
+    path(
+        "adapters/<int:adapter_id>/download/",
+        views.adapter_download,
+        name="adapter-download",
+    ),
+    path(
+        "adapters/<int:adapter_id>/<str:action>/",
+        views.adapter_action,
+        name="adapter-action",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/leaderboard/",
+        views.leaderboard,
+        name="leaderboard",
+    ),
     path("campaigns/<int:campaign_id>/compare/", views.compare, name="compare"),
-    path("campaigns/<int:campaign_id>/compare/generate/", views.compare_generate, name="compare-generate"),
-    path("campaigns/<int:campaign_id>/compare/blind/", views.blind_review, name="blind-review"),
+    path(
+        "campaigns/<int:campaign_id>/compare/generate/",
+        views.compare_generate,
+        name="compare-generate",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/compare/blind/",
+        views.blind_review,
+        name="blind-review",
+    ),
 ]

@@ -24,11 +24,19 @@ admin_required = user_passes_test(roles.is_admin)
 @require_GET
 def adapter_list(request: HttpRequest) -> HttpResponse:
     campaign_id = request.GET.get("campaign")
-    campaign = Campaign.objects.filter(pk=campaign_id).first() if campaign_id and campaign_id.isdigit() else None
+    campaign = (
+        Campaign.objects.filter(pk=campaign_id).first()
+        if campaign_id and campaign_id.isdigit()
+        else None
+    )
     return render(
         request,
         "models_hub/adapter_list.html",
-        {"adapters": selectors.adapter_list(campaign=campaign), "campaigns": Campaign.objects.all(), "campaign": campaign},
+        {
+            "adapters": selectors.adapter_list(campaign=campaign),
+            "campaigns": Campaign.objects.all(),
+            "campaign": campaign,
+        },
     )
 
 
@@ -39,13 +47,23 @@ def adapter_action(request: HttpRequest, adapter_id: int, action: str) -> HttpRe
     reason = request.POST.get("reason", "")
     try:
         if action == "promote":
-            registry.adapter_promote(adapter=adapter, actor=request.user, override=bool(request.POST.get("override")), reason=reason)
+            registry.adapter_promote(
+                adapter=adapter,
+                actor=request.user,
+                override=bool(request.POST.get("override")),
+                reason=reason,
+            )
             messages.success(request, f"{adapter} is now the champion.")
         elif action == "retire":
             registry.adapter_retire(adapter=adapter, actor=request.user, reason=reason)
             messages.success(request, f"{adapter} retired.")
         elif action == "rollback":
-            back = registry.adapter_rollback(campaign=adapter.campaign, role=adapter.role, actor=request.user, reason=reason)
+            back = registry.adapter_rollback(
+                campaign=adapter.campaign,
+                role=adapter.role,
+                actor=request.user,
+                reason=reason,
+            )
             messages.success(request, f"Rolled back: {back} is the champion again.")
         elif action == "merge":
             exports.adapter_merge_export_enqueue(adapter=adapter)
@@ -61,7 +79,11 @@ def adapter_action(request: HttpRequest, adapter_id: int, action: str) -> HttpRe
 @require_GET
 def adapter_download(request: HttpRequest, adapter_id: int) -> FileResponse:
     adapter = get_object_or_404(Adapter, pk=adapter_id)
-    return FileResponse(exports.adapter_archive(adapter=adapter), as_attachment=True, filename=f"{adapter.name}.zip")
+    return FileResponse(
+        exports.adapter_archive(adapter=adapter),
+        as_attachment=True,
+        filename=f"{adapter.name}.zip",
+    )
 
 
 @reviewer_required
@@ -69,8 +91,15 @@ def adapter_download(request: HttpRequest, adapter_id: int) -> FileResponse:
 def leaderboard(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     board = selectors.campaign_leaderboard(campaign=campaign)
-    return render(request, "models_hub/leaderboard.html", {"campaign": campaign, "board": board,
-                                                            "chart": selectors.leaderboard_chart(board)})
+    return render(
+        request,
+        "models_hub/leaderboard.html",
+        {
+            "campaign": campaign,
+            "board": board,
+            "chart": selectors.leaderboard_chart(board),
+        },
+    )
 
 
 @reviewer_required
@@ -79,10 +108,22 @@ def compare(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     versions = selectors.versions_for_campaign(campaign=campaign)
     left_key, right_key = request.GET.get("left"), request.GET.get("right")
-    context = {"campaign": campaign, "versions": versions, "left_key": left_key, "right_key": right_key}
+    context = {
+        "campaign": campaign,
+        "versions": versions,
+        "left_key": left_key,
+        "right_key": right_key,
+    }
     if left_key and right_key:
-        left, right = selectors.version_get(key=left_key), selectors.version_get(key=right_key)
-        context.update(left=left, right=right, **selectors.side_by_side(campaign=campaign, left=left, right=right))
+        left, right = (
+            selectors.version_get(key=left_key),
+            selectors.version_get(key=right_key),
+        )
+        context.update(
+            left=left,
+            right=right,
+            **selectors.side_by_side(campaign=campaign, left=left, right=right),
+        )
     return render(request, "models_hub/compare.html", context)
 
 
@@ -94,8 +135,12 @@ def compare_generate(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     keys = [k for k in (request.POST.get("left"), request.POST.get("right")) if k]
     review_outputs_enqueue(campaign=campaign, version_keys=keys)
-    messages.info(request, "Generating the missing outputs on the GPU worker; reload in a minute.")
-    return redirect(f"{request.path.rsplit('/generate/', 1)[0]}/?left={keys[0]}&right={keys[-1]}")
+    messages.info(
+        request, "Generating the missing outputs on the GPU worker; reload in a minute."
+    )
+    return redirect(
+        f"{request.path.rsplit('/generate/', 1)[0]}/?left={keys[0]}&right={keys[-1]}"
+    )
 
 
 @reviewer_required
@@ -116,10 +161,17 @@ def blind_review(request: HttpRequest, campaign_id: int) -> HttpResponse:
             )
         except ApplicationError as exc:
             messages.error(request, exc.message)
-    lease = review_blind_lease_next(campaign=campaign, reviewer=request.user, left_key=left_key, right_key=right_key)
+    lease = review_blind_lease_next(
+        campaign=campaign, reviewer=request.user, left_key=left_key, right_key=right_key
+    )
     pair = lease_blind_pair(lease=lease) if lease is not None else None
     return render(
         request,
         "models_hub/blind.html",
-        {"campaign": campaign, "pair": pair, "left_key": left_key, "right_key": right_key},
+        {
+            "campaign": campaign,
+            "pair": pair,
+            "left_key": left_key,
+            "right_key": right_key,
+        },
     )

@@ -33,7 +33,9 @@ def make_user(db: None) -> Any:
 
     def make(role: str = ANNOTATOR, username: str | None = None) -> AbstractUser:
         counter["n"] += 1
-        return user_create(username=username or f"{role}{counter['n']}", password=PASSWORD, role=role)
+        return user_create(
+            username=username or f"{role}{counter['n']}", password=PASSWORD, role=role
+        )
 
     roles_ensure()
     return make
@@ -84,7 +86,9 @@ def celery_worker_env(django_db_setup: None, django_db_blocker: Any) -> dict[str
 
 
 @pytest.fixture(scope="session")
-def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def celery_workers(
+    celery_worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Real Celery workers (default and gpu queues) in subprocesses, on the
     real broker, against the test database. Tests that use them need
     ``transaction=True`` so the workers see committed rows."""
@@ -95,9 +99,26 @@ def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.T
     for queue, concurrency in (("default", "2"), ("gpu", "1")):
         logs[queue] = log_dir / f"{queue}.log"
         procs[queue] = subprocess.Popen(
-            [celery, "-A", "config", "worker", "-Q", queue, "-n", f"test-{queue}@%h", "--concurrency",
-             concurrency, "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--logfile", str(logs[queue])],
+            [
+                celery,
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                f"test-{queue}@%h",
+                "--concurrency",
+                concurrency,
+                "--prefetch-multiplier",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--logfile",
+                str(logs[queue]),
+            ],
             env=celery_worker_env,
             cwd=ROOT,
             start_new_session=True,
@@ -108,12 +129,19 @@ def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.T
     while True:
         replies = app.control.ping(timeout=1.0) or []
         names = {name for reply in replies for name in reply}
-        if any(n.startswith("test-default@") for n in names) and any(n.startswith("test-gpu@") for n in names):
+        if any(n.startswith("test-default@") for n in names) and any(
+            n.startswith("test-gpu@") for n in names
+        ):
             break
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
+        if time.monotonic() > deadline or any(
+            p.poll() is not None for p in procs.values()
+        ):
             for p in procs.values():
                 p.kill()
-            raise RuntimeError("Celery workers did not start: " + " ".join(p.read_text() for p in logs.values() if p.exists()))
+            raise RuntimeError(
+                "Celery workers did not start: "
+                + " ".join(p.read_text() for p in logs.values() if p.exists())
+            )
         time.sleep(0.3)
     yield {"processes": procs, "logs": logs, "env": celery_worker_env}
     for p in procs.values():
@@ -125,7 +153,18 @@ def celery_workers(celery_worker_env: dict[str, str], tmp_path_factory: pytest.T
             p.kill()
 
 
-SUBJECTS = ["cat", "river", "garden", "teacher", "robot", "city", "storm", "friend", "song", "train"]
+SUBJECTS = [
+    "cat",
+    "river",
+    "garden",
+    "teacher",
+    "robot",
+    "city",
+    "storm",
+    "friend",
+    "song",
+    "train",
+]
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +172,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama and its tokenizer, built locally (no download)."""
     from training.runners.tiny import build_tiny_model
 
-    texts = [f"tell me about the {s} . the {s} answers kindly . the {s} answers rudely ." for s in SUBJECTS]
+    texts = [
+        f"tell me about the {s} . the {s} answers kindly . the {s} answers rudely ."
+        for s in SUBJECTS
+    ]
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", extra_text=texts)
-
-

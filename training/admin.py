@@ -1,17 +1,38 @@
 from django.contrib import admin
 
-from training.models import DatasetSnapshot, TrainingJob, TrainingMetric, TrainingPipeline, TrainingPolicy
+from training.models import (
+    DatasetSnapshot,
+    TrainingJob,
+    TrainingMetric,
+    TrainingPipeline,
+    TrainingPolicy,
+)
 
 
 @admin.register(TrainingPolicy)
 class TrainingPolicyAdmin(admin.ModelAdmin):
-    list_display = ["campaign", "enabled", "pipeline", "min_new_preferences", "min_interval_minutes", "last_triggered_at"]
+    list_display = [
+        "campaign",
+        "enabled",
+        "pipeline",
+        "min_new_preferences",
+        "min_interval_minutes",
+        "last_triggered_at",
+    ]
     list_filter = ["enabled", "pipeline"]
 
 
 @admin.register(TrainingJob)
 class TrainingJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "campaign", "method", "status", "progress_step", "progress_total", "created_at"]
+    list_display = [
+        "id",
+        "campaign",
+        "method",
+        "status",
+        "progress_step",
+        "progress_total",
+        "created_at",
+    ]
     list_filter = ["status", "method"]
     readonly_fields = [f.name for f in TrainingJob._meta.fields]
 

@@ -14,19 +14,30 @@ class JobLaunchForm(forms.Form):
     campaign = forms.ModelChoiceField(queryset=Campaign.objects.all())
     method = forms.ChoiceField(choices=METHOD_CHOICES, initial="dpo")
     base_model = forms.ModelChoiceField(
-        queryset=BaseModelVersion.objects.all(), required=False, empty_label="default base model"
+        queryset=BaseModelVersion.objects.all(),
+        required=False,
+        empty_label="default base model",
     )
     snapshot = forms.ModelChoiceField(
         queryset=DatasetSnapshot.objects.select_related("campaign"),
         required=False,
         empty_label="all labels so far (new snapshot)",
     )
-    learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=0.5, help_text="Leave empty for the method's default.")
+    learning_rate = forms.FloatField(
+        required=False,
+        min_value=1e-7,
+        max_value=0.5,
+        help_text="Leave empty for the method's default.",
+    )
     num_train_epochs = forms.FloatField(required=False, min_value=0.1, max_value=100)
     max_steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
-    lora_r = forms.IntegerField(required=False, min_value=1, max_value=512, label="LoRA rank")
+    lora_r = forms.IntegerField(
+        required=False, min_value=1, max_value=512, label="LoRA rank"
+    )
     config_json = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 4}), label="More settings (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        label="More settings (JSON)",
         help_text='Any runner field, e.g. {"beta": 0.1, "peft": {"peft_type": "ia3"}}.',
     )
 
@@ -49,7 +60,9 @@ class JobLaunchForm(forms.Form):
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}).") from None
+                raise forms.ValidationError(
+                    f"Not valid JSON: {exc.msg} (line {exc.lineno})."
+                ) from None
             if not isinstance(value, dict):
                 raise forms.ValidationError("Must be a JSON object.")
         return raw

@@ -24,20 +24,34 @@ class DatasetSnapshot(BaseModel):
     each prompt's split, and golden prompts are never included.
     """
 
-    campaign = models.ForeignKey("labeling.Campaign", on_delete=models.PROTECT, related_name="snapshots")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.PROTECT, related_name="snapshots"
     )
-    tie_policy = models.CharField(max_length=16, default="skip", help_text="skip or both_orders.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    tie_policy = models.CharField(
+        max_length=16, default="skip", help_text="skip or both_orders."
+    )
     filters = models.JSONField(
-        default=dict, blank=True, help_text='e.g. {"exclude_annotator_ids": [3], "min_abs_strength": 1}.'
+        default=dict,
+        blank=True,
+        help_text='e.g. {"exclude_annotator_ids": [3], "min_abs_strength": 1}.',
     )
     last_preference_id = models.BigIntegerField(
         default=0, help_text="Highest preference id included; later labels are 'new'."
     )
     counts = models.JSONField(default=dict, help_text="Rows per file and split.")
-    content_hash = models.CharField(max_length=64, help_text="SHA-256 over the written files.")
-    storage_path = models.CharField(max_length=500, help_text="Folder relative to the storage root.")
+    content_hash = models.CharField(
+        max_length=64, help_text="SHA-256 over the written files."
+    )
+    storage_path = models.CharField(
+        max_length=500, help_text="Folder relative to the storage root."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,17 +75,27 @@ class TrainingPipeline(BaseModel):
         FAILED = "failed", "failed"
         CANCELLED = "cancelled", "cancelled"
 
-    campaign = models.ForeignKey("labeling.Campaign", on_delete=models.PROTECT, related_name="pipelines")
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.PROTECT, related_name="pipelines"
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
-    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="pipelines")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RUNNING
+    )
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, on_delete=models.PROTECT, related_name="pipelines"
+    )
     config_overrides = models.JSONField(default=dict, blank=True)
-    triggered_by = models.CharField(max_length=32, default="manual", help_text="manual or scheduler.")
+    triggered_by = models.CharField(
+        max_length=32, default="manual", help_text="manual or scheduler."
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["campaign"], condition=Q(status="running"), name="training_one_running_pipeline"
+                fields=["campaign"],
+                condition=Q(status="running"),
+                name="training_one_running_pipeline",
             )
         ]
 
@@ -89,12 +113,22 @@ class TrainingJob(BaseModel):
 
     FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
-    campaign = models.ForeignKey("labeling.Campaign", on_delete=models.PROTECT, related_name="training_jobs")
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.PROTECT, related_name="training_jobs"
+    )
     method = models.CharField(max_length=16, choices=METHOD_CHOICES)
-    base_model = models.ForeignKey("models_hub.BaseModelVersion", on_delete=models.PROTECT, related_name="jobs")
-    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.PROTECT, related_name="jobs")
+    base_model = models.ForeignKey(
+        "models_hub.BaseModelVersion", on_delete=models.PROTECT, related_name="jobs"
+    )
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, on_delete=models.PROTECT, related_name="jobs"
+    )
     pipeline = models.ForeignKey(
-        TrainingPipeline, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+        TrainingPipeline,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="jobs",
     )
     reward_adapter = models.ForeignKey(
         "models_hub.Adapter",
@@ -105,32 +139,52 @@ class TrainingJob(BaseModel):
         help_text="The reward model that PPO/RLOO optimise against.",
     )
     parent_adapter = models.ForeignKey(
-        "models_hub.Adapter", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "models_hub.Adapter",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
-    config = models.JSONField(default=dict, help_text="Validated runner config (training.runners.config).")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    config = models.JSONField(
+        default=dict, help_text="Validated runner config (training.runners.config)."
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
     cancel_requested = models.BooleanField(default=False)
     progress_step = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="host:pid of the process running it."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     final_metrics = models.JSONField(default=dict, blank=True)
     adapter = models.OneToOneField(
-        "models_hub.Adapter", on_delete=models.SET_NULL, null=True, blank=True, related_name="job"
+        "models_hub.Adapter",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="job",
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="training_job_status_idx"),
+            models.Index(
+                fields=["status", "heartbeat_at"], name="training_job_status_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -148,14 +202,20 @@ class TrainingJob(BaseModel):
 
 
 class TrainingMetric(models.Model):
-    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metrics")
+    job = models.ForeignKey(
+        TrainingJob, on_delete=models.CASCADE, related_name="metrics"
+    )
     step = models.PositiveIntegerField()
     name = models.CharField(max_length=100)
     value = models.FloatField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["job", "name", "step"], name="training_metric_series_idx")]
+        indexes = [
+            models.Index(
+                fields=["job", "name", "step"], name="training_metric_series_idx"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.step}={self.value}"
@@ -164,22 +224,34 @@ class TrainingMetric(models.Model):
 class TrainingPolicy(BaseModel):
     """Per-campaign scheduler settings, edited in the admin."""
 
-    campaign = models.OneToOneField("labeling.Campaign", on_delete=models.CASCADE, related_name="training_policy")
+    campaign = models.OneToOneField(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="training_policy"
+    )
     enabled = models.BooleanField(default=False)
     pipeline = models.CharField(
-        max_length=16, choices=TrainingPipeline.Kind.choices, default=TrainingPipeline.Kind.DPO
+        max_length=16,
+        choices=TrainingPipeline.Kind.choices,
+        default=TrainingPipeline.Kind.DPO,
     )
     min_new_preferences = models.PositiveIntegerField(
-        default=200, validators=[MinValueValidator(1)], help_text="New labels since the last snapshot."
+        default=200,
+        validators=[MinValueValidator(1)],
+        help_text="New labels since the last snapshot.",
     )
     min_interval_minutes = models.PositiveIntegerField(
         default=60, help_text="At least this long between two scheduled pipelines."
     )
     base_model = models.ForeignKey(
-        "models_hub.BaseModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "models_hub.BaseModelVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     config_overrides = models.JSONField(
-        default=dict, blank=True, help_text='Per method: {"dpo": {"learning_rate": 5e-4}, "reward": {...}}.'
+        default=dict,
+        blank=True,
+        help_text='Per method: {"dpo": {"learning_rate": 5e-4}, "reward": {...}}.',
     )
     tie_policy = models.CharField(max_length=16, default="skip")
     last_triggered_at = models.DateTimeField(null=True, blank=True)

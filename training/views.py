@@ -18,14 +18,20 @@ admin_required = user_passes_test(roles.is_admin)
 @reviewer_required
 def job_list(request: HttpRequest) -> HttpResponse:
     jobs = selectors.training_job_list()[:100]
-    template = "training/job_list.html#job-table" if request.htmx else "training/job_list.html"
-    return render(request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)})
+    template = (
+        "training/job_list.html#job-table" if request.htmx else "training/job_list.html"
+    )
+    return render(
+        request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)}
+    )
 
 
 @admin_required
 @require_http_methods(["GET", "POST"])
 def job_launch(request: HttpRequest) -> HttpResponse:
-    form = JobLaunchForm(request.POST or None, initial={"campaign": request.GET.get("campaign")})
+    form = JobLaunchForm(
+        request.POST or None, initial={"campaign": request.GET.get("campaign")}
+    )
     if request.method == "POST" and form.is_valid():
         try:
             job = job_services.training_job_launch(
@@ -40,14 +46,23 @@ def job_launch(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             return redirect("training:job-detail", job.pk)
-    return render(request, "training/job_launch.html", {"form": form}, status=400 if form.errors else 200)
+    return render(
+        request,
+        "training/job_launch.html",
+        {"form": form},
+        status=400 if form.errors else 200,
+    )
 
 
 @reviewer_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.training_job_get(job_id=job_id)
     context = {"job": job, "charts": selectors.training_job_charts(job=job)}
-    template = "training/job_detail.html#job-status" if request.htmx else "training/job_detail.html"
+    template = (
+        "training/job_detail.html#job-status"
+        if request.htmx
+        else "training/job_detail.html"
+    )
     return render(request, template, context)
 
 

@@ -1,22 +1,54 @@
 from __future__ import annotations
 
-from markdown_it import MarkdownIt
 import nh3
 from django import template
 from django.utils.safestring import SafeString, mark_safe
+from markdown_it import MarkdownIt
 
 register = template.Library()
 
 _ALLOWED_TAGS = {
-    "p", "br", "hr", "pre", "code", "blockquote", "em", "strong", "del", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a", "sup", "sub",
+    "p",
+    "br",
+    "hr",
+    "pre",
+    "code",
+    "blockquote",
+    "em",
+    "strong",
+    "del",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
+    "sup",
+    "sub",
 }
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "th": {"align"},
+    "td": {"align"},
+}
 
 
 # html=False: raw HTML in a completion is shown as text, exactly as the model
 # wrote it, instead of being interpreted or silently dropped.
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
+    ["table", "strikethrough"]
+)
 
 
 @register.filter(name="markdown")

@@ -24,7 +24,9 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> Generator[None, None, None]:
     global _services
-    data_dir = Path(os.environ.get("ARBITER_TEST_DATA_DIR", BASE_DIR / ".data" / "test"))
+    data_dir = Path(
+        os.environ.get("ARBITER_TEST_DATA_DIR", BASE_DIR / ".data" / "test")
+    )
     _services = ensure_services(data_dir)
     os.environ.setdefault("DJANGO_DEBUG", "true")
     os.environ["ARBITER_DATA_DIR"] = str(data_dir)

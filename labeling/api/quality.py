@@ -22,11 +22,19 @@ from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 def _gold(score: q.GoldScore | None) -> dict[str, Any] | None:
     if score is None:
         return None
-    return {"correct": score.correct, "n": score.n, "accuracy": score.accuracy, "lower": score.lower, "upper": score.upper}
+    return {
+        "correct": score.correct,
+        "n": score.n,
+        "accuracy": score.accuracy,
+        "lower": score.lower,
+        "upper": score.upper,
+    }
 
 
 def _comparison(user: Any, comparison_id: int) -> Comparison:
-    comparison = Comparison.objects.filter(pk=comparison_id).select_related("campaign").first()
+    comparison = (
+        Comparison.objects.filter(pk=comparison_id).select_related("campaign").first()
+    )
     if comparison is None:
         raise NotFound("No such comparison.")
     campaign_get_for_user(user=user, campaign_id=comparison.campaign_id)
@@ -48,9 +56,23 @@ class CampaignQualityApi(APIView):
                 "agreement": q.campaign_agreement(campaign=campaign),
                 "annotators": [
                     {
-                        **{k: r[k] for k in ("annotator_id", "username", "labels", "labels_per_hour", "median_seconds")},
+                        **{
+                            k: r[k]
+                            for k in (
+                                "annotator_id",
+                                "username",
+                                "labels",
+                                "labels_per_hour",
+                                "median_seconds",
+                            )
+                        },
                         "gold": _gold(r["gold"]),
-                        "agreement_with_others": {"rate": r["agreement"][0], "items": r["agreement"][1]} if r["agreement"] else None,
+                        "agreement_with_others": {
+                            "rate": r["agreement"][0],
+                            "items": r["agreement"][1],
+                        }
+                        if r["agreement"]
+                        else None,
                         "left_pick": r["left_bias"],
                     }
                     for r in rows
@@ -65,7 +87,9 @@ class AnnotatorTimelineApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int, annotator_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        return Response(q.annotator_timeline(campaign=campaign, annotator_id=annotator_id))
+        return Response(
+            q.annotator_timeline(campaign=campaign, annotator_id=annotator_id)
+        )
 
 
 class DisagreementListApi(APIView):
@@ -81,7 +105,14 @@ class DisagreementListApi(APIView):
                     "prompt": d["comparison"].prompt.content,
                     "a": d["comparison"].completion_a.text,
                     "b": d["comparison"].completion_b.text,
-                    "labels": [{"annotator_id": p.annotator_id, "choice": p.choice, "rationale": p.rationale} for p in d["labels"]],
+                    "labels": [
+                        {
+                            "annotator_id": p.annotator_id,
+                            "choice": p.choice,
+                            "rationale": p.rationale,
+                        }
+                        for p in d["labels"]
+                    ],
                 }
                 for d in q.disagreements(campaign=campaign)
             ]
@@ -94,16 +125,23 @@ class ComparisonAdjudicateApi(APIView):
     @extend_schema_serializer(component_name="ComparisonAdjudicateInput")
     class InputSerializer(serializers.Serializer):
         choice = serializers.ChoiceField(choices=["a", "b", "tie", "both_bad"])
-        rationale = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+        rationale = serializers.CharField(
+            max_length=1000, required=False, allow_blank=True, default=""
+        )
 
     @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, comparison_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        pref = comparison_adjudicate(comparison=_comparison(request.user, comparison_id), reviewer=request.user,
-                                     **data.validated_data)
-        return Response({"preference_id": pref.pk, "choice": pref.choice, "source": pref.source},
-                        status=status.HTTP_201_CREATED)
+        pref = comparison_adjudicate(
+            comparison=_comparison(request.user, comparison_id),
+            reviewer=request.user,
+            **data.validated_data,
+        )
+        return Response(
+            {"preference_id": pref.pk, "choice": pref.choice, "source": pref.source},
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class ComparisonGoldApi(APIView):
@@ -119,7 +157,14 @@ class ComparisonGoldApi(APIView):
     def post(self, request: Request, comparison_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        comparison = comparison_gold_set(comparison=_comparison(request.user, comparison_id),
-                                         choice=data.validated_data["choice"])
-        return Response({"comparison_id": comparison.pk, "is_gold": comparison.is_gold,
-                         "gold_choice": comparison.gold_choice or None})
+        comparison = comparison_gold_set(
+            comparison=_comparison(request.user, comparison_id),
+            choice=data.validated_data["choice"],
+        )
+        return Response(
+            {
+                "comparison_id": comparison.pk,
+                "is_gold": comparison.is_gold,
+                "gold_choice": comparison.gold_choice or None,
+            }
+        )

@@ -7,7 +7,12 @@ from typing import Any
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FileUploadParser, MultiPartParser
 from rest_framework.request import Request
@@ -29,8 +34,17 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "name", "description", "guidelines", "criteria", "overlap_k",
-            "lease_ttl_seconds", "gold_rate", "status", "created_at", "updated_at",
+            "id",
+            "name",
+            "description",
+            "guidelines",
+            "criteria",
+            "overlap_k",
+            "lease_ttl_seconds",
+            "gold_rate",
+            "status",
+            "created_at",
+            "updated_at",
         ]
 
 
@@ -40,13 +54,21 @@ class CampaignListApi(APIView):
     @extend_schema_serializer(component_name="CampaignListInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=500, required=False, allow_blank=True)
-        guidelines = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+        description = serializers.CharField(
+            max_length=500, required=False, allow_blank=True
+        )
+        guidelines = serializers.CharField(
+            required=False, allow_blank=True, max_length=100_000
+        )
         criteria = serializers.ListField(child=serializers.DictField(), required=False)
         overlap_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
-        lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86_400, required=False)
+        lease_ttl_seconds = serializers.IntegerField(
+            min_value=30, max_value=86_400, required=False
+        )
         gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
-        annotator_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+        annotator_ids = serializers.ListField(
+            child=serializers.IntegerField(), required=False
+        )
 
     @extend_schema(responses=CampaignOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -56,11 +78,17 @@ class CampaignListApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer})
     def post(self, request: Request) -> Response:
         if not roles.is_admin(request.user):
-            return Response({"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN)
+            return Response(
+                {"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN
+            )
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        campaign = campaign_services.campaign_create(created_by=request.user, **serializer.validated_data)
-        return Response(CampaignOutputSerializer(campaign).data, status=status.HTTP_201_CREATED)
+        campaign = campaign_services.campaign_create(
+            created_by=request.user, **serializer.validated_data
+        )
+        return Response(
+            CampaignOutputSerializer(campaign).data, status=status.HTTP_201_CREATED
+        )
 
 
 class CampaignDetailApi(APIView):
@@ -69,28 +97,46 @@ class CampaignDetailApi(APIView):
     @extend_schema_serializer(component_name="CampaignDetailInput")
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200, required=False)
-        description = serializers.CharField(max_length=500, required=False, allow_blank=True)
-        guidelines = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+        description = serializers.CharField(
+            max_length=500, required=False, allow_blank=True
+        )
+        guidelines = serializers.CharField(
+            required=False, allow_blank=True, max_length=100_000
+        )
         criteria = serializers.ListField(child=serializers.DictField(), required=False)
         overlap_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
-        lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86_400, required=False)
+        lease_ttl_seconds = serializers.IntegerField(
+            min_value=30, max_value=86_400, required=False
+        )
         gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
-        status = serializers.ChoiceField(choices=Campaign.Status.choices, required=False)
-        annotator_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+        status = serializers.ChoiceField(
+            choices=Campaign.Status.choices, required=False
+        )
+        annotator_ids = serializers.ListField(
+            child=serializers.IntegerField(), required=False
+        )
 
     @extend_schema(responses=CampaignOutputSerializer)
     def get(self, request: Request, campaign_id: int) -> Response:
-        campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
         return Response(CampaignOutputSerializer(campaign).data)
 
     @extend_schema(request=InputSerializer, responses=CampaignOutputSerializer)
     def patch(self, request: Request, campaign_id: int) -> Response:
         if not roles.is_admin(request.user):
-            return Response({"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN)
-        campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+            return Response(
+                {"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN
+            )
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
         serializer = self.InputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        campaign = campaign_services.campaign_update(campaign=campaign, data=serializer.validated_data)
+        campaign = campaign_services.campaign_update(
+            campaign=campaign, data=serializer.validated_data
+        )
         return Response(CampaignOutputSerializer(campaign).data)
 
 
@@ -101,7 +147,12 @@ class CampaignImportApi(APIView):
     parser_classes = [MultiPartParser, FileUploadParser]
 
     @extend_schema(
-        request={"multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
         responses=inline_serializer(
             "ImportResult",
             {
@@ -114,7 +165,9 @@ class CampaignImportApi(APIView):
         ),
     )
     def post(self, request: Request, campaign_id: int) -> Response:
-        campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
         upload = request.data.get("file")
         if upload is None or isinstance(upload, str):
             raise ApplicationError('Send the JSONL as a multipart field named "file".')
@@ -143,13 +196,21 @@ class ComparisonNextApi(APIView):
 
     @extend_schema(request=None, responses={200: BlindPairSerializer, 204: None})
     def post(self, request: Request, campaign_id: int) -> Response:
-        campaign = selectors.campaign_get_for_annotator(user=request.user, campaign_id=campaign_id)
+        campaign = selectors.campaign_get_for_annotator(
+            user=request.user, campaign_id=campaign_id
+        )
         try:
-            lease = queue.comparison_lease_next(campaign=campaign, annotator=request.user)
+            lease = queue.comparison_lease_next(
+                campaign=campaign, annotator=request.user
+            )
         except NothingToLabel:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        lease = selectors.lease_get_for_annotator(annotator=request.user, lease_id=lease.pk)
-        return Response(BlindPairSerializer(selectors.lease_blind_pair(lease=lease)).data)
+        lease = selectors.lease_get_for_annotator(
+            annotator=request.user, lease_id=lease.pk
+        )
+        return Response(
+            BlindPairSerializer(selectors.lease_blind_pair(lease=lease)).data
+        )
 
 
 class PreferenceOutputSerializer(serializers.Serializer):
@@ -160,7 +221,10 @@ class PreferenceOutputSerializer(serializers.Serializer):
     def get_choice(self, result: queue.RecordResult) -> str:
         # Answer in screen sides, as the annotator expressed it.
         pref = result.preference
-        mapping = {"a": "left" if pref.a_on_left else "right", "b": "right" if pref.a_on_left else "left"}
+        mapping = {
+            "a": "left" if pref.a_on_left else "right",
+            "b": "right" if pref.a_on_left else "left",
+        }
         return mapping.get(pref.choice, pref.choice)
 
 
@@ -172,17 +236,32 @@ class PreferenceCreateApi(APIView):
     @extend_schema_serializer(component_name="PreferenceCreateInput")
     class InputSerializer(serializers.Serializer):
         choice = serializers.ChoiceField(choices=queue.SCREEN_CHOICES)
-        strength = serializers.IntegerField(min_value=-3, max_value=3, required=False, allow_null=True)
-        criteria = serializers.DictField(child=serializers.ChoiceField(choices=queue.SCREEN_CHOICES), required=False)
-        rationale = serializers.CharField(max_length=1000, required=False, allow_blank=True)
-        time_spent_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
-        client_request_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
+        strength = serializers.IntegerField(
+            min_value=-3, max_value=3, required=False, allow_null=True
+        )
+        criteria = serializers.DictField(
+            child=serializers.ChoiceField(choices=queue.SCREEN_CHOICES), required=False
+        )
+        rationale = serializers.CharField(
+            max_length=1000, required=False, allow_blank=True
+        )
+        time_spent_ms = serializers.IntegerField(
+            min_value=0, max_value=86_400_000, required=False, allow_null=True
+        )
+        client_request_id = serializers.CharField(
+            max_length=64, required=False, allow_blank=True
+        )
 
-    @extend_schema(request=InputSerializer, responses={201: PreferenceOutputSerializer, 200: PreferenceOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: PreferenceOutputSerializer, 200: PreferenceOutputSerializer},
+    )
     def post(self, request: Request, lease_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = queue.preference_record(lease_id=lease_id, annotator=request.user, **serializer.validated_data)
+        result = queue.preference_record(
+            lease_id=lease_id, annotator=request.user, **serializer.validated_data
+        )
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(PreferenceOutputSerializer(result).data, status=code)
 
@@ -203,8 +282,14 @@ class CampaignStatsApi(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: int) -> Response:
-        campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        data: dict[str, Any] = {"me": selectors.annotator_progress(campaign=campaign, annotator=request.user)}
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
+        data: dict[str, Any] = {
+            "me": selectors.annotator_progress(
+                campaign=campaign, annotator=request.user
+            )
+        }
         if roles.is_reviewer(request.user):
             data["campaign"] = selectors.campaign_stats(campaign=campaign)
         return Response(data)
@@ -217,9 +302,15 @@ class PreferenceExportApi(APIView):
 
     @extend_schema_serializer(component_name="PreferenceExportInput")
     class InputSerializer(serializers.Serializer):
-        tie_policy = serializers.ChoiceField(choices=selectors.TIE_POLICIES, default="skip")
-        split = serializers.MultipleChoiceField(choices=["train", "val", "test"], required=False)
-        exclude_annotator = serializers.ListField(child=serializers.IntegerField(), required=False)
+        tie_policy = serializers.ChoiceField(
+            choices=selectors.TIE_POLICIES, default="skip"
+        )
+        split = serializers.MultipleChoiceField(
+            choices=["train", "val", "test"], required=False
+        )
+        exclude_annotator = serializers.ListField(
+            child=serializers.IntegerField(), required=False
+        )
         include_golden = serializers.BooleanField(default=False)
 
     @extend_schema(
@@ -232,7 +323,9 @@ class PreferenceExportApi(APIView):
         responses={(200, "application/jsonl"): OpenApiTypes.STR},
     )
     def get(self, request: Request, campaign_id: int) -> StreamingHttpResponse:
-        campaign = selectors.campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
         params = self.InputSerializer(
             data={
                 "tie_policy": request.query_params.get("tie_policy", "skip"),
@@ -254,8 +347,12 @@ class PreferenceExportApi(APIView):
             for row in rows:
                 yield (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
-        response = StreamingHttpResponse(lines(), content_type="application/jsonl; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-preferences.jsonl"'
+        response = StreamingHttpResponse(
+            lines(), content_type="application/jsonl; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="campaign-{campaign.pk}-preferences.jsonl"'
+        )
         return response
 
 
@@ -267,7 +364,14 @@ class MeApi(APIView):
             {
                 "id": user.pk,
                 "username": user.get_username(),
-                "roles": [r for r, check in (("annotator", roles.is_annotator), ("reviewer", roles.is_reviewer), ("admin", roles.is_admin)) if check(user)],
+                "roles": [
+                    r
+                    for r, check in (
+                        ("annotator", roles.is_annotator),
+                        ("reviewer", roles.is_reviewer),
+                        ("admin", roles.is_admin),
+                    )
+                    if check(user)
+                ],
             }
         )
-

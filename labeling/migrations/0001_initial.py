@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,92 +16,372 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Completion',
+            name="Completion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('text', models.TextField(help_text='The completion text (Markdown allowed).')),
-                ('content_hash', models.CharField(max_length=64)),
-                ('origin', models.CharField(choices=[('imported', 'imported'), ('model', 'model')], default='imported', max_length=16)),
-                ('source_label', models.CharField(blank=True, help_text="Who or what wrote it, e.g. an import's 'source'.", max_length=200)),
-                ('generation', models.JSONField(blank=True, default=dict, help_text='Decoding parameters and seed for model completions.')),
-                ('metadata', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "text",
+                    models.TextField(
+                        help_text="The completion text (Markdown allowed)."
+                    ),
+                ),
+                ("content_hash", models.CharField(max_length=64)),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[("imported", "imported"), ("model", "model")],
+                        default="imported",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "source_label",
+                    models.CharField(
+                        blank=True,
+                        help_text="Who or what wrote it, e.g. an import's 'source'.",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "generation",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Decoding parameters and seed for model completions.",
+                    ),
+                ),
+                ("metadata", models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(
-            name='Lease',
+            name="Lease",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('a_on_left', models.BooleanField(help_text='Whether completion A was shown on the left.')),
-                ('expires_at', models.DateTimeField()),
-                ('status', models.CharField(choices=[('active', 'active'), ('submitted', 'submitted'), ('skipped', 'skipped'), ('expired', 'expired')], default='active', max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "a_on_left",
+                    models.BooleanField(
+                        help_text="Whether completion A was shown on the left."
+                    ),
+                ),
+                ("expires_at", models.DateTimeField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "active"),
+                            ("submitted", "submitted"),
+                            ("skipped", "skipped"),
+                            ("expired", "expired"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Preference',
+            name="Preference",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('choice', models.CharField(choices=[('a', 'A is better'), ('b', 'B is better'), ('tie', 'tie'), ('both_bad', 'both bad')], help_text='Against the completions, not the screen.', max_length=16)),
-                ('a_on_left', models.BooleanField(help_text='Whether completion A was shown on the left.')),
-                ('strength', models.SmallIntegerField(blank=True, help_text='Optional strength against the completions: -3 (A much better) .. +3 (B much better).', null=True, validators=[django.core.validators.MinValueValidator(-3), django.core.validators.MaxValueValidator(3)])),
-                ('criteria', models.JSONField(blank=True, default=dict, help_text='Per-criterion choices: {name: a|b|tie|both_bad}.')),
-                ('rationale', models.CharField(blank=True, max_length=1000)),
-                ('time_spent_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('client_request_id', models.CharField(blank=True, max_length=64)),
-                ('source', models.CharField(choices=[('annotator', 'annotator'), ('reviewer', 'reviewer (blind review)'), ('adjudication', 'adjudication')], default='annotator', max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "choice",
+                    models.CharField(
+                        choices=[
+                            ("a", "A is better"),
+                            ("b", "B is better"),
+                            ("tie", "tie"),
+                            ("both_bad", "both bad"),
+                        ],
+                        help_text="Against the completions, not the screen.",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "a_on_left",
+                    models.BooleanField(
+                        help_text="Whether completion A was shown on the left."
+                    ),
+                ),
+                (
+                    "strength",
+                    models.SmallIntegerField(
+                        blank=True,
+                        help_text="Optional strength against the completions: -3 (A much better) .. +3 (B much better).",
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-3),
+                            django.core.validators.MaxValueValidator(3),
+                        ],
+                    ),
+                ),
+                (
+                    "criteria",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Per-criterion choices: {name: a|b|tie|both_bad}.",
+                    ),
+                ),
+                ("rationale", models.CharField(blank=True, max_length=1000)),
+                ("time_spent_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("client_request_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("annotator", "annotator"),
+                            ("reviewer", "reviewer (blind review)"),
+                            ("adjudication", "adjudication"),
+                        ],
+                        default="annotator",
+                        max_length=16,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('text', models.TextField(blank=True, help_text='The prompt as plain text (empty for chat prompts).')),
-                ('messages', models.JSONField(blank=True, help_text='Chat prompt: [{"role": "system"|"user"|"assistant", "content": "..."}].', null=True)),
-                ('content_hash', models.CharField(help_text='SHA-256 of the prompt content.', max_length=64)),
-                ('split', models.CharField(choices=[('train', 'train'), ('val', 'validation'), ('test', 'test')], help_text='Assigned from the content hash, so a prompt never lands in two splits.', max_length=8)),
-                ('is_golden', models.BooleanField(default=False, help_text='Held out to evaluate every new model; never trained on.')),
-                ('metadata', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "text",
+                    models.TextField(
+                        blank=True,
+                        help_text="The prompt as plain text (empty for chat prompts).",
+                    ),
+                ),
+                (
+                    "messages",
+                    models.JSONField(
+                        blank=True,
+                        help_text='Chat prompt: [{"role": "system"|"user"|"assistant", "content": "..."}].',
+                        null=True,
+                    ),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(
+                        help_text="SHA-256 of the prompt content.", max_length=64
+                    ),
+                ),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[
+                            ("train", "train"),
+                            ("val", "validation"),
+                            ("test", "test"),
+                        ],
+                        help_text="Assigned from the content hash, so a prompt never lands in two splits.",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "is_golden",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Held out to evaluate every new model; never trained on.",
+                    ),
+                ),
+                ("metadata", models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(
-            name='Campaign',
+            name="Campaign",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text='Unique display name.', max_length=200, unique=True)),
-                ('description', models.CharField(blank=True, help_text='One line shown in lists.', max_length=500)),
-                ('guidelines', models.TextField(blank=True, help_text='Labeling guidelines in Markdown.')),
-                ('criteria', models.JSONField(blank=True, default=list, help_text='Optional criteria judged separately: [{"name": "helpfulness", "description": "..."}].')),
-                ('overlap_k', models.PositiveSmallIntegerField(default=1, help_text='Labels wanted per pair (distinct annotators).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('lease_ttl_seconds', models.PositiveIntegerField(default=600, help_text='How long a pair stays reserved for the annotator who opened it.', validators=[django.core.validators.MinValueValidator(30), django.core.validators.MaxValueValidator(86400)])),
-                ('status', models.CharField(choices=[('active', 'active'), ('paused', 'paused'), ('archived', 'archived')], default='active', max_length=16)),
-                ('annotators', models.ManyToManyField(blank=True, help_text='Who may label here; empty means every annotator.', related_name='assigned_campaigns', to=settings.AUTH_USER_MODEL)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Unique display name.", max_length=200, unique=True
+                    ),
+                ),
+                (
+                    "description",
+                    models.CharField(
+                        blank=True, help_text="One line shown in lists.", max_length=500
+                    ),
+                ),
+                (
+                    "guidelines",
+                    models.TextField(
+                        blank=True, help_text="Labeling guidelines in Markdown."
+                    ),
+                ),
+                (
+                    "criteria",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Optional criteria judged separately: [{"name": "helpfulness", "description": "..."}].',
+                    ),
+                ),
+                (
+                    "overlap_k",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="Labels wanted per pair (distinct annotators).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "lease_ttl_seconds",
+                    models.PositiveIntegerField(
+                        default=600,
+                        help_text="How long a pair stays reserved for the annotator who opened it.",
+                        validators=[
+                            django.core.validators.MinValueValidator(30),
+                            django.core.validators.MaxValueValidator(86400),
+                        ],
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("active", "active"),
+                            ("paused", "paused"),
+                            ("archived", "archived"),
+                        ],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "annotators",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Who may label here; empty means every annotator.",
+                        related_name="assigned_campaigns",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Comparison',
+            name="Comparison",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('priority', models.IntegerField(default=0, help_text='Higher is served first.')),
-                ('status', models.CharField(choices=[('open', 'open'), ('complete', 'complete'), ('retired', 'retired')], default='open', max_length=16)),
-                ('label_count', models.PositiveIntegerField(default=0)),
-                ('lease_expiries', django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField(), blank=True, default=list, size=None)),
-                ('done_by', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField(), blank=True, default=list, help_text='Annotators who labeled or skipped it.', size=None)),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "priority",
+                    models.IntegerField(default=0, help_text="Higher is served first."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "open"),
+                            ("complete", "complete"),
+                            ("retired", "retired"),
+                        ],
+                        default="open",
+                        max_length=16,
+                    ),
+                ),
+                ("label_count", models.PositiveIntegerField(default=0)),
+                (
+                    "lease_expiries",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.DateTimeField(),
+                        blank=True,
+                        default=list,
+                        size=None,
+                    ),
+                ),
+                (
+                    "done_by",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.BigIntegerField(),
+                        blank=True,
+                        default=list,
+                        help_text="Annotators who labeled or skipped it.",
+                        size=None,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="comparisons",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
         ),
     ]

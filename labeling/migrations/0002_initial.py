@@ -6,114 +6,207 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0001_initial'),
-        ('models_hub', '0001_initial'),
+        ("labeling", "0001_initial"),
+        ("models_hub", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='completion',
-            name='adapter',
-            field=models.ForeignKey(blank=True, help_text='The adapter that generated it; empty for imported or base-model text.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='completions', to='models_hub.adapter'),
+            model_name="completion",
+            name="adapter",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The adapter that generated it; empty for imported or base-model text.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="completions",
+                to="models_hub.adapter",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='completion_a',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.completion'),
+            model_name="comparison",
+            name="completion_a",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="labeling.completion",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='completion_b',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.completion'),
+            model_name="comparison",
+            name="completion_b",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="labeling.completion",
+            ),
         ),
         migrations.AddField(
-            model_name='lease',
-            name='annotator',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='leases', to=settings.AUTH_USER_MODEL),
+            model_name="lease",
+            name="annotator",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="leases",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='lease',
-            name='campaign',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.campaign'),
+            model_name="lease",
+            name="campaign",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="labeling.campaign",
+            ),
         ),
         migrations.AddField(
-            model_name='lease',
-            name='comparison',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='leases', to='labeling.comparison'),
+            model_name="lease",
+            name="comparison",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="leases",
+                to="labeling.comparison",
+            ),
         ),
         migrations.AddField(
-            model_name='preference',
-            name='annotator',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='preferences', to=settings.AUTH_USER_MODEL),
+            model_name="preference",
+            name="annotator",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="preferences",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='preference',
-            name='comparison',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='preferences', to='labeling.comparison'),
+            model_name="preference",
+            name="comparison",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="preferences",
+                to="labeling.comparison",
+            ),
         ),
         migrations.AddField(
-            model_name='preference',
-            name='lease',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='labeling.lease'),
+            model_name="preference",
+            name="lease",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="labeling.lease",
+            ),
         ),
         migrations.AddField(
-            model_name='prompt',
-            name='campaign',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prompts', to='labeling.campaign'),
+            model_name="prompt",
+            name="campaign",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="prompts",
+                to="labeling.campaign",
+            ),
         ),
         migrations.AddField(
-            model_name='completion',
-            name='prompt',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='completions', to='labeling.prompt'),
+            model_name="completion",
+            name="prompt",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="completions",
+                to="labeling.prompt",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='prompt',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='labeling.prompt'),
+            model_name="comparison",
+            name="prompt",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="comparisons",
+                to="labeling.prompt",
+            ),
         ),
         migrations.AddIndex(
-            model_name='lease',
-            index=models.Index(condition=models.Q(('status', 'active')), fields=['annotator', 'campaign', 'expires_at'], name='labeling_lease_active_idx'),
+            model_name="lease",
+            index=models.Index(
+                condition=models.Q(("status", "active")),
+                fields=["annotator", "campaign", "expires_at"],
+                name="labeling_lease_active_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='preference',
-            index=models.Index(fields=['annotator', 'created_at'], name='labeling_pref_annotator_idx'),
+            model_name="preference",
+            index=models.Index(
+                fields=["annotator", "created_at"], name="labeling_pref_annotator_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='preference',
-            constraint=models.UniqueConstraint(fields=('comparison', 'annotator'), name='labeling_one_preference_per_annotator'),
+            model_name="preference",
+            constraint=models.UniqueConstraint(
+                fields=("comparison", "annotator"),
+                name="labeling_one_preference_per_annotator",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='preference',
-            constraint=models.CheckConstraint(condition=models.Q(('strength__isnull', True), models.Q(('strength__gte', -3), ('strength__lte', 3)), _connector='OR'), name='labeling_preference_strength_range'),
+            model_name="preference",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("strength__isnull", True),
+                    models.Q(("strength__gte", -3), ("strength__lte", 3)),
+                    _connector="OR",
+                ),
+                name="labeling_preference_strength_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.UniqueConstraint(fields=('campaign', 'content_hash'), name='labeling_prompt_unique_content'),
+            model_name="prompt",
+            constraint=models.UniqueConstraint(
+                fields=("campaign", "content_hash"),
+                name="labeling_prompt_unique_content",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='prompt',
-            constraint=models.CheckConstraint(condition=models.Q(('messages__isnull', True), ('text', ''), _connector='OR'), name='labeling_prompt_text_or_messages'),
+            model_name="prompt",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("messages__isnull", True), ("text", ""), _connector="OR"
+                ),
+                name="labeling_prompt_text_or_messages",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='completion',
-            constraint=models.UniqueConstraint(fields=('prompt', 'content_hash', 'source_label'), name='labeling_completion_unique'),
+            model_name="completion",
+            constraint=models.UniqueConstraint(
+                fields=("prompt", "content_hash", "source_label"),
+                name="labeling_completion_unique",
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(models.F('campaign'), models.OrderBy(models.F('priority'), descending=True), models.F('id'), condition=models.Q(('status', 'open')), name='labeling_queue_idx'),
+            model_name="comparison",
+            index=models.Index(
+                models.F("campaign"),
+                models.OrderBy(models.F("priority"), descending=True),
+                models.F("id"),
+                condition=models.Q(("status", "open")),
+                name="labeling_queue_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('completion_a', models.F('completion_b')), _negated=True), name='labeling_comparison_distinct_sides'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("completion_a", models.F("completion_b")), _negated=True
+                ),
+                name="labeling_comparison_distinct_sides",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.UniqueConstraint(fields=('completion_a', 'completion_b'), name='labeling_comparison_unique_pair'),
+            model_name="comparison",
+            constraint=models.UniqueConstraint(
+                fields=("completion_a", "completion_b"),
+                name="labeling_comparison_unique_pair",
+            ),
         ),
     ]

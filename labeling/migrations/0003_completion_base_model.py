@@ -5,16 +5,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0002_initial'),
-        ('models_hub', '0001_initial'),
+        ("labeling", "0002_initial"),
+        ("models_hub", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='completion',
-            name='base_model',
-            field=models.ForeignKey(blank=True, help_text='The base model that generated it (with or without an adapter).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='completions', to='models_hub.basemodelversion'),
+            model_name="completion",
+            name="base_model",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The base model that generated it (with or without an adapter).",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="completions",
+                to="models_hub.basemodelversion",
+            ),
         ),
     ]

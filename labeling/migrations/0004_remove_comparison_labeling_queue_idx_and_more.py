@@ -6,51 +6,94 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0003_completion_base_model'),
+        ("labeling", "0003_completion_base_model"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='comparison',
-            name='labeling_queue_idx',
+            model_name="comparison",
+            name="labeling_queue_idx",
         ),
         migrations.AddField(
-            model_name='campaign',
-            name='gold_rate',
-            field=models.FloatField(default=0.0, help_text='Share of served pairs that are gold pairs (known answer), 0 to 0.5.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(0.5)]),
+            model_name="campaign",
+            name="gold_rate",
+            field=models.FloatField(
+                default=0.0,
+                help_text="Share of served pairs that are gold pairs (known answer), 0 to 0.5.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(0.5),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='gold_choice',
-            field=models.CharField(blank=True, help_text='The known answer of a gold pair: a, b or tie.', max_length=16),
+            model_name="comparison",
+            name="gold_choice",
+            field=models.CharField(
+                blank=True,
+                help_text="The known answer of a gold pair: a, b or tie.",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='is_gold',
-            field=models.BooleanField(default=False, help_text='A pair with a known answer, mixed into the queue.'),
+            model_name="comparison",
+            name="is_gold",
+            field=models.BooleanField(
+                default=False,
+                help_text="A pair with a known answer, mixed into the queue.",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='priority_boost',
-            field=models.IntegerField(default=0, help_text='Added by active selection where the reward model is unsure.'),
+            model_name="comparison",
+            name="priority_boost",
+            field=models.IntegerField(
+                default=0,
+                help_text="Added by active selection where the reward model is unsure.",
+            ),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='reward_uncertainty',
-            field=models.FloatField(blank=True, help_text='1 - |2 P(A better) - 1| under the reward champion.', null=True),
+            model_name="comparison",
+            name="reward_uncertainty",
+            field=models.FloatField(
+                blank=True,
+                help_text="1 - |2 P(A better) - 1| under the reward champion.",
+                null=True,
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(models.F('campaign'), models.OrderBy(django.db.models.expressions.CombinedExpression(models.F('priority'), '+', models.F('priority_boost')), descending=True), models.F('id'), condition=models.Q(('is_gold', False), ('status', 'open')), name='labeling_queue_idx'),
+            model_name="comparison",
+            index=models.Index(
+                models.F("campaign"),
+                models.OrderBy(
+                    django.db.models.expressions.CombinedExpression(
+                        models.F("priority"), "+", models.F("priority_boost")
+                    ),
+                    descending=True,
+                ),
+                models.F("id"),
+                condition=models.Q(("is_gold", False), ("status", "open")),
+                name="labeling_queue_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(models.F('campaign'), models.F('id'), condition=models.Q(('is_gold', True), ('status', 'open')), name='labeling_gold_queue_idx'),
+            model_name="comparison",
+            index=models.Index(
+                models.F("campaign"),
+                models.F("id"),
+                condition=models.Q(("is_gold", True), ("status", "open")),
+                name="labeling_gold_queue_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='comparison',
-            constraint=models.CheckConstraint(condition=models.Q(('is_gold', False), ('gold_choice__in', ['a', 'b', 'tie']), _connector='OR'), name='labeling_gold_has_answer'),
+            model_name="comparison",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("is_gold", False),
+                    ("gold_choice__in", ["a", "b", "tie"]),
+                    _connector="OR",
+                ),
+                name="labeling_gold_has_answer",
+            ),
         ),
     ]

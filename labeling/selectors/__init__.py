@@ -34,7 +34,9 @@ def campaign_list_for_user(*, user: UserLike) -> QuerySet[Campaign]:
 def campaign_get_for_user(*, user: UserLike, campaign_id: int) -> Campaign:
     campaign = campaign_list_for_user(user=user).filter(pk=campaign_id).first()
     if campaign is None:
-        raise CampaignNotAvailable("That campaign does not exist or is not open to you.")
+        raise CampaignNotAvailable(
+            "That campaign does not exist or is not open to you."
+        )
     return campaign
 
 
@@ -51,7 +53,10 @@ def campaign_get_for_annotator(*, user: UserLike, campaign_id: int) -> Campaign:
 def lease_get_for_annotator(*, annotator: UserLike, lease_id: int) -> Lease:
     lease = (
         Lease.objects.select_related(
-            "comparison__prompt", "comparison__completion_a", "comparison__completion_b", "campaign"
+            "comparison__prompt",
+            "comparison__completion_a",
+            "comparison__completion_b",
+            "campaign",
         )
         .filter(pk=lease_id, annotator=annotator)
         .first()
@@ -90,23 +95,37 @@ def lease_blind_pair(*, lease: Lease) -> BlindPair:
 
 
 def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, int]:
-    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    start_of_day = timezone.localtime().replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
     mine = Preference.objects.filter(comparison__campaign=campaign, annotator=annotator)
-    counts = mine.aggregate(total=Count("id"), today=Count("id", filter=Q(created_at__gte=start_of_day)))
+    counts = mine.aggregate(
+        total=Count("id"), today=Count("id", filter=Q(created_at__gte=start_of_day))
+    )
     pairs_left = (
         Comparison.objects.filter(campaign=campaign, status=Comparison.Status.OPEN)
         .exclude(done_by__contains=[annotator.pk])
         .count()
     )
-    return {"labels_today": counts["today"], "labels_total": counts["total"], "pairs_left": pairs_left}
+    return {
+        "labels_today": counts["today"],
+        "labels_total": counts["total"],
+        "pairs_left": pairs_left,
+    }
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
     comparisons = Comparison.objects.filter(campaign=campaign)
-    by_status = dict(comparisons.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    by_status = dict(
+        comparisons.values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
     prefs = Preference.objects.filter(comparison__campaign=campaign)
     now = timezone.now()
-    choices = dict(prefs.values_list("choice").annotate(n=Count("id")).values_list("choice", "n"))
+    choices = dict(
+        prefs.values_list("choice").annotate(n=Count("id")).values_list("choice", "n")
+    )
     per_annotator = list(
         prefs.values("annotator_id", "annotator__username")
         .annotate(labels=Count("id"))
@@ -119,10 +138,16 @@ def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
         "comparisons_open": by_status.get(Comparison.Status.OPEN, 0),
         "comparisons_complete": by_status.get(Comparison.Status.COMPLETE, 0),
         "preferences": sum(choices.values()),
-        "preferences_last_hour": prefs.filter(created_at__gte=now - timedelta(hours=1)).count(),
+        "preferences_last_hour": prefs.filter(
+            created_at__gte=now - timedelta(hours=1)
+        ).count(),
         "choices": {c: choices.get(c, 0) for c in Preference.Choice.values},
         "annotators": [
-            {"annotator_id": row["annotator_id"], "username": row["annotator__username"], "labels": row["labels"]}
+            {
+                "annotator_id": row["annotator_id"],
+                "username": row["annotator__username"],
+                "labels": row["labels"],
+            }
             for row in per_annotator
         ],
     }
@@ -158,13 +183,16 @@ def preference_export_rows(
     # Gold pairs test annotators; they are not training data. Where a reviewer
     # adjudicated a pair, the ruling stands in for the annotators' labels.
     qs = (
-        Preference.objects.filter(comparison__campaign=campaign, comparison__is_gold=False)
+        Preference.objects.filter(
+            comparison__campaign=campaign, comparison__is_gold=False
+        )
         .exclude(choice=Preference.Choice.BOTH_BAD)
         .filter(
             Q(source=Preference.Source.ADJUDICATION)
             | ~Exists(
                 Preference.objects.filter(
-                    comparison_id=OuterRef("comparison_id"), source=Preference.Source.ADJUDICATION
+                    comparison_id=OuterRef("comparison_id"),
+                    source=Preference.Source.ADJUDICATION,
                 )
             )
         )
@@ -191,11 +219,27 @@ def preference_export_rows(
         "comparison__completion_a__text",
         "comparison__completion_b__text",
     )
-    for (pref_id, comparison_id, annotator_id, choice, strength, source, created_at,
-         prompt_text, prompt_messages, split, text_a, text_b) in rows.iterator(chunk_size=chunk_size):
+    for (
+        pref_id,
+        comparison_id,
+        annotator_id,
+        choice,
+        strength,
+        source,
+        created_at,
+        prompt_text,
+        prompt_messages,
+        split,
+        text_a,
+        text_b,
+    ) in rows.iterator(chunk_size=chunk_size):
         chat = prompt_messages is not None
         prompt: Any = prompt_messages if chat else prompt_text
-        pairs = [(text_a, text_b)] if choice in (Preference.Choice.A, Preference.Choice.TIE) else [(text_b, text_a)]
+        pairs = (
+            [(text_a, text_b)]
+            if choice in (Preference.Choice.A, Preference.Choice.TIE)
+            else [(text_b, text_a)]
+        )
         if choice == Preference.Choice.TIE:
             pairs.append((text_b, text_a))
         for chosen, rejected in pairs:

@@ -15,14 +15,22 @@ from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from core.stats import cohen_kappa, is_position_biased, krippendorff_alpha_nominal, left_pick_rate, wilson_interval
+from core.stats import (
+    cohen_kappa,
+    is_position_biased,
+    krippendorff_alpha_nominal,
+    left_pick_rate,
+    wilson_interval,
+)
 from labeling.models import Campaign, Comparison, Preference
 
 LABEL_SOURCES = (Preference.Source.ANNOTATOR,)
 
 
 def _labels(campaign: Campaign) -> QuerySet[Preference]:
-    return Preference.objects.filter(comparison__campaign=campaign, source__in=LABEL_SOURCES)
+    return Preference.objects.filter(
+        comparison__campaign=campaign, source__in=LABEL_SOURCES
+    )
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,11 @@ class GoldScore:
 
 def gold_scores(*, campaign: Campaign) -> dict[int, GoldScore]:
     """Per annotator: answers on gold pairs that match the known answer."""
-    rows = _labels(campaign).filter(comparison__is_gold=True).values_list("annotator_id", "choice", "comparison__gold_choice")
+    rows = (
+        _labels(campaign)
+        .filter(comparison__is_gold=True)
+        .values_list("annotator_id", "choice", "comparison__gold_choice")
+    )
     tally: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for annotator_id, choice, gold in rows:
         tally[annotator_id][1] += 1
@@ -52,7 +64,9 @@ def _items(campaign: Campaign) -> dict[int, dict[int, str]]:
     """comparison id → {annotator id: choice} over non-gold pairs."""
     items: dict[int, dict[int, str]] = defaultdict(dict)
     for comparison_id, annotator_id, choice in (
-        _labels(campaign).filter(comparison__is_gold=False).values_list("comparison_id", "annotator_id", "choice")
+        _labels(campaign)
+        .filter(comparison__is_gold=False)
+        .values_list("comparison_id", "annotator_id", "choice")
     ):
         items[comparison_id][annotator_id] = choice
     return items
@@ -64,22 +78,40 @@ def campaign_agreement(*, campaign: Campaign) -> dict[str, Any]:
     every annotator pair with at least two shared items."""
     items = _items(campaign)
     multi = {cid: labels for cid, labels in items.items() if len(labels) >= 2}
-    alpha = krippendorff_alpha_nominal({cid: list(labels.values()) for cid, labels in multi.items()})
+    alpha = krippendorff_alpha_nominal(
+        {cid: list(labels.values()) for cid, labels in multi.items()}
+    )
     shared: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
     for labels in multi.values():
         for x, y in combinations(sorted(labels), 2):
             shared[(x, y)].append((labels[x], labels[y]))
-    names = dict(get_user_model().objects.filter(pk__in={a for pair in shared for a in pair}).values_list("pk", "username"))
+    names = dict(
+        get_user_model()
+        .objects.filter(pk__in={a for pair in shared for a in pair})
+        .values_list("pk", "username")
+    )
     pairs = [
-        {"annotators": [names.get(x, x), names.get(y, y)], "annotator_ids": [x, y], "items": len(v),
-         "kappa": cohen_kappa(v), "raw_agreement": sum(p == q for p, q in v) / len(v)}
+        {
+            "annotators": [names.get(x, x), names.get(y, y)],
+            "annotator_ids": [x, y],
+            "items": len(v),
+            "kappa": cohen_kappa(v),
+            "raw_agreement": sum(p == q for p, q in v) / len(v),
+        }
         for (x, y), v in sorted(shared.items())
         if len(v) >= 2
     ]
-    return {"alpha": alpha, "items": len(multi), "labels": sum(len(v) for v in multi.values()), "pairs": pairs}
+    return {
+        "alpha": alpha,
+        "items": len(multi),
+        "labels": sum(len(v) for v in multi.values()),
+        "pairs": pairs,
+    }
 
 
-def annotator_agreement_with_others(*, campaign: Campaign) -> dict[int, tuple[float, int]]:
+def annotator_agreement_with_others(
+    *, campaign: Campaign
+) -> dict[int, tuple[float, int]]:
     """Per annotator: how often they match the majority of the other labels on
     shared items (ties among others count as no majority)."""
     out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -87,7 +119,9 @@ def annotator_agreement_with_others(*, campaign: Campaign) -> dict[int, tuple[fl
         if len(labels) < 2:
             continue
         for annotator_id, choice in labels.items():
-            others = Counter(c for a, c in labels.items() if a != annotator_id).most_common()
+            others = Counter(
+                c for a, c in labels.items() if a != annotator_id
+            ).most_common()
             if len(others) > 1 and others[0][1] == others[1][1]:
                 continue
             out[annotator_id][1] += 1
@@ -99,14 +133,21 @@ def position_bias(*, campaign: Campaign) -> dict[int, dict[str, Any]]:
     """Per annotator: share of decisive picks (A or B) that went to the left."""
     picks: dict[int, list[bool]] = defaultdict(list)
     for annotator_id, choice, a_on_left in (
-        _labels(campaign).filter(choice__in=["a", "b"]).values_list("annotator_id", "choice", "a_on_left")
+        _labels(campaign)
+        .filter(choice__in=["a", "b"])
+        .values_list("annotator_id", "choice", "a_on_left")
     ):
         picks[annotator_id].append((choice == "a") == a_on_left)
     out = {}
     for annotator_id, values in picks.items():
         rate, lo, hi = left_pick_rate(values)
-        out[annotator_id] = {"rate": rate, "lower": lo, "upper": hi, "n": len(values),
-                             "flagged": is_position_biased(values)}
+        out[annotator_id] = {
+            "rate": rate,
+            "lower": lo,
+            "upper": hi,
+            "n": len(values),
+            "flagged": is_position_biased(values),
+        }
     return out
 
 
@@ -118,30 +159,40 @@ def annotator_report(*, campaign: Campaign) -> list[dict[str, Any]]:
     agree = annotator_agreement_with_others(campaign=campaign)
     times: dict[int, list[int]] = defaultdict(list)
     spans: dict[int, list[Any]] = defaultdict(list)
-    for annotator_id, spent, created in _labels(campaign).values_list("annotator_id", "time_spent_ms", "created_at"):
+    for annotator_id, spent, created in _labels(campaign).values_list(
+        "annotator_id", "time_spent_ms", "created_at"
+    ):
         if spent:
             times[annotator_id].append(spent)
         spans[annotator_id].append(created)
-    users = dict(get_user_model().objects.filter(pk__in=spans).values_list("pk", "username"))
+    users = dict(
+        get_user_model().objects.filter(pk__in=spans).values_list("pk", "username")
+    )
     rows = []
     for annotator_id, created in spans.items():
         created.sort()
         hours = max((created[-1] - created[0]).total_seconds() / 3600, 1 / 60)
-        rows.append({
-            "annotator_id": annotator_id,
-            "username": users.get(annotator_id, str(annotator_id)),
-            "labels": len(created),
-            "labels_per_hour": len(created) / hours if len(created) > 1 else None,
-            "median_seconds": statistics.median(times[annotator_id]) / 1000 if times[annotator_id] else None,
-            "gold": gold.get(annotator_id),
-            "agreement": agree.get(annotator_id),
-            "left_bias": bias.get(annotator_id),
-        })
+        rows.append(
+            {
+                "annotator_id": annotator_id,
+                "username": users.get(annotator_id, str(annotator_id)),
+                "labels": len(created),
+                "labels_per_hour": len(created) / hours if len(created) > 1 else None,
+                "median_seconds": statistics.median(times[annotator_id]) / 1000
+                if times[annotator_id]
+                else None,
+                "gold": gold.get(annotator_id),
+                "agreement": agree.get(annotator_id),
+                "left_bias": bias.get(annotator_id),
+            }
+        )
     rows.sort(key=lambda r: -r["labels"])
     return rows
 
 
-def annotator_timeline(*, campaign: Campaign, annotator_id: int, days: int = 30) -> list[dict[str, Any]]:
+def annotator_timeline(
+    *, campaign: Campaign, annotator_id: int, days: int = 30
+) -> list[dict[str, Any]]:
     """Labels and gold accuracy per day, for the annotator page's charts."""
     since = timezone.now() - timedelta(days=days)
     rows = (
@@ -152,13 +203,20 @@ def annotator_timeline(*, campaign: Campaign, annotator_id: int, days: int = 30)
         .annotate(
             labels=Count("id"),
             gold=Count("id", filter=Q(comparison__is_gold=True)),
-            gold_correct=Count("id", filter=Q(comparison__is_gold=True, choice=F("comparison__gold_choice"))),
+            gold_correct=Count(
+                "id",
+                filter=Q(comparison__is_gold=True, choice=F("comparison__gold_choice")),
+            ),
         )
         .order_by("day")
     )
     return [
-        {"day": r["day"], "labels": r["labels"], "gold": r["gold"],
-         "gold_accuracy": r["gold_correct"] / r["gold"] if r["gold"] else None}
+        {
+            "day": r["day"],
+            "labels": r["labels"],
+            "gold": r["gold"],
+            "gold_accuracy": r["gold_correct"] / r["gold"] if r["gold"] else None,
+        }
         for r in rows
     ]
 
@@ -174,7 +232,11 @@ def disagreements(*, campaign: Campaign, limit: int = 100) -> list[dict[str, Any
     )
     out = []
     for comparison in candidates[: limit * 5]:
-        labels = [p for p in comparison.preferences.all() if p.source == Preference.Source.ANNOTATOR]
+        labels = [
+            p
+            for p in comparison.preferences.all()
+            if p.source == Preference.Source.ANNOTATOR
+        ]
         if len({p.choice for p in labels}) > 1:
             out.append({"comparison": comparison, "labels": labels})
             if len(out) >= limit:
@@ -188,7 +250,9 @@ def annotator_reliability(*, campaign: Campaign) -> dict[int, float]:
     shared items, else 1.0 (no evidence against them)."""
     gold = gold_scores(campaign=campaign)
     agree = annotator_agreement_with_others(campaign=campaign)
-    annotators = set(_labels(campaign).values_list("annotator_id", flat=True).distinct())
+    annotators = set(
+        _labels(campaign).values_list("annotator_id", flat=True).distinct()
+    )
     out = {}
     for annotator_id in annotators:
         g = gold.get(annotator_id)

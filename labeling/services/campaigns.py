@@ -10,7 +10,14 @@ from labeling.exceptions import LabelingError
 from labeling.models import Campaign
 
 EDITABLE_FIELDS = (
-    "name", "description", "guidelines", "criteria", "overlap_k", "lease_ttl_seconds", "gold_rate", "status",
+    "name",
+    "description",
+    "guidelines",
+    "criteria",
+    "overlap_k",
+    "lease_ttl_seconds",
+    "gold_rate",
+    "status",
 )
 
 
@@ -19,12 +26,19 @@ def _validate_criteria(criteria: Any) -> list[dict[str, str]]:
         raise LabelingError("criteria must be a list.")
     names = set()
     for item in criteria:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not item["name"].strip()
+        ):
             raise LabelingError('criteria: each item needs a "name".')
         if item["name"] in names:
             raise LabelingError(f"criteria: {item['name']!r} appears twice.")
         names.add(item["name"])
-    return [{"name": c["name"].strip(), "description": str(c.get("description", ""))} for c in criteria]
+    return [
+        {"name": c["name"].strip(), "description": str(c.get("description", ""))}
+        for c in criteria
+    ]
 
 
 @transaction.atomic

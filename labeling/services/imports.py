@@ -81,10 +81,14 @@ def _text(value: Any, *, line: int, field_name: str, allow_empty: bool = False) 
     limit = settings.ARBITER_MAX_TEXT_CHARS
     if len(value) > limit:
         raise ImportFailed(
-            line=line, field=field_name, message=f"is {len(value)} characters; the limit is {limit}"
+            line=line,
+            field=field_name,
+            message=f"is {len(value)} characters; the limit is {limit}",
         )
     if "\x00" in value:
-        raise ImportFailed(line=line, field=field_name, message="contains a NUL character")
+        raise ImportFailed(
+            line=line, field=field_name, message="contains a NUL character"
+        )
     return value
 
 
@@ -92,19 +96,38 @@ def _prompt(value: Any, *, line: int) -> str | list[dict[str, str]]:
     if isinstance(value, str):
         return _text(value, line=line, field_name="prompt")
     if not isinstance(value, list) or not value:
-        raise ImportFailed(line=line, field="prompt", message="must be a string or a non-empty list of messages")
+        raise ImportFailed(
+            line=line,
+            field="prompt",
+            message="must be a string or a non-empty list of messages",
+        )
     messages = []
     for i, message in enumerate(value):
         name = f"prompt[{i}]"
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise ImportFailed(line=line, field=name, message='must be {"role": ..., "content": ...}')
+            raise ImportFailed(
+                line=line, field=name, message='must be {"role": ..., "content": ...}'
+            )
         if message["role"] not in CHAT_ROLES:
-            raise ImportFailed(line=line, field=f"{name}.role", message=f"must be one of {sorted(CHAT_ROLES)}")
+            raise ImportFailed(
+                line=line,
+                field=f"{name}.role",
+                message=f"must be one of {sorted(CHAT_ROLES)}",
+            )
         messages.append(
-            {"role": message["role"], "content": _text(message["content"], line=line, field_name=f"{name}.content")}
+            {
+                "role": message["role"],
+                "content": _text(
+                    message["content"], line=line, field_name=f"{name}.content"
+                ),
+            }
         )
     if messages[-1]["role"] != "user":
-        raise ImportFailed(line=line, field="prompt", message="the last message must come from the user")
+        raise ImportFailed(
+            line=line,
+            field="prompt",
+            message="the last message must come from the user",
+        )
     return messages
 
 
@@ -114,12 +137,20 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ImportFailed(line=number, field="(line)", message=f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise ImportFailed(
+            line=number,
+            field="(line)",
+            message=f"not valid JSON ({exc.msg} at column {exc.colno})",
+        ) from None
     if not isinstance(data, dict):
         raise ImportFailed(line=number, field="(line)", message="must be a JSON object")
     unknown = set(data) - LINE_KEYS
     if unknown:
-        raise ImportFailed(line=number, field=sorted(unknown)[0], message=f"unknown field; expected {sorted(LINE_KEYS)}")
+        raise ImportFailed(
+            line=number,
+            field=sorted(unknown)[0],
+            message=f"unknown field; expected {sorted(LINE_KEYS)}",
+        )
     if "prompt" not in data:
         raise ImportFailed(line=number, field="prompt", message="is required")
     prompt = _prompt(data["prompt"], line=number)
@@ -127,36 +158,72 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
     if not isinstance(raw_completions, list):
         raise ImportFailed(line=number, field="completions", message="must be a list")
     if len(raw_completions) == 1:
-        raise ImportFailed(line=number, field="completions", message="needs at least two completions to form a pair (or none)")
+        raise ImportFailed(
+            line=number,
+            field="completions",
+            message="needs at least two completions to form a pair (or none)",
+        )
     if len(raw_completions) > MAX_COMPLETIONS_PER_LINE:
-        raise ImportFailed(line=number, field="completions", message=f"at most {MAX_COMPLETIONS_PER_LINE} per line")
+        raise ImportFailed(
+            line=number,
+            field="completions",
+            message=f"at most {MAX_COMPLETIONS_PER_LINE} per line",
+        )
     completions = []
     for i, item in enumerate(raw_completions):
         name = f"completions[{i}]"
         if isinstance(item, str):
             item = {"text": item}
         if not isinstance(item, dict):
-            raise ImportFailed(line=number, field=name, message="must be a string or an object with 'text'")
+            raise ImportFailed(
+                line=number,
+                field=name,
+                message="must be a string or an object with 'text'",
+            )
         extra = set(item) - {"text", "source", "metadata"}
         if extra:
-            raise ImportFailed(line=number, field=f"{name}.{sorted(extra)[0]}", message="unknown field")
+            raise ImportFailed(
+                line=number, field=f"{name}.{sorted(extra)[0]}", message="unknown field"
+            )
         source = item.get("source", "")
         if not isinstance(source, str) or len(source) > 200:
-            raise ImportFailed(line=number, field=f"{name}.source", message="must be a string of at most 200 characters")
+            raise ImportFailed(
+                line=number,
+                field=f"{name}.source",
+                message="must be a string of at most 200 characters",
+            )
         metadata = item.get("metadata", {})
         if not isinstance(metadata, dict):
-            raise ImportFailed(line=number, field=f"{name}.metadata", message="must be an object")
+            raise ImportFailed(
+                line=number, field=f"{name}.metadata", message="must be an object"
+            )
         completions.append(
-            ParsedCompletion(text=_text(item.get("text"), line=number, field_name=f"{name}.text"), source=source, metadata=metadata)
+            ParsedCompletion(
+                text=_text(item.get("text"), line=number, field_name=f"{name}.text"),
+                source=source,
+                metadata=metadata,
+            )
         )
     if len({(c.text, c.source) for c in completions}) != len(completions):
-        raise ImportFailed(line=number, field="completions", message="contains the same completion twice")
+        raise ImportFailed(
+            line=number,
+            field="completions",
+            message="contains the same completion twice",
+        )
     golden = data.get("golden", False)
     if not isinstance(golden, bool):
         raise ImportFailed(line=number, field="golden", message="must be true or false")
     priority = data.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool) or not -1_000_000 <= priority <= 1_000_000:
-        raise ImportFailed(line=number, field="priority", message="must be an integer between -1000000 and 1000000")
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -1_000_000 <= priority <= 1_000_000
+    ):
+        raise ImportFailed(
+            line=number,
+            field="priority",
+            message="must be an integer between -1000000 and 1000000",
+        )
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ImportFailed(line=number, field="metadata", message="must be an object")
@@ -169,7 +236,9 @@ def _decode(lines: Iterable[bytes | str]) -> Iterable[tuple[int, str]]:
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise ImportFailed(line=number, field="(line)", message="is not valid UTF-8") from None
+                raise ImportFailed(
+                    line=number, field="(line)", message="is not valid UTF-8"
+                ) from None
         yield number, raw
 
 
@@ -196,8 +265,10 @@ def campaign_import_jsonl(
 
     result = ImportResult(lines=len(parsed))
     prompts: dict[str, Prompt] = {
-        p.content_hash: p for p in Prompt.objects.filter(campaign=campaign)
-        .filter(content_hash__in=[content_hash(line.prompt) for line in parsed])
+        p.content_hash: p
+        for p in Prompt.objects.filter(campaign=campaign).filter(
+            content_hash__in=[content_hash(line.prompt) for line in parsed]
+        )
     }
     new_prompts: list[Prompt] = []
     for line in parsed:
@@ -246,9 +317,9 @@ def campaign_import_jsonl(
     result.completions_created = len(new_completions)
 
     existing_pairs = set(
-        Comparison.objects.filter(campaign=campaign, prompt_id__in=prompt_ids).values_list(
-            "completion_a_id", "completion_b_id"
-        )
+        Comparison.objects.filter(
+            campaign=campaign, prompt_id__in=prompt_ids
+        ).values_list("completion_a_id", "completion_b_id")
     )
     new_comparisons = []
     for line, row in zip(parsed, line_completions, strict=True):

@@ -37,7 +37,11 @@ def comparison_gold_set(*, comparison: Comparison, choice: str | None) -> Compar
 
 @transaction.atomic
 def comparison_adjudicate(
-    *, comparison: Comparison, reviewer: AbstractBaseUser, choice: str, rationale: str = ""
+    *,
+    comparison: Comparison,
+    reviewer: AbstractBaseUser,
+    choice: str,
+    rationale: str = "",
 ) -> Preference:
     """Record a reviewer's ruling on a disputed pair, as a preference with
     source "adjudication". The annotators' own labels stay as they were."""
@@ -47,7 +51,9 @@ def comparison_adjudicate(
     if comparison.preferences.filter(source=Preference.Source.ADJUDICATION).exists():
         raise Conflict("This pair was already adjudicated.")
     if comparison.preferences.filter(annotator=reviewer).exists():
-        raise Conflict("You labeled this pair yourself; ask another reviewer to adjudicate.")
+        raise Conflict(
+            "You labeled this pair yourself; ask another reviewer to adjudicate."
+        )
     preference = Preference(
         comparison=comparison,
         annotator=reviewer,
@@ -58,5 +64,9 @@ def comparison_adjudicate(
     )
     preference.full_clean(exclude=["comparison", "annotator", "lease"])
     preference.save()
-    logger.info("labeling.comparison.adjudicated comparison=%s reviewer=%s", comparison.pk, reviewer.pk)
+    logger.info(
+        "labeling.comparison.adjudicated comparison=%s reviewer=%s",
+        comparison.pk,
+        reviewer.pk,
+    )
     return preference

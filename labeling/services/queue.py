@@ -20,7 +20,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from labeling.exceptions import ComparisonFull, LeaseNotFound, LabelingError, NothingToLabel
+from labeling.exceptions import (
+    ComparisonFull,
+    LabelingError,
+    LeaseNotFound,
+    NothingToLabel,
+)
 from labeling.models import Campaign, Comparison, Lease, Preference
 
 logger = logging.getLogger(__name__)
@@ -211,7 +216,9 @@ def preference_record(
         stored_criteria[name] = _to_completion_choice(value, a_on_left=lease.a_on_left)
 
     comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
-    existing = Preference.objects.filter(comparison=comparison, annotator=annotator).first()
+    existing = Preference.objects.filter(
+        comparison=comparison, annotator=annotator
+    ).first()
     if existing is not None:
         return RecordResult(preference=existing, created=False)
 
@@ -220,8 +227,13 @@ def preference_record(
     other_live = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
     # Blind-review votes and gold answers are extra evidence on top of the k labels.
     if source == Preference.Source.ANNOTATOR and not comparison.is_gold:
-        if not lease_live and comparison.label_count + len(other_live) >= lease.campaign.overlap_k:
-            raise ComparisonFull("This pair already has all the labels it needs. Here is the next one.")
+        if (
+            not lease_live
+            and comparison.label_count + len(other_live) >= lease.campaign.overlap_k
+        ):
+            raise ComparisonFull(
+                "This pair already has all the labels it needs. Here is the next one."
+            )
         if comparison.status != Comparison.Status.OPEN:
             raise ComparisonFull("This pair is closed. Here is the next one.")
 
@@ -257,10 +269,22 @@ def preference_record(
         and not comparison.is_gold
     ):
         comparison.status = Comparison.Status.COMPLETE
-    comparison.save(update_fields=["label_count", "lease_expiries", "done_by", "status", "updated_at"])
+    comparison.save(
+        update_fields=[
+            "label_count",
+            "lease_expiries",
+            "done_by",
+            "status",
+            "updated_at",
+        ]
+    )
     lease.status = Lease.Status.SUBMITTED
     lease.save(update_fields=["status", "updated_at"])
-    logger.info("labeling.preference.recorded comparison=%s annotator=%s", comparison.pk, annotator.pk)
+    logger.info(
+        "labeling.preference.recorded comparison=%s annotator=%s",
+        comparison.pk,
+        annotator.pk,
+    )
     return RecordResult(preference=preference, created=True)
 
 
@@ -274,7 +298,9 @@ def lease_skip(*, lease_id: int, annotator: AbstractBaseUser) -> None:
         return
     comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
     now = timezone.now()
-    comparison.lease_expiries = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
+    comparison.lease_expiries = [
+        e for e in _drop_expiry(comparison, lease.expires_at) if e > now
+    ]
     if annotator.pk not in comparison.done_by:
         comparison.done_by = [*comparison.done_by, annotator.pk]
     comparison.save(update_fields=["lease_expiries", "done_by", "updated_at"])
@@ -292,7 +318,9 @@ def lease_release_expired(*, batch_size: int = 5000) -> int:
     count = 0
     with transaction.atomic():
         ids = list(expired.values_list("pk", flat=True)[:batch_size])
-        count = Lease.objects.filter(pk__in=ids).update(status=Lease.Status.EXPIRED, updated_at=now)
+        count = Lease.objects.filter(pk__in=ids).update(
+            status=Lease.Status.EXPIRED, updated_at=now
+        )
     with connection.cursor() as cursor:
         cursor.execute(
             """

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_serializer, OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +21,11 @@ from models_hub.services import exports, registry
 
 
 def _adapter(adapter_id: int) -> Adapter:
-    adapter = Adapter.objects.select_related("campaign", "base_model").filter(pk=adapter_id).first()
+    adapter = (
+        Adapter.objects.select_related("campaign", "base_model")
+        .filter(pk=adapter_id)
+        .first()
+    )
     if adapter is None:
         raise NotFound("No such adapter.")
     return adapter
@@ -28,8 +36,23 @@ class AdapterOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Adapter
-        fields = ["id", "name", "version", "campaign", "base_model", "role", "method", "peft_type", "status",
-                  "metrics", "parent", "storage_path", "merged_path", "job_id", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "version",
+            "campaign",
+            "base_model",
+            "role",
+            "method",
+            "peft_type",
+            "status",
+            "metrics",
+            "parent",
+            "storage_path",
+            "merged_path",
+            "job_id",
+            "created_at",
+        ]
 
     def get_job_id(self, adapter: Adapter) -> int | None:
         job = getattr(adapter, "job", None)
@@ -48,26 +71,45 @@ class BaseModelListApi(APIView):
     @extend_schema(responses=BaseModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         registry.base_model_default()
-        return Response(BaseModelSerializer(BaseModelVersion.objects.order_by("name"), many=True).data)
+        return Response(
+            BaseModelSerializer(
+                BaseModelVersion.objects.order_by("name"), many=True
+            ).data
+        )
 
     @extend_schema(request=BaseModelSerializer, responses={201: BaseModelSerializer})
     def post(self, request: Request) -> Response:
         if not IsAdmin().has_permission(request, self):
-            return Response({"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN)
+            return Response(
+                {"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN
+            )
         serializer = BaseModelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        base = registry.base_model_create(**{k: v for k, v in serializer.validated_data.items() if k != "is_default"})
+        base = registry.base_model_create(
+            **{k: v for k, v in serializer.validated_data.items() if k != "is_default"}
+        )
         return Response(BaseModelSerializer(base).data, status=status.HTTP_201_CREATED)
 
 
 class AdapterListApi(APIView):
     permission_classes = [IsReviewer]
 
-    @extend_schema(parameters=[OpenApiParameter("campaign", int)], responses=AdapterOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("campaign", int)],
+        responses=AdapterOutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("campaign", "")
-        campaign = campaign_get_for_user(user=request.user, campaign_id=int(raw)) if raw.isdigit() else None
-        return Response(AdapterOutputSerializer(selectors.adapter_list(campaign=campaign), many=True).data)
+        campaign = (
+            campaign_get_for_user(user=request.user, campaign_id=int(raw))
+            if raw.isdigit()
+            else None
+        )
+        return Response(
+            AdapterOutputSerializer(
+                selectors.adapter_list(campaign=campaign), many=True
+            ).data
+        )
 
 
 class AdapterDetailApi(APIView):
@@ -79,7 +121,9 @@ class AdapterDetailApi(APIView):
 
 
 class AdapterActionInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
     override = serializers.BooleanField(required=False, default=False)
 
 
@@ -88,23 +132,32 @@ class AdapterPromoteApi(APIView):
 
     permission_classes = [IsAdmin]
 
-    @extend_schema(request=AdapterActionInputSerializer, responses=AdapterOutputSerializer)
+    @extend_schema(
+        request=AdapterActionInputSerializer, responses=AdapterOutputSerializer
+    )
     def post(self, request: Request, adapter_id: int) -> Response:
         data = AdapterActionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        adapter = registry.adapter_promote(adapter=_adapter(adapter_id), actor=request.user, **data.validated_data)
+        adapter = registry.adapter_promote(
+            adapter=_adapter(adapter_id), actor=request.user, **data.validated_data
+        )
         return Response(AdapterOutputSerializer(adapter).data)
 
 
 class AdapterRetireApi(APIView):
     permission_classes = [IsAdmin]
 
-    @extend_schema(request=AdapterActionInputSerializer, responses=AdapterOutputSerializer)
+    @extend_schema(
+        request=AdapterActionInputSerializer, responses=AdapterOutputSerializer
+    )
     def post(self, request: Request, adapter_id: int) -> Response:
         data = AdapterActionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        adapter = registry.adapter_retire(adapter=_adapter(adapter_id), actor=request.user,
-                                          reason=data.validated_data["reason"])
+        adapter = registry.adapter_retire(
+            adapter=_adapter(adapter_id),
+            actor=request.user,
+            reason=data.validated_data["reason"],
+        )
         return Response(AdapterOutputSerializer(adapter).data)
 
 
@@ -115,15 +168,21 @@ class ChampionRollbackApi(APIView):
 
     @extend_schema_serializer(component_name="ChampionRollbackInput")
     class InputSerializer(serializers.Serializer):
-        role = serializers.ChoiceField(choices=Adapter.Role.choices, default=Adapter.Role.POLICY)
-        reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        role = serializers.ChoiceField(
+            choices=Adapter.Role.choices, default=Adapter.Role.POLICY
+        )
+        reason = serializers.CharField(
+            max_length=500, required=False, allow_blank=True, default=""
+        )
 
     @extend_schema(request=InputSerializer, responses=AdapterOutputSerializer)
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        adapter = registry.adapter_rollback(campaign=campaign, actor=request.user, **data.validated_data)
+        adapter = registry.adapter_rollback(
+            campaign=campaign, actor=request.user, **data.validated_data
+        )
         return Response(AdapterOutputSerializer(adapter).data)
 
 
@@ -133,7 +192,14 @@ class AdapterEventListApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, adapter_id: int) -> Response:
         events = AdapterEvent.objects.filter(adapter=_adapter(adapter_id)).values(
-            "id", "action", "previous_champion_id", "actor_id", "override", "reason", "evidence", "created_at"
+            "id",
+            "action",
+            "previous_champion_id",
+            "actor_id",
+            "override",
+            "reason",
+            "evidence",
+            "created_at",
         )
         return Response(list(events))
 
@@ -146,7 +212,11 @@ class AdapterDownloadApi(APIView):
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request: Request, adapter_id: int) -> FileResponse:
         adapter = _adapter(adapter_id)
-        return FileResponse(exports.adapter_archive(adapter=adapter), as_attachment=True, filename=f"{adapter.name}.zip")
+        return FileResponse(
+            exports.adapter_archive(adapter=adapter),
+            as_attachment=True,
+            filename=f"{adapter.name}.zip",
+        )
 
 
 class AdapterMergeApi(APIView):
@@ -158,7 +228,9 @@ class AdapterMergeApi(APIView):
     def post(self, request: Request, adapter_id: int) -> Response:
         adapter = _adapter(adapter_id)
         exports.adapter_merge_export_enqueue(adapter=adapter)
-        return Response(AdapterOutputSerializer(adapter).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            AdapterOutputSerializer(adapter).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class LeaderboardApi(APIView):
@@ -172,8 +244,24 @@ class LeaderboardApi(APIView):
             {
                 "labels": board["labels"],
                 "anchor": board["anchor"],
-                "versions": [{k: r[k] for k in ("key", "label", "strength", "lower", "upper", "labels")} for r in board["rows"]],
-                "win_rates": {a: {b: {"rate": rate, "n": n} for b, (rate, n) in row.items()} for a, row in board["matrix"].items()},
+                "versions": [
+                    {
+                        k: r[k]
+                        for k in (
+                            "key",
+                            "label",
+                            "strength",
+                            "lower",
+                            "upper",
+                            "labels",
+                        )
+                    }
+                    for r in board["rows"]
+                ],
+                "win_rates": {
+                    a: {b: {"rate": rate, "n": n} for b, (rate, n) in row.items()}
+                    for a, row in board["matrix"].items()
+                },
             }
         )
 
@@ -183,8 +271,13 @@ class CompareApi(APIView):
 
     permission_classes = [IsReviewer]
 
-    @extend_schema(parameters=[OpenApiParameter("left", str, required=True), OpenApiParameter("right", str, required=True)],
-                   responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("left", str, required=True),
+            OpenApiParameter("right", str, required=True),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         left = selectors.version_get(key=request.query_params.get("left", ""))
@@ -195,16 +288,27 @@ class CompareApi(APIView):
             {
                 "left": left.key,
                 "right": right.key,
-                "win_rate": {"rate": rate.rate, "lower": rate.lower, "upper": rate.upper, "n": rate.n,
-                             "wins": rate.wins, "losses": rate.losses, "ties": rate.ties},
+                "win_rate": {
+                    "rate": rate.rate,
+                    "lower": rate.lower,
+                    "upper": rate.upper,
+                    "n": rate.n,
+                    "wins": rate.wins,
+                    "losses": rate.losses,
+                    "ties": rate.ties,
+                },
                 "rows": [
                     {
                         "prompt_id": row["prompt"].pk,
                         "prompt": row["prompt"].content,
                         "left": row["left"].text if row["left"] else None,
                         "right": row["right"].text if row["right"] else None,
-                        "left_reward": row["left"].metadata.get("reward_score") if row["left"] else None,
-                        "right_reward": row["right"].metadata.get("reward_score") if row["right"] else None,
+                        "left_reward": row["left"].metadata.get("reward_score")
+                        if row["left"]
+                        else None,
+                        "right_reward": row["right"].metadata.get("reward_score")
+                        if row["right"]
+                        else None,
                     }
                     for row in result["rows"]
                 ],

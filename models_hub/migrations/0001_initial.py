@@ -6,53 +6,190 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BaseModelVersion',
+            name="BaseModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text='Display name.', max_length=200, unique=True)),
-                ('source', models.CharField(help_text='Hugging Face model id, a local folder, or builtin:smollm2-135m-instruct.', max_length=500)),
-                ('revision', models.CharField(blank=True, help_text='Hub revision or commit.', max_length=100)),
-                ('dtype', models.CharField(choices=[('auto', 'auto'), ('float32', 'float32'), ('bfloat16', 'bfloat16'), ('float16', 'float16')], default='auto', max_length=16)),
-                ('is_default', models.BooleanField(default=False, help_text='Used when a job names no base.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Display name.", max_length=200, unique=True
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        help_text="Hugging Face model id, a local folder, or builtin:smollm2-135m-instruct.",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "revision",
+                    models.CharField(
+                        blank=True, help_text="Hub revision or commit.", max_length=100
+                    ),
+                ),
+                (
+                    "dtype",
+                    models.CharField(
+                        choices=[
+                            ("auto", "auto"),
+                            ("float32", "float32"),
+                            ("bfloat16", "bfloat16"),
+                            ("float16", "float16"),
+                        ],
+                        default="auto",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "is_default",
+                    models.BooleanField(
+                        default=False, help_text="Used when a job names no base."
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'base model',
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='models_hub_one_default_base')],
+                "verbose_name": "base model",
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("is_default",),
+                        name="models_hub_one_default_base",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Adapter',
+            name="Adapter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text="Display name, e.g. 'dpo-v3'.", max_length=200)),
-                ('version', models.PositiveIntegerField(help_text='Increases per (campaign, role).')),
-                ('role', models.CharField(choices=[('policy', 'policy'), ('reward', 'reward model')], default='policy', max_length=16)),
-                ('method', models.CharField(help_text='sft, reward, dpo, ppo or rloo.', max_length=16)),
-                ('peft_type', models.CharField(default='LORA', max_length=32)),
-                ('storage_path', models.CharField(help_text='Folder relative to ARBITER_STORAGE_ROOT.', max_length=1000)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('candidate', 'candidate'), ('champion', 'champion'), ('retired', 'retired')], default='candidate', max_length=16)),
-                ('campaign', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='adapters', to='labeling.campaign')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='models_hub.adapter')),
-                ('base_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='adapters', to='models_hub.basemodelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Display name, e.g. 'dpo-v3'.", max_length=200
+                    ),
+                ),
+                (
+                    "version",
+                    models.PositiveIntegerField(
+                        help_text="Increases per (campaign, role)."
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("policy", "policy"), ("reward", "reward model")],
+                        default="policy",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "method",
+                    models.CharField(
+                        help_text="sft, reward, dpo, ppo or rloo.", max_length=16
+                    ),
+                ),
+                ("peft_type", models.CharField(default="LORA", max_length=32)),
+                (
+                    "storage_path",
+                    models.CharField(
+                        help_text="Folder relative to ARBITER_STORAGE_ROOT.",
+                        max_length=1000,
+                    ),
+                ),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("candidate", "candidate"),
+                            ("champion", "champion"),
+                            ("retired", "retired"),
+                        ],
+                        default="candidate",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="adapters",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="adapters",
+                        to="models_hub.basemodelversion",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('campaign', 'role', 'version'), name='models_hub_adapter_version_unique'), models.UniqueConstraint(condition=models.Q(('status', 'champion')), fields=('campaign', 'role'), name='models_hub_one_champion_per_role')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("campaign", "role", "version"),
+                        name="models_hub_adapter_version_unique",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "champion")),
+                        fields=("campaign", "role"),
+                        name="models_hub_one_champion_per_role",
+                    ),
+                ],
             },
         ),
     ]

@@ -6,56 +6,159 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0003_completion_base_model'),
-        ('models_hub', '0001_initial'),
+        ("labeling", "0003_completion_base_model"),
+        ("models_hub", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='adapter',
-            name='merged_path',
-            field=models.CharField(blank=True, help_text='Merged full model (merge_and_unload), relative to the storage root.', max_length=1000),
+            model_name="adapter",
+            name="merged_path",
+            field=models.CharField(
+                blank=True,
+                help_text="Merged full model (merge_and_unload), relative to the storage root.",
+                max_length=1000,
+            ),
         ),
         migrations.CreateModel(
-            name='AdapterEvent',
+            name="AdapterEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('action', models.CharField(choices=[('registered', 'registered'), ('promoted', 'promoted'), ('rolled_back', 'rolled back'), ('retired', 'retired')], max_length=16)),
-                ('override', models.BooleanField(default=False, help_text='Promoted although the promotion gate said no.')),
-                ('reason', models.CharField(blank=True, max_length=500)),
-                ('evidence', models.JSONField(blank=True, default=dict, help_text='Win rate and interval at decision time.')),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('adapter', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='models_hub.adapter')),
-                ('previous_champion', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_hub.adapter')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("registered", "registered"),
+                            ("promoted", "promoted"),
+                            ("rolled_back", "rolled back"),
+                            ("retired", "retired"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "override",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Promoted although the promotion gate said no.",
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=500)),
+                (
+                    "evidence",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Win rate and interval at decision time.",
+                    ),
+                ),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "adapter",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "previous_champion",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="models_hub.adapter",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='GenerationSettings',
+            name="GenerationSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('enabled', models.BooleanField(default=True, help_text='Generate comparisons for every new policy adapter.')),
-                ('prompts_per_round', models.PositiveIntegerField(default=32, help_text='Non-golden prompts per new adapter.')),
-                ('compare_against_base', models.BooleanField(default=False, help_text='Also pair the candidate with the base model.')),
-                ('priority', models.IntegerField(default=10, help_text='Queue priority of the new comparisons.')),
-                ('max_new_tokens', models.PositiveIntegerField(default=128)),
-                ('temperature', models.FloatField(default=0.7)),
-                ('top_p', models.FloatField(default=0.9)),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('require_significant_win', models.BooleanField(default=False, help_text="Promotion gate: the candidate's lower 95% bound of win rate against the champion must exceed 0.5.")),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='generation_settings', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Generate comparisons for every new policy adapter.",
+                    ),
+                ),
+                (
+                    "prompts_per_round",
+                    models.PositiveIntegerField(
+                        default=32, help_text="Non-golden prompts per new adapter."
+                    ),
+                ),
+                (
+                    "compare_against_base",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Also pair the candidate with the base model.",
+                    ),
+                ),
+                (
+                    "priority",
+                    models.IntegerField(
+                        default=10, help_text="Queue priority of the new comparisons."
+                    ),
+                ),
+                ("max_new_tokens", models.PositiveIntegerField(default=128)),
+                ("temperature", models.FloatField(default=0.7)),
+                ("top_p", models.FloatField(default=0.9)),
+                ("seed", models.PositiveIntegerField(default=0)),
+                (
+                    "require_significant_win",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Promotion gate: the candidate's lower 95% bound of win rate against the champion must exceed 0.5.",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="generation_settings",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'generation settings',
+                "verbose_name_plural": "generation settings",
             },
         ),
     ]

@@ -18,7 +18,9 @@ from models_hub.services.generation import _score
 logger = logging.getLogger(__name__)
 
 
-def uncertainty_boost(score_a: float, score_b: float, *, max_boost: int) -> tuple[float, int]:
+def uncertainty_boost(
+    score_a: float, score_b: float, *, max_boost: int
+) -> tuple[float, int]:
     """Bradley–Terry probability from the two scores → uncertainty in [0, 1]
     (1 = a coin flip) → a priority boost of up to ``max_boost``."""
     p = 1 / (1 + math.exp(-(score_a - score_b)))
@@ -31,10 +33,14 @@ def active_selection_run(*, batch_size: int = 512) -> int:
     certain get the largest boost. Returns how many pairs were updated."""
     updated = 0
     max_boost = settings.ARBITER_ACTIVE_SELECTION_MAX_BOOST
-    for reward in Adapter.objects.filter(role=Adapter.Role.REWARD, status=Adapter.Status.CHAMPION).select_related("campaign"):
+    for reward in Adapter.objects.filter(
+        role=Adapter.Role.REWARD, status=Adapter.Status.CHAMPION
+    ).select_related("campaign"):
         campaign: Campaign = reward.campaign
         pending = list(
-            Comparison.objects.filter(campaign=campaign, status=Comparison.Status.OPEN, is_gold=False)
+            Comparison.objects.filter(
+                campaign=campaign, status=Comparison.Status.OPEN, is_gold=False
+            )
             .filter(
                 ~Q(completion_a__metadata__reward_adapter=reward.pk)
                 | ~Q(completion_b__metadata__reward_adapter=reward.pk)
@@ -45,7 +51,9 @@ def active_selection_run(*, batch_size: int = 512) -> int:
         )
         if not pending:
             continue
-        completions = {c.pk: c for p in pending for c in (p.completion_a, p.completion_b)}
+        completions = {
+            c.pk: c for p in pending for c in (p.completion_a, p.completion_b)
+        }
         for c in completions.values():
             c.prompt = next(p.prompt for p in pending if c.prompt_id == p.prompt_id)
         _score(campaign, list(completions.values()), reward=reward)
@@ -54,7 +62,13 @@ def active_selection_run(*, batch_size: int = 512) -> int:
                 a = completions[comparison.completion_a_id].metadata["reward_score"]
                 b = completions[comparison.completion_b_id].metadata["reward_score"]
                 uncertainty, boost = uncertainty_boost(a, b, max_boost=max_boost)
-                Comparison.objects.filter(pk=comparison.pk).update(reward_uncertainty=uncertainty, priority_boost=boost)
+                Comparison.objects.filter(pk=comparison.pk).update(
+                    reward_uncertainty=uncertainty, priority_boost=boost
+                )
                 updated += 1
-        logger.info("models_hub.active_selection campaign=%s pairs=%s", campaign.pk, len(pending))
+        logger.info(
+            "models_hub.active_selection campaign=%s pairs=%s",
+            campaign.pk,
+            len(pending),
+        )
     return updated

@@ -29,7 +29,9 @@ def adapter_archive(*, adapter: Adapter) -> IO[bytes]:
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
-                archive.write(path, arcname=f"{adapter.name}/{path.relative_to(folder)}")
+                archive.write(
+                    path, arcname=f"{adapter.name}/{path.relative_to(folder)}"
+                )
     spool.seek(0)
     return spool
 
@@ -44,19 +46,30 @@ def adapter_merge_export_run(*, adapter_id: int) -> str:
     """merge_and_unload() the adapter into its base and save a plain model
     for serving without adapter latency. Runs on a GPU worker."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     adapter = Adapter.objects.select_related("base_model").get(pk=adapter_id)
-    if adapter.merged_path and (Path(settings.STORAGE_ROOT) / adapter.merged_path).exists():
+    if (
+        adapter.merged_path
+        and (Path(settings.STORAGE_ROOT) / adapter.merged_path).exists()
+    ):
         return adapter.merged_path
     base_path = base_model_local_path(adapter.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if adapter.role == Adapter.Role.REWARD:
-        base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            base_path, num_labels=1
+        )
         base.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     else:
         base = AutoModelForCausalLM.from_pretrained(base_path)
-    merged = PeftModel.from_pretrained(base, str(adapter_path(adapter))).merge_and_unload()
+    merged = PeftModel.from_pretrained(
+        base, str(adapter_path(adapter))
+    ).merge_and_unload()
     relative = Path("exports") / f"adapter-{adapter.pk}-merged"
     final = Path(settings.STORAGE_ROOT) / relative
     tmp = Path(settings.STORAGE_ROOT) / "tmp" / f"merge-{adapter.pk}-{uuid.uuid4().hex}"

@@ -16,7 +16,12 @@ from django.db import transaction
 
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import Adapter, BaseModelVersion
-from models_hub.services.registry import adapter_champion, adapter_path, base_model_local_path, generation_settings_for
+from models_hub.services.registry import (
+    adapter_champion,
+    adapter_path,
+    base_model_local_path,
+    generation_settings_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +36,27 @@ def generation_round_enqueue(*, adapter: Adapter) -> None:
 
 
 def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]:
-    golden = list(Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id"))
-    pool_ids = list(Prompt.objects.filter(campaign=campaign, is_golden=False).order_by("id").values_list("id", flat=True))
+    golden = list(
+        Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
+    )
+    pool_ids = list(
+        Prompt.objects.filter(campaign=campaign, is_golden=False)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     picked = sorted(random.Random(seed).sample(pool_ids, min(count, len(pool_ids))))
     return golden + list(Prompt.objects.filter(pk__in=picked).order_by("id"))
 
 
-def _existing(prompts: Sequence[Prompt], *, adapter: Adapter | None, base: BaseModelVersion) -> dict[int, Completion]:
+def _existing(
+    prompts: Sequence[Prompt], *, adapter: Adapter | None, base: BaseModelVersion
+) -> dict[int, Completion]:
     qs = Completion.objects.filter(prompt__in=prompts, origin=Completion.Origin.MODEL)
-    qs = qs.filter(adapter=adapter) if adapter is not None else qs.filter(adapter__isnull=True, base_model=base)
+    qs = (
+        qs.filter(adapter=adapter)
+        if adapter is not None
+        else qs.filter(adapter__isnull=True, base_model=base)
+    )
     found: dict[int, Completion] = {}
     for completion in qs.order_by("created_at"):
         found.setdefault(completion.prompt_id, completion)
@@ -47,7 +64,11 @@ def _existing(prompts: Sequence[Prompt], *, adapter: Adapter | None, base: BaseM
 
 
 def _generate(
-    prompts: Sequence[Prompt], *, adapter: Adapter | None, base: BaseModelVersion, params: Any
+    prompts: Sequence[Prompt],
+    *,
+    adapter: Adapter | None,
+    base: BaseModelVersion,
+    params: Any,
 ) -> dict[int, Completion]:
     """Completions for the prompts this version has not answered yet."""
     from models_hub.generation import get_generator
@@ -62,7 +83,12 @@ def _generate(
     outputs = generator.generate([p.content for p in todo], adapter=spec, params=params)
     lineage: dict[str, Any] = {"base_model": base.pk, "base_source": base.source}
     if adapter is not None:
-        lineage.update(adapter=adapter.pk, adapter_version=adapter.version, adapter_name=adapter.name, method=adapter.method)
+        lineage.update(
+            adapter=adapter.pk,
+            adapter_version=adapter.version,
+            adapter_name=adapter.name,
+            method=adapter.method,
+        )
     for prompt, (text, record) in zip(todo, outputs, strict=True):
         text = text or "(empty completion)"
         completion, _ = Completion.objects.get_or_create(
@@ -81,7 +107,9 @@ def _generate(
     return have
 
 
-def _score(campaign: Campaign, completions: Sequence[Completion], reward: Adapter | None = None) -> None:
+def _score(
+    campaign: Campaign, completions: Sequence[Completion], reward: Adapter | None = None
+) -> None:
     """Record ``reward``'s score (default: the champion, else the newest
     reward model) on each completion that lacks one from that model."""
     reward = reward or (
@@ -90,15 +118,25 @@ def _score(campaign: Campaign, completions: Sequence[Completion], reward: Adapte
         .order_by("-status", "-version")
         .first()
     )
-    todo = [c for c in completions if reward is not None and c.metadata.get("reward_adapter") != reward.pk]
+    todo = [
+        c
+        for c in completions
+        if reward is not None and c.metadata.get("reward_adapter") != reward.pk
+    ]
     if reward is None or not todo:
         return
     from models_hub.generation import RewardScorer
 
-    scorer = RewardScorer(base_model_local_path(reward.base_model), str(adapter_path(reward)))
+    scorer = RewardScorer(
+        base_model_local_path(reward.base_model), str(adapter_path(reward))
+    )
     scores = scorer.score([c.prompt.content for c in todo], [c.text for c in todo])
     for completion, score in zip(todo, scores, strict=True):
-        completion.metadata = {**completion.metadata, "reward_score": score, "reward_adapter": reward.pk}
+        completion.metadata = {
+            **completion.metadata,
+            "reward_score": score,
+            "reward_adapter": reward.pk,
+        }
         completion.save(update_fields=["metadata", "updated_at"])
 
 
@@ -109,8 +147,16 @@ def generation_round_run(*, adapter_id: int) -> int:
     comparisons with lineage. Idempotent. Returns comparisons created."""
     from models_hub.generation import DecodingParams
 
-    adapter = Adapter.objects.select_related("campaign", "base_model").filter(pk=adapter_id).first()
-    if adapter is None or adapter.role != Adapter.Role.POLICY or adapter.campaign is None:
+    adapter = (
+        Adapter.objects.select_related("campaign", "base_model")
+        .filter(pk=adapter_id)
+        .first()
+    )
+    if (
+        adapter is None
+        or adapter.role != Adapter.Role.POLICY
+        or adapter.campaign is None
+    ):
         return 0
     campaign = adapter.campaign
     settings_row = generation_settings_for(campaign)
@@ -122,13 +168,19 @@ def generation_round_run(*, adapter_id: int) -> int:
         top_p=settings_row.top_p,
         seed=settings_row.seed,
     )
-    prompts = _round_prompts(campaign, count=settings_row.prompts_per_round, seed=adapter.pk)
+    prompts = _round_prompts(
+        campaign, count=settings_row.prompts_per_round, seed=adapter.pk
+    )
     champion = adapter_champion(campaign=campaign, role=Adapter.Role.POLICY)
-    opponents: list[Adapter | None] = [champion] if champion is not None and champion.pk != adapter.pk else [None]
+    opponents: list[Adapter | None] = (
+        [champion] if champion is not None and champion.pk != adapter.pk else [None]
+    )
     if settings_row.compare_against_base and None not in opponents:
         opponents.append(None)
 
-    candidate = _generate(prompts, adapter=adapter, base=adapter.base_model, params=params)
+    candidate = _generate(
+        prompts, adapter=adapter, base=adapter.base_model, params=params
+    )
     created = 0
     for opponent in opponents:
         base = opponent.base_model if opponent is not None else adapter.base_model
@@ -139,7 +191,9 @@ def generation_round_run(*, adapter_id: int) -> int:
                 mine, other = candidate.get(prompt.pk), theirs.get(prompt.pk)
                 if mine is None or other is None or mine.pk == other.pk:
                     continue
-                if Comparison.objects.filter(completion_a__in=[mine, other], completion_b__in=[mine, other]).exists():
+                if Comparison.objects.filter(
+                    completion_a__in=[mine, other], completion_b__in=[mine, other]
+                ).exists():
                     continue
                 Comparison.objects.create(
                     campaign=campaign,
@@ -149,7 +203,9 @@ def generation_round_run(*, adapter_id: int) -> int:
                     priority=settings_row.priority,
                 )
                 created += 1
-    logger.info("models_hub.generation.round adapter=%s comparisons=%s", adapter.pk, created)
+    logger.info(
+        "models_hub.generation.round adapter=%s comparisons=%s", adapter.pk, created
+    )
     return created
 
 
@@ -160,12 +216,22 @@ def versions_generate(*, campaign_id: int, version_keys: Sequence[str]) -> None:
 
     campaign = Campaign.objects.get(pk=campaign_id)
     settings_row = generation_settings_for(campaign)
-    params = DecodingParams(max_new_tokens=settings_row.max_new_tokens, temperature=settings_row.temperature,
-                            top_p=settings_row.top_p, seed=settings_row.seed)
-    prompts = list(Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id"))
+    params = DecodingParams(
+        max_new_tokens=settings_row.max_new_tokens,
+        temperature=settings_row.temperature,
+        top_p=settings_row.top_p,
+        seed=settings_row.seed,
+    )
+    prompts = list(
+        Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
+    )
     made = []
     for key in version_keys:
         version = version_get(key=key)
         assert version.base_model is not None
-        made.extend(_generate(prompts, adapter=version.adapter, base=version.base_model, params=params).values())
+        made.extend(
+            _generate(
+                prompts, adapter=version.adapter, base=version.base_model, params=params
+            ).values()
+        )
     _score(campaign, made)

@@ -6,15 +6,19 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
-from labeling.models import Campaign
-from django.contrib.auth.models import AbstractBaseUser
-
 from core.exceptions import Conflict
+from labeling.models import Campaign
 from models_hub.exceptions import PromotionBlocked
-from models_hub.models import Adapter, AdapterEvent, BaseModelVersion, GenerationSettings
+from models_hub.models import (
+    Adapter,
+    AdapterEvent,
+    BaseModelVersion,
+    GenerationSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +29,8 @@ def base_model_default() -> BaseModelVersion:
     base = BaseModelVersion.objects.filter(is_default=True).first()
     if base is None:
         base, _ = BaseModelVersion.objects.get_or_create(
-            name="SmolLM2-135M-Instruct", defaults={"source": BUILTIN_SMOLLM2, "is_default": True}
+            name="SmolLM2-135M-Instruct",
+            defaults={"source": BUILTIN_SMOLLM2, "is_default": True},
         )
     return base
 
@@ -56,7 +61,12 @@ def adapter_register(
     role = Adapter.Role.REWARD if method == "reward" else Adapter.Role.POLICY
     # Lock the campaign row so two jobs finishing together get distinct versions.
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
-    last = Adapter.objects.filter(campaign=campaign, role=role).aggregate(v=Max("version"))["v"] or 0
+    last = (
+        Adapter.objects.filter(campaign=campaign, role=role).aggregate(
+            v=Max("version")
+        )["v"]
+        or 0
+    )
     adapter = Adapter(
         base_model=base_model,
         campaign=campaign,
@@ -85,12 +95,18 @@ def generation_settings_for(campaign: Campaign) -> GenerationSettings:
 
 
 def adapter_champion(*, campaign: Campaign | None, role: str) -> Adapter | None:
-    return Adapter.objects.filter(campaign=campaign, role=role, status=Adapter.Status.CHAMPION).first()
+    return Adapter.objects.filter(
+        campaign=campaign, role=role, status=Adapter.Status.CHAMPION
+    ).first()
 
 
 @transaction.atomic
 def adapter_promote(
-    *, adapter: Adapter, actor: AbstractBaseUser | None, override: bool = False, reason: str = ""
+    *,
+    adapter: Adapter,
+    actor: AbstractBaseUser | None,
+    override: bool = False,
+    reason: str = "",
 ) -> Adapter:
     """Make ``adapter`` its campaign's champion for its role; the previous
     champion becomes a candidate again (so a rollback can bring it back).
@@ -109,7 +125,10 @@ def adapter_promote(
         raise Conflict("A retired adapter cannot be promoted.")
     previous = adapter_champion(campaign=adapter.campaign, role=adapter.role)
     evidence = adapter_win_rate_against_champion(adapter=adapter) if previous else {}
-    gate = adapter.campaign is not None and generation_settings_for(adapter.campaign).require_significant_win
+    gate = (
+        adapter.campaign is not None
+        and generation_settings_for(adapter.campaign).require_significant_win
+    )
     if gate and previous is not None and not override:
         if evidence.get("n", 0) == 0 or evidence["lower"] <= 0.5:
             raise PromotionBlocked(
@@ -133,12 +152,18 @@ def adapter_promote(
         reason=reason.strip(),
         evidence=evidence,
     )
-    logger.info("models_hub.adapter.promoted adapter=%s previous=%s", adapter.pk, previous and previous.pk)
+    logger.info(
+        "models_hub.adapter.promoted adapter=%s previous=%s",
+        adapter.pk,
+        previous and previous.pk,
+    )
     return adapter
 
 
 @transaction.atomic
-def adapter_rollback(*, campaign: Campaign, role: str, actor: AbstractBaseUser | None, reason: str = "") -> Adapter:
+def adapter_rollback(
+    *, campaign: Campaign, role: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Adapter:
     """Bring back the champion that the current one replaced, in one step.
     The demoted champion is retired. Raises ``Conflict`` when there is
     nothing to roll back to."""
@@ -147,7 +172,11 @@ def adapter_rollback(*, campaign: Campaign, role: str, actor: AbstractBaseUser |
     if current is None:
         raise Conflict("There is no champion to roll back.")
     promotion = (
-        AdapterEvent.objects.filter(adapter=current, action=AdapterEvent.Action.PROMOTED).order_by("-created_at", "-id").first()
+        AdapterEvent.objects.filter(
+            adapter=current, action=AdapterEvent.Action.PROMOTED
+        )
+        .order_by("-created_at", "-id")
+        .first()
     )
     previous = promotion.previous_champion if promotion else None
     if previous is None or previous.status == Adapter.Status.RETIRED:
@@ -157,30 +186,44 @@ def adapter_rollback(*, campaign: Campaign, role: str, actor: AbstractBaseUser |
     previous.status = Adapter.Status.CHAMPION
     previous.save(update_fields=["status", "updated_at"])
     AdapterEvent.objects.create(
-        adapter=previous, action=AdapterEvent.Action.ROLLED_BACK, previous_champion=current, actor=actor, reason=reason
+        adapter=previous,
+        action=AdapterEvent.Action.ROLLED_BACK,
+        previous_champion=current,
+        actor=actor,
+        reason=reason,
     )
     logger.info("models_hub.adapter.rolled_back to=%s from=%s", previous.pk, current.pk)
     return previous
 
 
 @transaction.atomic
-def adapter_retire(*, adapter: Adapter, actor: AbstractBaseUser | None, reason: str = "") -> Adapter:
+def adapter_retire(
+    *, adapter: Adapter, actor: AbstractBaseUser | None, reason: str = ""
+) -> Adapter:
     adapter = Adapter.objects.select_for_update().get(pk=adapter.pk)
     if adapter.status == Adapter.Status.CHAMPION:
-        raise Conflict("Promote another adapter or roll back before retiring the champion.")
+        raise Conflict(
+            "Promote another adapter or roll back before retiring the champion."
+        )
     if adapter.status == Adapter.Status.RETIRED:
         return adapter
     adapter.status = Adapter.Status.RETIRED
     adapter.save(update_fields=["status", "updated_at"])
-    AdapterEvent.objects.create(adapter=adapter, action=AdapterEvent.Action.RETIRED, actor=actor, reason=reason)
+    AdapterEvent.objects.create(
+        adapter=adapter, action=AdapterEvent.Action.RETIRED, actor=actor, reason=reason
+    )
     return adapter
 
 
 @transaction.atomic
-def base_model_create(*, name: str, source: str, revision: str = "", dtype: str = "auto") -> BaseModelVersion:
+def base_model_create(
+    *, name: str, source: str, revision: str = "", dtype: str = "auto"
+) -> BaseModelVersion:
     """Register a Hugging Face model id or a local folder as a base model.
     Nothing is downloaded here; the GPU worker loads it on first use."""
-    base = BaseModelVersion(name=name, source=source.strip(), revision=revision, dtype=dtype)
+    base = BaseModelVersion(
+        name=name, source=source.strip(), revision=revision, dtype=dtype
+    )
     base.full_clean()
     base.save()
     return base

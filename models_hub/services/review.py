@@ -19,7 +19,9 @@ def review_outputs_enqueue(*, campaign: Campaign, version_keys: Sequence[str]) -
         version_get(key=key)  # validates before anything is queued
     from models_hub.tasks import generate_versions as generate_versions_task
 
-    transaction.on_commit(lambda: generate_versions_task.delay(campaign.pk, list(version_keys)))
+    transaction.on_commit(
+        lambda: generate_versions_task.delay(campaign.pk, list(version_keys))
+    )
 
 
 @transaction.atomic
@@ -33,12 +35,17 @@ def review_blind_lease_next(
     left, right = version_get(key=left_key), version_get(key=right_key)
     now = timezone.now()
     live = Lease.objects.filter(
-        annotator=reviewer, campaign=campaign, status=Lease.Status.ACTIVE, expires_at__gt=now,
+        annotator=reviewer,
+        campaign=campaign,
+        status=Lease.Status.ACTIVE,
+        expires_at__gt=now,
         comparison__prompt__is_golden=True,
     ).first()
     if live is not None:
         return live
-    for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id"):
+    for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(
+        "id"
+    ):
         a, b = _latest_completion(prompt, left), _latest_completion(prompt, right)
         if a is None or b is None or a.pk == b.pk:
             continue
@@ -48,15 +55,25 @@ def review_blind_lease_next(
             .first()
         )
         if comparison is None:
-            comparison = Comparison.objects.create(campaign=campaign, prompt=prompt, completion_a=a, completion_b=b)
+            comparison = Comparison.objects.create(
+                campaign=campaign, prompt=prompt, completion_a=a, completion_b=b
+            )
             comparison = Comparison.objects.select_for_update().get(pk=comparison.pk)
-        if reviewer.pk in comparison.done_by or comparison.preferences.filter(annotator=reviewer).exists():
+        if (
+            reviewer.pk in comparison.done_by
+            or comparison.preferences.filter(annotator=reviewer).exists()
+        ):
             continue
         expires = now + timedelta(seconds=campaign.lease_ttl_seconds)
-        comparison.lease_expiries = [e for e in comparison.lease_expiries if e > now] + [expires]
+        comparison.lease_expiries = [
+            e for e in comparison.lease_expiries if e > now
+        ] + [expires]
         comparison.save(update_fields=["lease_expiries", "updated_at"])
         return Lease.objects.create(
-            campaign=campaign, comparison=comparison, annotator=reviewer,
-            a_on_left=secrets.randbelow(2) == 1, expires_at=expires,
+            campaign=campaign,
+            comparison=comparison,
+            annotator=reviewer,
+            a_on_left=secrets.randbelow(2) == 1,
+            expires_at=expires,
         )
     return None

@@ -14,10 +14,13 @@
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
   }
 
+  // A tab left open for a day is not a day of work: cap what we report.
+  var MAX_MS = 86400000;
+
   function stampTimer() {
     var timer = document.querySelector("[data-timer]");
     if (timer) {
-      timer.value = String(Math.round(performance.now() - shownAt));
+      timer.value = String(Math.min(MAX_MS, Math.round(performance.now() - shownAt)));
     }
   }
 
@@ -53,6 +56,16 @@
   });
 
   document.addEventListener("submit", stampTimer, true);
+
+  // The server answers an invalid label with 400 and the card explaining why;
+  // htmx does not swap error responses by default, so let this one through.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (event.detail.xhr.status === 400 && target && target.id === "comparison-card") {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 
   document.addEventListener("htmx:afterSwap", function () {
     shownAt = performance.now();

@@ -31,7 +31,12 @@ print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 def test_web_process_never_imports_the_training_stack() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE % HEAVY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE % HEAVY],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

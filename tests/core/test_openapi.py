@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
-def test_schema_has_no_warnings_and_the_committed_copy_is_current(tmp_path: Path) -> None:
+def test_schema_has_no_warnings_and_the_committed_copy_is_current(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "openapi.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
     committed = (ROOT / "docs" / "openapi.yaml").read_text()

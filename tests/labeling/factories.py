@@ -41,9 +41,15 @@ class ComparisonFactory(factory.django.DjangoModelFactory):
         model = Comparison
 
     campaign = factory.SubFactory(CampaignFactory)
-    prompt = factory.SubFactory(PromptFactory, campaign=factory.SelfAttribute("..campaign"))
-    completion_a = factory.SubFactory(CompletionFactory, prompt=factory.SelfAttribute("..prompt"))
-    completion_b = factory.SubFactory(CompletionFactory, prompt=factory.SelfAttribute("..prompt"))
+    prompt = factory.SubFactory(
+        PromptFactory, campaign=factory.SelfAttribute("..campaign")
+    )
+    completion_a = factory.SubFactory(
+        CompletionFactory, prompt=factory.SelfAttribute("..prompt")
+    )
+    completion_b = factory.SubFactory(
+        CompletionFactory, prompt=factory.SelfAttribute("..prompt")
+    )
 
 
 def make_pairs(campaign: Campaign, n: int, *, priority: int = 0) -> list[Comparison]:

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from labeling.models import Campaign, Comparison, Completion, Preference, Prompt
 from labeling.services.queue import comparison_lease_next
-from tests.labeling.factories import CampaignFactory, CompletionFactory, make_pairs
+from tests.labeling.factories import CampaignFactory, make_pairs
 
 ANON, ANNOTATOR, REVIEWER, ADMIN = "anon", "annotator", "reviewer", "admin"
 
@@ -47,7 +47,13 @@ MATRIX = [
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("method", "name", "needs_campaign", "allowed"), MATRIX)
-def test_role_matrix(clients: dict[str, Any], method: str, name: str, needs_campaign: bool, allowed: set[str]) -> None:
+def test_role_matrix(
+    clients: dict[str, Any],
+    method: str,
+    name: str,
+    needs_campaign: bool,
+    allowed: set[str],
+) -> None:
     """Each endpoint answers its roles and refuses the others with 401/403."""
     campaign = CampaignFactory()
     make_pairs(campaign, 3)
@@ -55,72 +61,113 @@ def test_role_matrix(clients: dict[str, Any], method: str, name: str, needs_camp
     payloads = {
         "api-campaign-list": {"name": "New campaign"},
         "api-campaign-detail": {"description": "edited"},
-        "api-campaign-import": {"file": _jsonl([{"prompt": "p", "completions": ["x", "y"]}])},
+        "api-campaign-import": {
+            "file": _jsonl([{"prompt": "p", "completions": ["x", "y"]}])
+        },
     }
     for role in (ANON, ANNOTATOR, REVIEWER, ADMIN):
         payload = payloads.get(name)
         if name == "api-campaign-import":
-            payload = {"file": _jsonl([{"prompt": f"p-{role}", "completions": ["x", "y"]}])}
+            payload = {
+                "file": _jsonl([{"prompt": f"p-{role}", "completions": ["x", "y"]}])
+            }
             response = getattr(clients[role], method)(url, payload, format="multipart")
         elif name == "api-campaign-list" and method == "post":
-            response = getattr(clients[role], method)(url, {"name": f"New {role}"}, format="json")
+            response = getattr(clients[role], method)(
+                url, {"name": f"New {role}"}, format="json"
+            )
         else:
             response = getattr(clients[role], method)(url, payload, format="json")
         if role == ANON:
             assert response.status_code == 401, (role, response.content)
         elif role in allowed:
-            assert response.status_code in (200, 201, 204), (role, response.status_code, response.content)
+            assert response.status_code in (200, 201, 204), (
+                role,
+                response.status_code,
+                response.content,
+            )
         else:
-            assert response.status_code == 403, (role, response.status_code, response.content)
+            assert response.status_code == 403, (
+                role,
+                response.status_code,
+                response.content,
+            )
             assert "detail" in response.json()
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["api-preference-create", "api-lease-skip"])
-def test_lease_endpoints_are_scoped_to_the_lease_holder(clients: dict[str, Any], make_user: Any, name: str) -> None:
+def test_lease_endpoints_are_scoped_to_the_lease_holder(
+    clients: dict[str, Any], make_user: Any, name: str
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
-    lease = comparison_lease_next(campaign=campaign, annotator=clients["users"][ANNOTATOR])
+    lease = comparison_lease_next(
+        campaign=campaign, annotator=clients["users"][ANNOTATOR]
+    )
     url = reverse(name, args=[lease.pk])
     assert clients[ANON].post(url, {"choice": "left"}, format="json").status_code == 401
     for role in (REVIEWER, ADMIN):
         response = clients[role].post(url, {"choice": "left"}, format="json")
         assert response.status_code == 404, response.content
-    assert clients[ANNOTATOR].post(url, {"choice": "left"}, format="json").status_code in (201, 204)
+    assert clients[ANNOTATOR].post(
+        url, {"choice": "left"}, format="json"
+    ).status_code in (201, 204)
 
 
 @pytest.mark.django_db
 def test_annotator_never_sees_which_model_wrote_a_side(clients: dict[str, Any]) -> None:
     campaign = CampaignFactory()
     comparison = make_pairs(campaign, 1)[0]
-    Completion.objects.filter(pk__in=[comparison.completion_a_id, comparison.completion_b_id]).update(
-        source_label="secret-model-xyz"
+    Completion.objects.filter(
+        pk__in=[comparison.completion_a_id, comparison.completion_b_id]
+    ).update(source_label="secret-model-xyz")
+    response = clients[ANNOTATOR].post(
+        reverse("api-comparison-next", args=[campaign.pk])
     )
-    response = clients[ANNOTATOR].post(reverse("api-comparison-next", args=[campaign.pk]))
     body = response.content.decode()
     assert response.status_code == 200
     assert "secret-model-xyz" not in body
-    assert set(response.json()) == {"lease_id", "campaign_id", "prompt", "is_chat", "left", "right", "expires_at"}
+    assert set(response.json()) == {
+        "lease_id",
+        "campaign_id",
+        "prompt",
+        "is_chat",
+        "left",
+        "right",
+        "expires_at",
+    }
 
 
 @pytest.mark.django_db
 def test_annotator_stats_show_only_their_own_progress(clients: dict[str, Any]) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 2)
-    annotator_view = clients[ANNOTATOR].get(reverse("api-campaign-stats", args=[campaign.pk])).json()
-    reviewer_view = clients[REVIEWER].get(reverse("api-campaign-stats", args=[campaign.pk])).json()
+    annotator_view = (
+        clients[ANNOTATOR].get(reverse("api-campaign-stats", args=[campaign.pk])).json()
+    )
+    reviewer_view = (
+        clients[REVIEWER].get(reverse("api-campaign-stats", args=[campaign.pk])).json()
+    )
     assert "campaign" not in annotator_view and annotator_view["me"]["pairs_left"] == 2
     assert reviewer_view["campaign"]["comparisons_open"] == 2
 
 
 @pytest.mark.django_db
-def test_next_then_submit_round_trip_and_idempotent_retry(clients: dict[str, Any]) -> None:
+def test_next_then_submit_round_trip_and_idempotent_retry(
+    clients: dict[str, Any],
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 2)
     client = clients[ANNOTATOR]
     pair = client.post(reverse("api-comparison-next", args=[campaign.pk])).json()
     url = reverse("api-preference-create", args=[pair["lease_id"]])
-    body = {"choice": "left", "strength": -2, "rationale": "more precise", "client_request_id": "abc"}
+    body = {
+        "choice": "left",
+        "strength": -2,
+        "rationale": "more precise",
+        "client_request_id": "abc",
+    }
     first = client.post(url, body, format="json")
     retry = client.post(url, body, format="json")
     assert first.status_code == 201 and retry.status_code == 200
@@ -134,7 +181,9 @@ def test_next_then_submit_round_trip_and_idempotent_retry(clients: dict[str, Any
 @pytest.mark.django_db
 def test_next_answers_204_when_nothing_is_left(clients: dict[str, Any]) -> None:
     campaign = CampaignFactory()
-    response = clients[ANNOTATOR].post(reverse("api-comparison-next", args=[campaign.pk]))
+    response = clients[ANNOTATOR].post(
+        reverse("api-comparison-next", args=[campaign.pk])
+    )
     assert response.status_code == 204
 
 
@@ -149,11 +198,19 @@ def test_next_answers_204_when_nothing_is_left(clients: dict[str, Any]) -> None:
         ({}, "choice"),
     ],
 )
-def test_bad_submit_is_a_400_with_a_reason_and_writes_nothing(clients: dict[str, Any], body: dict[str, Any], fragment: str) -> None:
+def test_bad_submit_is_a_400_with_a_reason_and_writes_nothing(
+    clients: dict[str, Any], body: dict[str, Any], fragment: str
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
-    pair = clients[ANNOTATOR].post(reverse("api-comparison-next", args=[campaign.pk])).json()
-    response = clients[ANNOTATOR].post(reverse("api-preference-create", args=[pair["lease_id"]]), body, format="json")
+    pair = (
+        clients[ANNOTATOR]
+        .post(reverse("api-comparison-next", args=[campaign.pk]))
+        .json()
+    )
+    response = clients[ANNOTATOR].post(
+        reverse("api-preference-create", args=[pair["lease_id"]]), body, format="json"
+    )
     assert response.status_code == 400
     assert fragment in json.dumps(response.json())
     assert not Preference.objects.exists()
@@ -163,28 +220,56 @@ def test_bad_submit_is_a_400_with_a_reason_and_writes_nothing(clients: dict[str,
 def test_unknown_ids_are_404_not_500(clients: dict[str, Any]) -> None:
     client = clients[ADMIN]
     assert client.get(reverse("api-campaign-detail", args=[999999])).status_code == 403
-    assert client.post(reverse("api-preference-create", args=[999999]), {"choice": "left"}, format="json").status_code == 404
-    assert client.post(reverse("api-campaign-list"), "not json", content_type="application/json").status_code == 400
+    assert (
+        client.post(
+            reverse("api-preference-create", args=[999999]),
+            {"choice": "left"},
+            format="json",
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            reverse("api-campaign-list"), "not json", content_type="application/json"
+        ).status_code
+        == 400
+    )
 
 
 @pytest.mark.django_db
 def test_import_creates_prompts_completions_and_pairs(clients: dict[str, Any]) -> None:
     campaign = CampaignFactory()
     rows = [
-        {"prompt": "What is 2+2?", "completions": ["4", "5", {"text": "four", "source": "w"}], "golden": True},
-        {"prompt": [{"role": "user", "content": "Hi"}], "completions": ["Hello!", "Go away."]},
+        {
+            "prompt": "What is 2+2?",
+            "completions": ["4", "5", {"text": "four", "source": "w"}],
+            "golden": True,
+        },
+        {
+            "prompt": [{"role": "user", "content": "Hi"}],
+            "completions": ["Hello!", "Go away."],
+        },
         {"prompt": "Prompt for the generation pool only"},
     ]
     url = reverse("api-campaign-import", args=[campaign.pk])
     response = clients[ADMIN].post(url, {"file": _jsonl(rows)}, format="multipart")
     assert response.status_code == 201, response.content
     assert response.json() == {
-        "lines": 3, "prompts_created": 3, "completions_created": 5, "comparisons_created": 4, "duplicates_skipped": 0,
+        "lines": 3,
+        "prompts_created": 3,
+        "completions_created": 5,
+        "comparisons_created": 4,
+        "duplicates_skipped": 0,
     }
     assert Prompt.objects.filter(campaign=campaign, is_golden=True).count() == 1
-    assert Prompt.objects.get(campaign=campaign, text="").messages == [{"role": "user", "content": "Hi"}]
+    assert Prompt.objects.get(campaign=campaign, text="").messages == [
+        {"role": "user", "content": "Hi"}
+    ]
     again = clients[ADMIN].post(url, {"file": _jsonl(rows)}, format="multipart")
-    assert again.json()["comparisons_created"] == 0 and again.json()["duplicates_skipped"] == 4
+    assert (
+        again.json()["comparisons_created"] == 0
+        and again.json()["duplicates_skipped"] == 4
+    )
     assert Comparison.objects.filter(campaign=campaign).count() == 4
 
 
@@ -197,8 +282,19 @@ def test_import_creates_prompts_completions_and_pairs(clients: dict[str, Any]) -
         (json.dumps({"prompt": "p", "completions": ["a"]}), "completions"),
         (json.dumps({"prompt": "p", "completions": ["a", 3]}), "completions[1]"),
         (json.dumps({"prompt": "p", "completions": ["a", "b"], "colour": 1}), "colour"),
-        (json.dumps({"prompt": [{"role": "robot", "content": "x"}], "completions": ["a", "b"]}), "prompt[0].role"),
-        (json.dumps({"prompt": "p", "completions": ["a", "x" * 20_001]}), "completions[1].text"),
+        (
+            json.dumps(
+                {
+                    "prompt": [{"role": "robot", "content": "x"}],
+                    "completions": ["a", "b"],
+                }
+            ),
+            "prompt[0].role",
+        ),
+        (
+            json.dumps({"prompt": "p", "completions": ["a", "x" * 20_001]}),
+            "completions[1].text",
+        ),
     ],
 )
 def test_import_with_one_bad_line_imports_nothing_and_names_line_and_field(
@@ -206,10 +302,14 @@ def test_import_with_one_bad_line_imports_nothing_and_names_line_and_field(
 ) -> None:
     campaign = CampaignFactory()
     good = json.dumps({"prompt": "fine", "completions": ["a", "b"]})
-    payload = io.BytesIO(f"{good}\n{good.replace('fine', 'also fine')}\n{bad_line}\n".encode())
+    payload = io.BytesIO(
+        f"{good}\n{good.replace('fine', 'also fine')}\n{bad_line}\n".encode()
+    )
     payload.name = "bad.jsonl"
     response = clients[ADMIN].post(
-        reverse("api-campaign-import", args=[campaign.pk]), {"file": payload}, format="multipart"
+        reverse("api-campaign-import", args=[campaign.pk]),
+        {"file": payload},
+        format="multipart",
     )
     assert response.status_code == 400
     body = response.json()
@@ -220,11 +320,17 @@ def test_import_with_one_bad_line_imports_nothing_and_names_line_and_field(
 
 
 @pytest.mark.django_db
-def test_import_refuses_files_over_the_size_limit(clients: dict[str, Any], settings: Any) -> None:
+def test_import_refuses_files_over_the_size_limit(
+    clients: dict[str, Any], settings: Any
+) -> None:
     settings.ARBITER_IMPORT_MAX_BYTES = 100
     campaign = CampaignFactory()
     payload = _jsonl([{"prompt": "p" * 200, "completions": ["a", "b"]}])
-    response = clients[ADMIN].post(reverse("api-campaign-import", args=[campaign.pk]), {"file": payload}, format="multipart")
+    response = clients[ADMIN].post(
+        reverse("api-campaign-import", args=[campaign.pk]),
+        {"file": payload},
+        format="multipart",
+    )
     assert response.status_code == 400
     assert "limit is 100" in response.json()["detail"]
     assert not Prompt.objects.exists()
@@ -238,8 +344,15 @@ def test_campaign_create_validates_input(clients: dict[str, Any]) -> None:
     dup_criteria = clients[ADMIN].post(
         url, {"name": "y", "criteria": [{"name": "a"}, {"name": "a"}]}, format="json"
     )
-    assert dup_criteria.status_code == 400 and "appears twice" in dup_criteria.json()["detail"]
-    ok = clients[ADMIN].post(url, {"name": "z", "overlap_k": 3, "criteria": [{"name": "helpful"}]}, format="json")
+    assert (
+        dup_criteria.status_code == 400
+        and "appears twice" in dup_criteria.json()["detail"]
+    )
+    ok = clients[ADMIN].post(
+        url,
+        {"name": "z", "overlap_k": 3, "criteria": [{"name": "helpful"}]},
+        format="json",
+    )
     assert ok.status_code == 201
     assert Campaign.objects.get(name="z").overlap_k == 3
     assert not Campaign.objects.filter(name__in=["x", "y"]).exists()
@@ -254,7 +367,9 @@ def _label_everything(campaign: Campaign, users: list[Any], choices: list[str]) 
 
 
 @pytest.mark.django_db
-def test_export_streams_trl_rows_that_datasets_loads(clients: dict[str, Any], make_user: Any, tmp_path: Any) -> None:
+def test_export_streams_trl_rows_that_datasets_loads(
+    clients: dict[str, Any], make_user: Any, tmp_path: Any
+) -> None:
     from datasets import load_dataset
 
     campaign = CampaignFactory(overlap_k=1)
@@ -263,24 +378,38 @@ def test_export_streams_trl_rows_that_datasets_loads(clients: dict[str, Any], ma
     chat.prompt.text, chat.prompt.messages = "", [{"role": "user", "content": "Hello?"}]
     chat.prompt.save()
     users = [make_user() for _ in range(3)]
-    for comparison, user, choice in zip([*plain, chat], users, ["left", "right", "left"], strict=True):
+    for comparison, user, choice in zip(
+        [*plain, chat], users, ["left", "right", "left"], strict=True
+    ):
         lease = comparison_lease_next(campaign=campaign, annotator=user)
         assert lease.comparison_id == comparison.pk
         from labeling.services.queue import preference_record
 
         preference_record(lease_id=lease.pk, annotator=user, choice=choice)
 
-    response = clients[REVIEWER].get(reverse("api-preference-export", args=[campaign.pk]))
+    response = clients[REVIEWER].get(
+        reverse("api-preference-export", args=[campaign.pk])
+    )
     assert response.status_code == 200 and response.streaming
     path = tmp_path / "prefs.jsonl"
     path.write_bytes(b"".join(response.streaming_content))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 3
     by_comparison = {r["comparison_id"]: r for r in rows}
-    for pref in Preference.objects.select_related("comparison__completion_a", "comparison__completion_b"):
+    for pref in Preference.objects.select_related(
+        "comparison__completion_a", "comparison__completion_b"
+    ):
         row = by_comparison[pref.comparison_id]
-        winner = pref.comparison.completion_a if pref.choice == "a" else pref.comparison.completion_b
-        chosen = row["chosen"] if isinstance(row["chosen"], str) else row["chosen"][0]["content"]
+        winner = (
+            pref.comparison.completion_a
+            if pref.choice == "a"
+            else pref.comparison.completion_b
+        )
+        chosen = (
+            row["chosen"]
+            if isinstance(row["chosen"], str)
+            else row["chosen"][0]["content"]
+        )
         assert chosen == winner.text
         assert row["annotator_id"] == pref.annotator_id
     chat_row = by_comparison[chat.pk]
@@ -288,7 +417,9 @@ def test_export_streams_trl_rows_that_datasets_loads(clients: dict[str, Any], ma
     assert chat_row["chosen"][0]["role"] == "assistant"
 
     plain_path = tmp_path / "plain.jsonl"
-    plain_path.write_text("".join(json.dumps(r) + "\n" for r in rows if isinstance(r["prompt"], str)))
+    plain_path.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if isinstance(r["prompt"], str))
+    )
     dataset = load_dataset("json", data_files=str(plain_path), split="train")
     assert {"prompt", "chosen", "rejected"} <= set(dataset.column_names)
     assert dataset.num_rows == 2
@@ -305,7 +436,10 @@ def test_export_tie_policy_and_filters(clients: dict[str, Any], make_user: Any) 
     def rows(query: str) -> list[dict[str, Any]]:
         response = clients[REVIEWER].get(url + query)
         assert response.status_code == 200, response.content
-        return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+        return [
+            json.loads(line)
+            for line in b"".join(response.streaming_content).decode().splitlines()
+        ]
 
     assert len(rows("")) == 1  # tie skipped, both-bad never exported
     both = rows("?tie_policy=both_orders")
@@ -315,9 +449,15 @@ def test_export_tie_policy_and_filters(clients: dict[str, Any], make_user: Any) 
 
 
 @pytest.mark.django_db
-def test_openapi_schema_is_served_and_names_every_endpoint(clients: dict[str, Any]) -> None:
+def test_openapi_schema_is_served_and_names_every_endpoint(
+    clients: dict[str, Any],
+) -> None:
     response = clients[ANNOTATOR].get(reverse("api-schema"), {"format": "json"})
     assert response.status_code == 200
     paths = json.loads(response.content)["paths"]
-    for expected in ("/api/v1/campaigns/", "/api/v1/campaigns/{campaign_id}/next/", "/api/v1/leases/{lease_id}/preference/"):
+    for expected in (
+        "/api/v1/campaigns/",
+        "/api/v1/campaigns/{campaign_id}/next/",
+        "/api/v1/leases/{lease_id}/preference/",
+    ):
         assert expected in paths

@@ -23,10 +23,22 @@ from tests.labeling.factories import CampaignFactory, make_pairs
 
 # Every annotator: (probability of the true answer when not guessing,
 # probability of blindly picking the left side).
-PROFILES = {"careful": (0.95, 0.0), "noisy": (0.65, 0.0), "lefty": (0.9, 0.45), "steady": (0.9, 0.0)}
+PROFILES = {
+    "careful": (0.95, 0.0),
+    "noisy": (0.65, 0.0),
+    "lefty": (0.9, 0.45),
+    "steady": (0.9, 0.0),
+}
 
 
-def _simulate(campaign: Any, users: dict[str, Any], truth: dict[int, str], *, rounds: int, seed: int = 0) -> Counter[str]:
+def _simulate(
+    campaign: Any,
+    users: dict[str, Any],
+    truth: dict[int, str],
+    *,
+    rounds: int,
+    seed: int = 0,
+) -> Counter[str]:
     rng = random.Random(seed)
     served: Counter[str] = Counter()
     for _ in range(rounds):
@@ -38,11 +50,20 @@ def _simulate(campaign: Any, users: dict[str, Any], truth: dict[int, str], *, ro
                 continue
             comparison = lease.comparison
             served["gold" if comparison.is_gold else "normal"] += 1
-            answer = truth[comparison.pk] if rng.random() < accuracy else ("b" if truth[comparison.pk] == "a" else "a")
+            answer = (
+                truth[comparison.pk]
+                if rng.random() < accuracy
+                else ("b" if truth[comparison.pk] == "a" else "a")
+            )
             if rng.random() < left_bias:
                 answer = "a" if lease.a_on_left else "b"
             shown = "left" if (answer == "a") == lease.a_on_left else "right"
-            preference_record(lease_id=lease.pk, annotator=user, choice=shown, time_spent_ms=rng.randint(2000, 9000))
+            preference_record(
+                lease_id=lease.pk,
+                annotator=user,
+                choice=shown,
+                time_spent_ms=rng.randint(2000, 9000),
+            )
     return served
 
 
@@ -74,7 +95,12 @@ def test_synthetic_annotators_of_known_reliability_and_bias_are_recovered(
 
     # Gold accuracy recovers each annotator's reliability.
     scores = q.gold_scores(campaign=campaign)
-    expected = {"careful": 0.95, "noisy": 0.65, "steady": 0.9, "lefty": 0.9 * 0.55 + 0.45 * 0.5}
+    expected = {
+        "careful": 0.95,
+        "noisy": 0.65,
+        "steady": 0.9,
+        "lefty": 0.9 * 0.55 + 0.45 * 0.5,
+    }
     for name, truth in expected.items():
         score = scores[users[name].pk]
         assert score.n >= 20
@@ -84,16 +110,19 @@ def test_synthetic_annotators_of_known_reliability_and_bias_are_recovered(
     # Position bias: flagged only for the annotator who picks left blindly.
     bias = q.position_bias(campaign=campaign)
     lefty = bias[users["lefty"].pk]
-    assert lefty["flagged"] and 0.6 <= lefty["rate"] <= 0.85  # true rate 0.45 + 0.55 * 0.5 = 0.725
+    assert (
+        lefty["flagged"] and 0.6 <= lefty["rate"] <= 0.85
+    )  # true rate 0.45 + 0.55 * 0.5 = 0.725
     for name in ("careful", "steady", "noisy"):
         assert not bias[users[name].pk]["flagged"], (name, bias[users[name].pk])
 
     # Agreement is higher between reliable annotators.
     agreement = q.campaign_agreement(campaign=campaign)
     kappa = {frozenset(p["annotator_ids"]): p["kappa"] for p in agreement["pairs"]}
-    assert kappa[frozenset({users["careful"].pk, users["steady"].pk})] > kappa[
-        frozenset({users["noisy"].pk, users["lefty"].pk})
-    ]
+    assert (
+        kappa[frozenset({users["careful"].pk, users["steady"].pk})]
+        > kappa[frozenset({users["noisy"].pk, users["lefty"].pk})]
+    )
     assert 0.2 < agreement["alpha"] < 0.9 and agreement["items"] >= 50
     report = {r["username"]: r for r in q.annotator_report(campaign=campaign)}
     assert report["careful"]["agreement"][0] > report["noisy"]["agreement"][0]
@@ -103,11 +132,23 @@ def test_synthetic_annotators_of_known_reliability_and_bias_are_recovered(
     from training.services.snapshots import dataset_snapshot_create
 
     everyone = dataset_snapshot_create(campaign=campaign)
-    filtered = dataset_snapshot_create(campaign=campaign, filters={"min_reliability": 0.8, "exclude_position_biased": True})
-    assert set(filtered.filters["dropped_annotator_ids"]) == {users["noisy"].pk, users["lefty"].pk}
-    assert filtered.counts["preference"]["train"] < everyone.counts["preference"]["train"]
-    weighted = dataset_snapshot_create(campaign=campaign, filters={"weighting": "reliability"})
-    assert weighted.counts["preference"]["train"] > everyone.counts["preference"]["train"]
+    filtered = dataset_snapshot_create(
+        campaign=campaign,
+        filters={"min_reliability": 0.8, "exclude_position_biased": True},
+    )
+    assert set(filtered.filters["dropped_annotator_ids"]) == {
+        users["noisy"].pk,
+        users["lefty"].pk,
+    }
+    assert (
+        filtered.counts["preference"]["train"] < everyone.counts["preference"]["train"]
+    )
+    weighted = dataset_snapshot_create(
+        campaign=campaign, filters={"weighting": "reliability"}
+    )
+    assert (
+        weighted.counts["preference"]["train"] > everyone.counts["preference"]["train"]
+    )
     assert weighted.filters == {"weighting": "reliability"}
 
     # Gold answers never reach the training export.
@@ -125,7 +166,9 @@ def test_synthetic_annotators_of_known_reliability_and_bias_are_recovered(
 
 
 @pytest.mark.django_db
-def test_queue_stays_one_statement_within_budget_with_gold_mixing(make_user: Any) -> None:
+def test_queue_stays_one_statement_within_budget_with_gold_mixing(
+    make_user: Any,
+) -> None:
     campaign = CampaignFactory(gold_rate=0.5)
     pairs = make_pairs(campaign, 40)
     for pair in pairs[:20]:
@@ -140,34 +183,58 @@ def test_queue_stays_one_statement_within_budget_with_gold_mixing(make_user: Any
 
 
 @pytest.mark.django_db
-def test_adjudication_is_recorded_as_such_and_replaces_labels_in_exports(make_user: Any) -> None:
+def test_adjudication_is_recorded_as_such_and_replaces_labels_in_exports(
+    make_user: Any,
+) -> None:
     campaign = CampaignFactory(overlap_k=2)
     (pair,) = make_pairs(campaign, 1)
     alice, bob, reviewer = make_user(), make_user(), make_user(REVIEWER)
     for user, side in ((alice, "a"), (bob, "b")):
         lease = comparison_lease_next(campaign=campaign, annotator=user)
-        preference_record(lease_id=lease.pk, annotator=user, choice="left" if (side == "a") == lease.a_on_left else "right")
+        preference_record(
+            lease_id=lease.pk,
+            annotator=user,
+            choice="left" if (side == "a") == lease.a_on_left else "right",
+        )
     assert [d["comparison"].pk for d in q.disagreements(campaign=campaign)] == [pair.pk]
-    ruling = comparison_adjudicate(comparison=pair, reviewer=reviewer, choice="b", rationale="B answers the question")
+    ruling = comparison_adjudicate(
+        comparison=pair,
+        reviewer=reviewer,
+        choice="b",
+        rationale="B answers the question",
+    )
     assert ruling.source == Preference.Source.ADJUDICATION
     with pytest.raises(Conflict, match="already adjudicated"):
         comparison_adjudicate(comparison=pair, reviewer=make_user(REVIEWER), choice="a")
     assert q.disagreements(campaign=campaign) == []
     rows = list(preference_export_rows(campaign=campaign, include_golden=True))
-    assert [(r["source"], r["chosen"]) for r in rows] == [("adjudication", pair.completion_b.text)]
+    assert [(r["source"], r["chosen"]) for r in rows] == [
+        ("adjudication", pair.completion_b.text)
+    ]
     assert Preference.objects.filter(comparison=pair, source="annotator").count() == 2
 
 
-
-
 @pytest.mark.django_db
-def test_reviewer_marks_gold_through_the_api(make_user: Any, api_client_for: Any) -> None:
+def test_reviewer_marks_gold_through_the_api(
+    make_user: Any, api_client_for: Any
+) -> None:
     campaign = CampaignFactory()
     (pair,) = make_pairs(campaign, 1)
     reviewer = api_client_for(make_user(REVIEWER))
     url = reverse("api-comparison-gold", args=[pair.pk])
-    assert api_client_for(make_user()).post(url, {"choice": "a"}, format="json").status_code == 403
+    assert (
+        api_client_for(make_user())
+        .post(url, {"choice": "a"}, format="json")
+        .status_code
+        == 403
+    )
     assert reviewer.post(url, {"choice": "left"}, format="json").status_code == 400
     response = reviewer.post(url, {"choice": "tie"}, format="json")
-    assert response.status_code == 200 and response.json() == {"comparison_id": pair.pk, "is_gold": True, "gold_choice": "tie"}
-    assert reviewer.post(url, {"choice": None}, format="json").json()["is_gold"] is False
+    assert response.status_code == 200 and response.json() == {
+        "comparison_id": pair.pk,
+        "is_gold": True,
+        "gold_choice": "tie",
+    }
+    assert (
+        reviewer.post(url, {"choice": None}, format="json").json()["is_gold"] is False
+    )

@@ -86,7 +86,9 @@ def test_skipped_pair_is_not_offered_again_to_that_annotator(make_user: Any) -> 
     lease_skip(lease_id=lease.pk, annotator=alice)
     with pytest.raises(NothingToLabel):
         comparison_lease_next(campaign=campaign, annotator=alice)
-    assert comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+    assert (
+        comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+    )
 
 
 @pytest.mark.django_db
@@ -100,7 +102,9 @@ def test_expired_lease_frees_its_slot_without_a_sweeper(make_user: Any) -> None:
     past = timezone.now() - timedelta(seconds=1)
     Lease.objects.filter(pk=lease.pk).update(expires_at=past)
     Comparison.objects.filter(pk=pair.pk).update(lease_expiries=[past])
-    assert comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+    assert (
+        comparison_lease_next(campaign=campaign, annotator=bob).comparison_id == pair.pk
+    )
 
 
 @pytest.mark.django_db
@@ -119,7 +123,9 @@ def test_late_submit_is_accepted_while_the_pair_has_room(make_user: Any) -> None
 
 
 @pytest.mark.django_db
-def test_late_submit_on_a_full_pair_is_refused_and_changes_nothing(make_user: Any) -> None:
+def test_late_submit_on_a_full_pair_is_refused_and_changes_nothing(
+    make_user: Any,
+) -> None:
     campaign = CampaignFactory(overlap_k=1)
     (pair,) = make_pairs(campaign, 1)
     alice, bob = make_user(), make_user()
@@ -139,7 +145,9 @@ def test_choice_is_stored_against_completions_not_screen_sides(annotator: Any) -
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
     lease = comparison_lease_next(campaign=campaign, annotator=annotator)
-    pref = preference_record(lease_id=lease.pk, annotator=annotator, choice="left", strength=-2).preference
+    pref = preference_record(
+        lease_id=lease.pk, annotator=annotator, choice="left", strength=-2
+    ).preference
     assert pref.a_on_left == lease.a_on_left
     assert pref.choice == ("a" if lease.a_on_left else "b")
     # -2 on screen = left clearly better; stored sign points at A (-) or B (+).
@@ -172,7 +180,9 @@ def test_submit_for_someone_elses_lease_is_refused(make_user: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_lease_next_is_one_locking_statement_within_a_query_budget(annotator: Any, django_assert_max_num_queries: Any) -> None:
+def test_lease_next_is_one_locking_statement_within_a_query_budget(
+    annotator: Any, django_assert_max_num_queries: Any
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 50)
     with CaptureQueriesContext(connection) as ctx:
@@ -233,7 +243,9 @@ def test_concurrent_leases_respect_k_while_held(make_user: Any) -> None:
 
     def grab(i: int) -> int | None:
         try:
-            return comparison_lease_next(campaign=campaign, annotator=users[i]).comparison_id
+            return comparison_lease_next(
+                campaign=campaign, annotator=users[i]
+            ).comparison_id
         except NothingToLabel:
             return None
 
@@ -245,14 +257,19 @@ def test_concurrent_leases_respect_k_while_held(make_user: Any) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicate_submits_give_exactly_one_preference(annotator: Any) -> None:
+def test_concurrent_duplicate_submits_give_exactly_one_preference(
+    annotator: Any,
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
     lease = comparison_lease_next(campaign=campaign, annotator=annotator)
 
     def submit(i: int) -> bool:
         return preference_record(
-            lease_id=lease.pk, annotator=annotator, choice="left" if i % 2 else "right", client_request_id="r1"
+            lease_id=lease.pk,
+            annotator=annotator,
+            choice="left" if i % 2 else "right",
+            client_request_id="r1",
         ).created
 
     results = _run_threads(6, submit)

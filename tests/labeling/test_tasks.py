@@ -17,7 +17,9 @@ from tests.labeling.factories import CampaignFactory, make_pairs
 
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
-def test_lease_housekeeping_runs_on_a_real_worker(celery_workers: Any, annotator: Any) -> None:
+def test_lease_housekeeping_runs_on_a_real_worker(
+    celery_workers: Any, annotator: Any
+) -> None:
     campaign = CampaignFactory()
     (pair,) = make_pairs(campaign, 1)
     lease = comparison_lease_next(campaign=campaign, annotator=annotator)

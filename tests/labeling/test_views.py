@@ -24,14 +24,21 @@ def logged_in(annotator: Any) -> Client:
 def test_every_page_needs_login() -> None:
     campaign = CampaignFactory()
     client = Client()
-    for url in (reverse("labeling:campaign-list"), reverse("labeling:label-done", args=[campaign.pk])):
+    for url in (
+        reverse("labeling:campaign-list"),
+        reverse("labeling:label-done", args=[campaign.pk]),
+    ):
         response = client.get(url)
-        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+        assert response.status_code == 302 and response["Location"].startswith(
+            reverse("login")
+        )
     assert client.get(reverse("login")).status_code == 200
 
 
 @pytest.mark.django_db
-def test_plain_post_flow_labels_and_redirects_to_the_next_pair(logged_in: Client, annotator: Any) -> None:
+def test_plain_post_flow_labels_and_redirects_to_the_next_pair(
+    logged_in: Client, annotator: Any
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 2)
     start = logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
@@ -40,27 +47,41 @@ def test_plain_post_flow_labels_and_redirects_to_the_next_pair(logged_in: Client
     page = logged_in.get(start["Location"])
     assert page.status_code == 200 and b"Left is better" in page.content
     submit_url = reverse("labeling:lease-submit", args=[campaign.pk, lease.pk])
-    response = logged_in.post(submit_url, {"choice": "right", "client_request_id": "x1", "time_spent_ms": "1200"})
+    response = logged_in.post(
+        submit_url,
+        {"choice": "right", "client_request_id": "x1", "time_spent_ms": "1200"},
+    )
     assert response.status_code == 302
     pref = Preference.objects.get(annotator=annotator)
-    assert pref.choice == ("b" if lease.a_on_left else "a") and pref.time_spent_ms == 1200
+    assert (
+        pref.choice == ("b" if lease.a_on_left else "a") and pref.time_spent_ms == 1200
+    )
     assert Lease.objects.filter(annotator=annotator, status="active").count() == 1
 
 
 @pytest.mark.django_db
-def test_htmx_submit_returns_only_the_next_card_and_pushes_its_url(logged_in: Client, annotator: Any) -> None:
+def test_htmx_submit_returns_only_the_next_card_and_pushes_its_url(
+    logged_in: Client, annotator: Any
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 2)
     logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
     lease = Lease.objects.get(annotator=annotator)
     response = logged_in.post(
-        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]), {"choice": "tie"}, HTTP_HX_REQUEST="true"
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "tie"},
+        HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
     html = response.content.decode()
-    assert html.lstrip().startswith('<section id="comparison-card"') and "<html" not in html
+    assert (
+        html.lstrip().startswith('<section id="comparison-card"')
+        and "<html" not in html
+    )
     next_lease = Lease.objects.get(annotator=annotator, status="active")
-    assert response["HX-Push-Url"] == reverse("labeling:lease-detail", args=[campaign.pk, next_lease.pk])
+    assert response["HX-Push-Url"] == reverse(
+        "labeling:lease-detail", args=[campaign.pk, next_lease.pk]
+    )
 
 
 @pytest.mark.django_db
@@ -87,7 +108,9 @@ def test_submit_without_csrf_token_is_rejected(annotator: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_completion_html_is_escaped_and_markdown_rendered(logged_in: Client, annotator: Any) -> None:
+def test_completion_html_is_escaped_and_markdown_rendered(
+    logged_in: Client, annotator: Any
+) -> None:
     campaign = CampaignFactory()
     (pair,) = make_pairs(campaign, 1)
     Completion.objects.filter(pk=pair.completion_a_id).update(
@@ -101,23 +124,49 @@ def test_completion_html_is_escaped_and_markdown_rendered(logged_in: Client, ann
 
 
 @pytest.mark.django_db
-def test_another_annotators_lease_page_is_not_found(logged_in: Client, make_user: Any) -> None:
+def test_another_annotators_lease_page_is_not_found(
+    logged_in: Client, make_user: Any
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
     from labeling.services.queue import comparison_lease_next
 
     other = comparison_lease_next(campaign=campaign, annotator=make_user())
-    response = logged_in.get(reverse("labeling:lease-detail", args=[campaign.pk, other.pk]))
+    response = logged_in.get(
+        reverse("labeling:lease-detail", args=[campaign.pk, other.pk])
+    )
     assert response.status_code == 404
 
 
 @pytest.mark.django_db
-def test_missing_choice_is_explained_not_saved(logged_in: Client, annotator: Any) -> None:
+def test_missing_choice_is_explained_not_saved(
+    logged_in: Client, annotator: Any
+) -> None:
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
     logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
     lease = Lease.objects.get(annotator=annotator)
-    response = logged_in.post(reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]), {"choice": ""})
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]), {"choice": ""}
+    )
     assert response.status_code == 200
     assert b"Pick left, right, tie or both bad." in response.content
+    assert not Preference.objects.exists()
+
+
+@pytest.mark.django_db
+def test_htmx_invalid_submit_answers_400_with_the_card_explaining_why(logged_in: Client, annotator: Any) -> None:
+    """label.js swaps this 400 in (htmx skips error responses by default)."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    lease = Lease.objects.get(annotator=annotator)
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "left", "strength": "9"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    assert response.content.decode().lstrip().startswith('<section id="comparison-card"')
+    assert b"strength" in response.content
     assert not Preference.objects.exists()

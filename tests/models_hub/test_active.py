@@ -26,16 +26,33 @@ def test_a_coin_flip_gets_the_largest_boost() -> None:
 
 
 @pytest.fixture(scope="module")
-def reward_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reward_adapter_dir(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     from training.runners import run
 
     data = tmp_path_factory.mktemp("rm-data")
-    rows = [{"prompt": f"tell me about the {s} .", "chosen": f" the {s} answers kindly .",
-             "rejected": f" the {s} answers rudely ."} for s in ("cat", "river", "garden", "teacher")]
+    rows = [
+        {
+            "prompt": f"tell me about the {s} .",
+            "chosen": f" the {s} answers kindly .",
+            "rejected": f" the {s} answers rudely .",
+        }
+        for s in ("cat", "river", "garden", "teacher")
+    ]
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path_factory.mktemp("rm") / "adapter"
-    run("reward", {"base_model": str(tiny_model_dir), "max_steps": 3, "per_device_train_batch_size": 4,
-                   "max_length": 64}, data_dir=data, output_dir=out)
+    run(
+        "reward",
+        {
+            "base_model": str(tiny_model_dir),
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "max_length": 64,
+        },
+        data_dir=data,
+        output_dir=out,
+    )
     return out
 
 
@@ -48,15 +65,26 @@ def test_active_selection_boosts_uncertain_pairs_only_with_a_reward_champion(
     assert active_selection_run() == 0  # no reward champion yet: nothing changes
     base = BaseModelVersion.objects.create(name="tiny", source=str(tiny_model_dir))
     relative = Path("adapters") / f"rm-{campaign.pk}"
-    shutil.copytree(reward_adapter_dir, Path(settings.STORAGE_ROOT) / relative, dirs_exist_ok=True)
-    reward = adapter_register(campaign=campaign, base_model=base, method="reward", peft_type="lora",
-                              storage_path=str(relative), metrics={})
+    shutil.copytree(
+        reward_adapter_dir, Path(settings.STORAGE_ROOT) / relative, dirs_exist_ok=True
+    )
+    reward = adapter_register(
+        campaign=campaign,
+        base_model=base,
+        method="reward",
+        peft_type="lora",
+        storage_path=str(relative),
+        metrics={},
+    )
     adapter_promote(adapter=reward, actor=None)
 
     assert active_selection_run() == 6
     scored = {c.pk: c for c in Comparison.objects.filter(pk__in=[p.pk for p in pairs])}
     assert all(c.reward_uncertainty is not None for c in scored.values())
-    assert all(0 <= c.priority_boost <= settings.ARBITER_ACTIVE_SELECTION_MAX_BOOST for c in scored.values())
+    assert all(
+        0 <= c.priority_boost <= settings.ARBITER_ACTIVE_SELECTION_MAX_BOOST
+        for c in scored.values()
+    )
     top = max(scored.values(), key=lambda c: (c.priority_boost, -c.pk))
     lease = comparison_lease_next(campaign=campaign, annotator=make_user())
     assert lease.comparison_id == top.pk

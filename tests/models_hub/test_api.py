@@ -26,34 +26,55 @@ def setup(make_user: Any, api_client_for: Any) -> dict[str, Any]:
     (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 16)
     adapters = [
-        adapter_register(campaign=campaign, base_model=base, method="dpo", peft_type="lora",
-                         storage_path=str(folder.relative_to(settings.STORAGE_ROOT)), metrics={"eval_accuracy": 0.9})
+        adapter_register(
+            campaign=campaign,
+            base_model=base,
+            method="dpo",
+            peft_type="lora",
+            storage_path=str(folder.relative_to(settings.STORAGE_ROOT)),
+            metrics={"eval_accuracy": 0.9},
+        )
         for _ in range(2)
     ]
     return {
         "campaign": campaign,
         "adapters": adapters,
-        **{role: api_client_for(make_user(role)) for role in (ANNOTATOR, REVIEWER, ADMIN)},
+        **{
+            role: api_client_for(make_user(role))
+            for role in (ANNOTATOR, REVIEWER, ADMIN)
+        },
     }
 
 
 @pytest.mark.django_db
-def test_annotators_cannot_see_models_and_reviewers_cannot_change_them(setup: dict[str, Any]) -> None:
+def test_annotators_cannot_see_models_and_reviewers_cannot_change_them(
+    setup: dict[str, Any],
+) -> None:
     v1 = setup["adapters"][0]
     assert setup[ANNOTATOR].get(reverse("api-adapter-list")).status_code == 403
     assert setup[REVIEWER].get(reverse("api-adapter-list")).status_code == 200
-    assert setup[REVIEWER].post(reverse("api-adapter-promote", args=[v1.pk])).status_code == 403
+    assert (
+        setup[REVIEWER].post(reverse("api-adapter-promote", args=[v1.pk])).status_code
+        == 403
+    )
     assert Adapter.objects.get(pk=v1.pk).status == "candidate"
 
 
 @pytest.mark.django_db
 def test_promote_and_rollback_through_the_api(setup: dict[str, Any]) -> None:
     admin, (v1, v2) = setup[ADMIN], setup["adapters"]
-    assert admin.post(reverse("api-adapter-promote", args=[v1.pk])).json()["status"] == "champion"
+    assert (
+        admin.post(reverse("api-adapter-promote", args=[v1.pk])).json()["status"]
+        == "champion"
+    )
     assert admin.post(reverse("api-adapter-promote", args=[v2.pk])).status_code == 200
     again = admin.post(reverse("api-adapter-promote", args=[v2.pk]))
     assert again.status_code == 409 and "already the champion" in again.json()["detail"]
-    back = admin.post(reverse("api-champion-rollback", args=[setup["campaign"].pk]), {"reason": "worse"}, format="json")
+    back = admin.post(
+        reverse("api-champion-rollback", args=[setup["campaign"].pk]),
+        {"reason": "worse"},
+        format="json",
+    )
     assert back.status_code == 200 and back.json()["id"] == v1.pk
     events = setup[REVIEWER].get(reverse("api-adapter-events", args=[v1.pk])).json()
     assert [e["action"] for e in events][:2] == ["rolled_back", "promoted"]
@@ -65,25 +86,40 @@ def test_download_is_a_zip_of_the_peft_folder(setup: dict[str, Any]) -> None:
     response = setup[REVIEWER].get(reverse("api-adapter-download", args=[v1.pk]))
     assert response.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
-    assert sorted(archive.namelist()) == [f"{v1.name}/adapter_config.json", f"{v1.name}/adapter_model.safetensors"]
+    assert sorted(archive.namelist()) == [
+        f"{v1.name}/adapter_config.json",
+        f"{v1.name}/adapter_model.safetensors",
+    ]
 
 
 @pytest.mark.django_db
 def test_unknown_versions_and_adapters_are_404(setup: dict[str, Any]) -> None:
     reviewer = setup[REVIEWER]
     url = reverse("api-compare", args=[setup["campaign"].pk])
-    assert reviewer.get(url, {"left": "adapter:999999", "right": "base:1"}).status_code == 404
+    assert (
+        reviewer.get(url, {"left": "adapter:999999", "right": "base:1"}).status_code
+        == 404
+    )
     assert reviewer.get(url, {"left": "nonsense", "right": "x"}).status_code == 404
     assert reviewer.get(reverse("api-adapter-detail", args=[999999])).status_code == 404
-    assert reviewer.get(reverse("api-leaderboard", args=[setup["campaign"].pk])).json()["versions"] == []
+    assert (
+        reviewer.get(reverse("api-leaderboard", args=[setup["campaign"].pk])).json()[
+            "versions"
+        ]
+        == []
+    )
 
 
 @pytest.mark.django_db
 def test_registering_a_base_model_takes_any_id_or_folder(setup: dict[str, Any]) -> None:
     response = setup[ADMIN].post(
-        reverse("api-base-model-list"), {"name": "Qwen 0.5B", "source": "Qwen/Qwen2.5-0.5B-Instruct"}, format="json"
+        reverse("api-base-model-list"),
+        {"name": "Qwen 0.5B", "source": "Qwen/Qwen2.5-0.5B-Instruct"},
+        format="json",
     )
     assert response.status_code == 201
     assert BaseModelVersion.objects.filter(source="Qwen/Qwen2.5-0.5B-Instruct").exists()
-    names = [b["name"] for b in setup[REVIEWER].get(reverse("api-base-model-list")).json()]
+    names = [
+        b["name"] for b in setup[REVIEWER].get(reverse("api-base-model-list")).json()
+    ]
     assert "SmolLM2-135M-Instruct" in names

@@ -13,7 +13,11 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from models_hub.generation import AdapterGenerator, DecodingParams, get_generator  # noqa: E402
 
-PROMPTS = ["tell me about the cat .", "tell me about the river .", "tell me about the storm ."]
+PROMPTS = [
+    "tell me about the cat .",
+    "tell me about the river .",
+    "tell me about the storm .",
+]
 GREEDY = DecodingParams(max_new_tokens=8, do_sample=False, batch_size=2)
 
 
@@ -21,29 +25,54 @@ def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model,
+        LoraConfig(
+            r=4,
+            lora_alpha=32,
+            target_modules=["q_proj", "v_proj"],
+            init_lora_weights=False,
+        ),
     )
     peft_model.save_pretrained(out)
     return out
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def adapters(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return {f"a{i}": _random_adapter(tiny_model_dir, root / f"a{i}", seed=i) for i in range(3)}
+    return {
+        f"a{i}": _random_adapter(tiny_model_dir, root / f"a{i}", seed=i)
+        for i in range(3)
+    }
 
 
-def test_two_adapters_on_one_base_match_loading_each_alone(tiny_model_dir: Path, adapters: dict[str, Path]) -> None:
+def test_two_adapters_on_one_base_match_loading_each_alone(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
     shared = AdapterGenerator(str(tiny_model_dir))
-    together = {key: [t for t, _ in shared.generate(PROMPTS, adapter=(key, str(path)), params=GREEDY)]
-                for key, path in list(adapters.items())[:2]}
+    together = {
+        key: [
+            t
+            for t, _ in shared.generate(
+                PROMPTS, adapter=(key, str(path)), params=GREEDY
+            )
+        ]
+        for key, path in list(adapters.items())[:2]
+    }
     for key, path in list(adapters.items())[:2]:
         alone = AdapterGenerator(str(tiny_model_dir))
-        assert [t for t, _ in alone.generate(PROMPTS, adapter=(key, str(path)), params=GREEDY)] == together[key]
+        assert [
+            t
+            for t, _ in alone.generate(PROMPTS, adapter=(key, str(path)), params=GREEDY)
+        ] == together[key]
     assert together["a0"] != together["a1"]
 
 
-def test_switching_adapters_does_not_reload_the_base(tiny_model_dir: Path, adapters: dict[str, Path]) -> None:
+def test_switching_adapters_does_not_reload_the_base(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
     generator = AdapterGenerator(str(tiny_model_dir), max_adapters=2)
     loads = AdapterGenerator.base_loads
     for _ in range(2):
@@ -54,18 +83,30 @@ def test_switching_adapters_does_not_reload_the_base(tiny_model_dir: Path, adapt
     assert set(generator.model.peft_config) == {"a1", "a2"}
 
 
-def test_base_alone_is_version_zero_even_with_adapters_loaded(tiny_model_dir: Path, adapters: dict[str, Path]) -> None:
+def test_base_alone_is_version_zero_even_with_adapters_loaded(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
     fresh = AdapterGenerator(str(tiny_model_dir))
     plain = fresh.generate(PROMPTS, adapter=None, params=GREEDY)
     fresh.generate(PROMPTS, adapter=("a0", str(adapters["a0"])), params=GREEDY)
     again = fresh.generate(PROMPTS, adapter=None, params=GREEDY)
     assert [t for t, _ in plain] == [t for t, _ in again]
     record = again[0][1]
-    assert record["do_sample"] is False and record["max_new_tokens"] == 8 and "batch_seed" in record
+    assert (
+        record["do_sample"] is False
+        and record["max_new_tokens"] == 8
+        and "batch_seed" in record
+    )
 
 
 def test_sampling_is_reproducible_from_the_recorded_seed(tiny_model_dir: Path) -> None:
-    params = DecodingParams(max_new_tokens=8, temperature=1.0, top_p=1.0, seed=7, batch_size=4)
-    first = get_generator(str(tiny_model_dir)).generate(PROMPTS, adapter=None, params=params)
-    second = get_generator(str(tiny_model_dir)).generate(PROMPTS, adapter=None, params=params)
+    params = DecodingParams(
+        max_new_tokens=8, temperature=1.0, top_p=1.0, seed=7, batch_size=4
+    )
+    first = get_generator(str(tiny_model_dir)).generate(
+        PROMPTS, adapter=None, params=params
+    )
+    second = get_generator(str(tiny_model_dir)).generate(
+        PROMPTS, adapter=None, params=params
+    )
     assert first == second

@@ -31,31 +31,51 @@ def base(db: None) -> BaseModelVersion:
 
 
 def _adapter(campaign: Any, base: BaseModelVersion, method: str = "dpo") -> Adapter:
-    return adapter_register(campaign=campaign, base_model=base, method=method, peft_type="lora",
-                            storage_path=f"adapters/x-{method}", metrics={})
+    return adapter_register(
+        campaign=campaign,
+        base_model=base,
+        method=method,
+        peft_type="lora",
+        storage_path=f"adapters/x-{method}",
+        metrics={},
+    )
 
 
 @pytest.mark.django_db
-def test_versions_increase_per_campaign_and_role(campaign: Any, base: BaseModelVersion) -> None:
-    p1, p2, r1 = _adapter(campaign, base), _adapter(campaign, base), _adapter(campaign, base, "reward")
+def test_versions_increase_per_campaign_and_role(
+    campaign: Any, base: BaseModelVersion
+) -> None:
+    p1, p2, r1 = (
+        _adapter(campaign, base),
+        _adapter(campaign, base),
+        _adapter(campaign, base, "reward"),
+    )
     assert (p1.version, p2.version, r1.version) == (1, 2, 1)
     assert (p1.role, r1.role) == ("policy", "reward")
     assert AdapterEvent.objects.filter(action="registered").count() == 3
 
 
 @pytest.mark.django_db
-def test_promote_then_roll_back_restores_the_previous_champion_in_one_step(campaign: Any, base: BaseModelVersion, admin_user: Any) -> None:
+def test_promote_then_roll_back_restores_the_previous_champion_in_one_step(
+    campaign: Any, base: BaseModelVersion, admin_user: Any
+) -> None:
     v1, v2 = _adapter(campaign, base), _adapter(campaign, base)
     adapter_promote(adapter=v1, actor=admin_user)
     adapter_promote(adapter=v2, actor=admin_user)
     v1.refresh_from_db()
     assert v1.status == "candidate"
-    back = adapter_rollback(campaign=campaign, role="policy", actor=admin_user, reason="regression")
+    back = adapter_rollback(
+        campaign=campaign, role="policy", actor=admin_user, reason="regression"
+    )
     v2.refresh_from_db()
     assert back.pk == v1.pk and back.status == "champion" and v2.status == "retired"
     assert Adapter.objects.filter(campaign=campaign, status="champion").count() == 1
     event = AdapterEvent.objects.filter(action="rolled_back").get()
-    assert event.adapter_id == v1.pk and event.previous_champion_id == v2.pk and event.actor == admin_user
+    assert (
+        event.adapter_id == v1.pk
+        and event.previous_champion_id == v2.pk
+        and event.actor == admin_user
+    )
     with pytest.raises(Conflict, match="no earlier champion"):
         adapter_rollback(campaign=campaign, role="policy", actor=admin_user)
 
@@ -65,23 +85,53 @@ def test_one_champion_per_role(campaign: Any, base: BaseModelVersion) -> None:
     policy, reward = _adapter(campaign, base), _adapter(campaign, base, "reward")
     adapter_promote(adapter=policy, actor=None)
     adapter_promote(adapter=reward, actor=None)
-    assert set(Adapter.objects.filter(status="champion").values_list("role", flat=True)) == {"policy", "reward"}
+    assert set(
+        Adapter.objects.filter(status="champion").values_list("role", flat=True)
+    ) == {"policy", "reward"}
     with pytest.raises(Conflict, match="already the champion"):
         adapter_promote(adapter=policy, actor=None)
     with pytest.raises(Conflict, match="retiring the champion"):
         adapter_retire(adapter=policy, actor=None)
 
 
-def _human_labels(campaign: Any, winner: Adapter, loser: Adapter, *, wins: int, losses: int, make_user: Any) -> None:
+def _human_labels(
+    campaign: Any,
+    winner: Adapter,
+    loser: Adapter,
+    *,
+    wins: int,
+    losses: int,
+    make_user: Any,
+) -> None:
     for i in range(wins + losses):
         prompt = PromptFactory(campaign=campaign)
-        a = Completion.objects.create(prompt=prompt, text=f"w{i}", content_hash=f"w{i}", origin="model",
-                                      adapter=winner, base_model=winner.base_model, source_label="w")
-        b = Completion.objects.create(prompt=prompt, text=f"l{i}", content_hash=f"l{i}", origin="model",
-                                      adapter=loser, base_model=loser.base_model, source_label="l")
-        comparison = Comparison.objects.create(campaign=campaign, prompt=prompt, completion_a=a, completion_b=b)
-        Preference.objects.create(comparison=comparison, annotator=make_user(), a_on_left=True,
-                                  choice="a" if i < wins else "b")
+        a = Completion.objects.create(
+            prompt=prompt,
+            text=f"w{i}",
+            content_hash=f"w{i}",
+            origin="model",
+            adapter=winner,
+            base_model=winner.base_model,
+            source_label="w",
+        )
+        b = Completion.objects.create(
+            prompt=prompt,
+            text=f"l{i}",
+            content_hash=f"l{i}",
+            origin="model",
+            adapter=loser,
+            base_model=loser.base_model,
+            source_label="l",
+        )
+        comparison = Comparison.objects.create(
+            campaign=campaign, prompt=prompt, completion_a=a, completion_b=b
+        )
+        Preference.objects.create(
+            comparison=comparison,
+            annotator=make_user(),
+            a_on_left=True,
+            choice="a" if i < wins else "b",
+        )
 
 
 @pytest.mark.django_db
@@ -104,14 +154,21 @@ def test_promotion_gate_needs_a_significant_win_or_a_recorded_override(
 
 
 @pytest.mark.django_db
-def test_promotion_gate_passes_a_clear_winner(campaign: Any, base: BaseModelVersion, make_user: Any) -> None:
+def test_promotion_gate_passes_a_clear_winner(
+    campaign: Any, base: BaseModelVersion, make_user: Any
+) -> None:
     settings_row = generation_settings_for(campaign)
     settings_row.require_significant_win = True
     settings_row.save()
     champion, candidate = _adapter(campaign, base), _adapter(campaign, base)
     adapter_promote(adapter=champion, actor=None)
-    _human_labels(campaign, candidate, champion, wins=40, losses=10, make_user=make_user)
+    _human_labels(
+        campaign, candidate, champion, wins=40, losses=10, make_user=make_user
+    )
     adapter_promote(adapter=candidate, actor=None)
     candidate.refresh_from_db()
     assert candidate.status == "champion"
-    assert AdapterEvent.objects.get(adapter=candidate, action="promoted").evidence["lower"] > 0.5
+    assert (
+        AdapterEvent.objects.get(adapter=candidate, action="promoted").evidence["lower"]
+        > 0.5
+    )

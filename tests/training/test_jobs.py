@@ -16,8 +16,17 @@ from django.utils import timezone
 from core.roles import ADMIN, REVIEWER
 from models_hub.models import Adapter
 from tests.training.conftest import labeled_campaign
-from training.exceptions import InvalidTrainingConfig, JobNotCancellable, PipelineAlreadyRunning
-from training.models import TrainingJob, TrainingMetric, TrainingPipeline, TrainingPolicy
+from training.exceptions import (
+    InvalidTrainingConfig,
+    JobNotCancellable,
+    PipelineAlreadyRunning,
+)
+from training.models import (
+    TrainingJob,
+    TrainingMetric,
+    TrainingPipeline,
+    TrainingPolicy,
+)
 from training.services.jobs import (
     pipeline_launch,
     training_config_validate,
@@ -27,7 +36,12 @@ from training.services.jobs import (
 )
 from training.services.scheduler import scheduler_tick
 
-FAST = {"max_steps": 6, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
+FAST = {
+    "max_steps": 6,
+    "per_device_train_batch_size": 4,
+    "logging_steps": 1,
+    "max_length": 64,
+}
 
 
 def _wait(job: TrainingJob, predicate: Any, timeout: float = 120) -> TrainingJob:
@@ -47,13 +61,19 @@ def test_config_errors_name_the_field() -> None:
         training_config_validate(method="dpo", overrides={"colour": 1})
     with pytest.raises(InvalidTrainingConfig, match="base_model"):
         training_config_validate(method="dpo", overrides={"base_model": "/etc"})
-    assert training_config_validate(method="reward", overrides={})["learning_rate"] > 1e-5
+    assert (
+        training_config_validate(method="reward", overrides={})["learning_rate"] > 1e-5
+    )
 
 
 @pytest.mark.django_db
-def test_cancelling_a_queued_job_is_immediate_and_final(make_user: Any, tiny_base: Any) -> None:
+def test_cancelling_a_queued_job_is_immediate_and_final(
+    make_user: Any, tiny_base: Any
+) -> None:
     campaign = labeled_campaign(make_user, pairs=8)
-    job = training_job_launch(campaign=campaign, method="dpo", created_by=None, config=FAST)
+    job = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, config=FAST
+    )
     job = training_job_cancel(job=job)
     assert job.status == TrainingJob.Status.CANCELLED
     with pytest.raises(JobNotCancellable):
@@ -64,19 +84,31 @@ def test_cancelling_a_queued_job_is_immediate_and_final(make_user: Any, tiny_bas
 def test_rl_methods_need_a_reward_model(make_user: Any, tiny_base: Any) -> None:
     campaign = labeled_campaign(make_user, pairs=8)
     with pytest.raises(Exception, match="needs a reward model"):
-        training_job_launch(campaign=campaign, method="rloo", created_by=None, config={})
+        training_job_launch(
+            campaign=campaign, method="rloo", created_by=None, config={}
+        )
     assert not TrainingJob.objects.exists()
 
 
 @pytest.mark.django_db
-def test_sweeper_fails_jobs_with_a_stale_heartbeat(make_user: Any, tiny_base: Any) -> None:
+def test_sweeper_fails_jobs_with_a_stale_heartbeat(
+    make_user: Any, tiny_base: Any
+) -> None:
     campaign = labeled_campaign(make_user, pairs=8)
-    job = training_job_launch(campaign=campaign, method="dpo", created_by=None, config=FAST)
-    TrainingJob.objects.filter(pk=job.pk).update(
-        status="running", heartbeat_at=timezone.now() - timezone.timedelta(minutes=10), worker="gone:1"
+    job = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, config=FAST
     )
-    fresh = training_job_launch(campaign=campaign, method="dpo", created_by=None, config=FAST)
-    TrainingJob.objects.filter(pk=fresh.pk).update(status="running", heartbeat_at=timezone.now())
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="running",
+        heartbeat_at=timezone.now() - timezone.timedelta(minutes=10),
+        worker="gone:1",
+    )
+    fresh = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, config=FAST
+    )
+    TrainingJob.objects.filter(pk=fresh.pk).update(
+        status="running", heartbeat_at=timezone.now()
+    )
     assert training_job_sweep_stale(timeout_seconds=60) == 1
     job.refresh_from_db()
     fresh.refresh_from_db()
@@ -85,10 +117,16 @@ def test_sweeper_fails_jobs_with_a_stale_heartbeat(make_user: Any, tiny_base: An
 
 
 @pytest.mark.django_db
-def test_scheduler_launches_exactly_once_at_its_threshold(make_user: Any, tiny_base: Any) -> None:
+def test_scheduler_launches_exactly_once_at_its_threshold(
+    make_user: Any, tiny_base: Any
+) -> None:
     campaign = labeled_campaign(make_user, pairs=10)
     policy = TrainingPolicy.objects.create(
-        campaign=campaign, enabled=True, pipeline="dpo", min_new_preferences=11, min_interval_minutes=0
+        campaign=campaign,
+        enabled=True,
+        pipeline="dpo",
+        min_new_preferences=11,
+        min_interval_minutes=0,
     )
     assert scheduler_tick() == 0  # 10 labels < 11
     policy.min_new_preferences = 10
@@ -104,9 +142,14 @@ def test_scheduler_launches_exactly_once_at_its_threshold(make_user: Any, tiny_b
 
 
 @pytest.mark.django_db
-def test_training_api_roles_and_validation(make_user: Any, api_client_for: Any, tiny_base: Any) -> None:
+def test_training_api_roles_and_validation(
+    make_user: Any, api_client_for: Any, tiny_base: Any
+) -> None:
     campaign = labeled_campaign(make_user, pairs=8)
-    reviewer, admin = api_client_for(make_user(REVIEWER)), api_client_for(make_user(ADMIN))
+    reviewer, admin = (
+        api_client_for(make_user(REVIEWER)),
+        api_client_for(make_user(ADMIN)),
+    )
     url = reverse("api-training-job-list")
     body = {"campaign": campaign.pk, "method": "dpo", "config": FAST}
     assert reviewer.post(url, body, format="json").status_code == 403
@@ -125,15 +168,22 @@ def test_job_trains_on_a_real_worker_and_registers_its_adapter(
     campaign = labeled_campaign(make_user, pairs=16)
     admin = api_client_for(make_user(ADMIN))
     response = admin.post(
-        reverse("api-training-job-list"), {"campaign": campaign.pk, "method": "dpo", "config": FAST}, format="json"
+        reverse("api-training-job-list"),
+        {"campaign": campaign.pk, "method": "dpo", "config": FAST},
+        format="json",
     )
     assert response.status_code == 201, response.content
-    job = _wait(TrainingJob.objects.get(pk=response.json()["id"]), lambda j: j.status not in ("queued", "running"))
+    job = _wait(
+        TrainingJob.objects.get(pk=response.json()["id"]),
+        lambda j: j.status not in ("queued", "running"),
+    )
     assert job.status == "succeeded", job.error
     adapter = job.adapter
     assert adapter is not None and adapter.role == "policy" and adapter.version == 1
     folder = Path(settings.STORAGE_ROOT) / adapter.storage_path
-    assert (folder / "adapter_config.json").exists() and (folder / "adapter_model.safetensors").exists()
+    assert (folder / "adapter_config.json").exists() and (
+        folder / "adapter_model.safetensors"
+    ).exists()
     assert job.progress_step == job.progress_total == 6
     assert TrainingMetric.objects.filter(job=job, name="loss").exists()
     detail = admin.get(reverse("api-training-job-detail", args=[job.pk])).json()
@@ -147,7 +197,12 @@ def test_cancel_stops_a_running_job_within_a_step_and_leaves_nothing(
     celery_workers: Any, make_user: Any, tiny_base: Any
 ) -> None:
     campaign = labeled_campaign(make_user, pairs=16)
-    job = training_job_launch(campaign=campaign, method="dpo", created_by=None, config={**FAST, "max_steps": 5000})
+    job = training_job_launch(
+        campaign=campaign,
+        method="dpo",
+        created_by=None,
+        config={**FAST, "max_steps": 5000},
+    )
     job = _wait(job, lambda j: j.status == "running" and j.progress_step >= 2)
     training_job_cancel(job=job)
     job = _wait(job, lambda j: j.status != "running", timeout=30)
@@ -163,7 +218,12 @@ def test_worker_killed_mid_run_leaves_a_failed_job_and_no_adapter(
     celery_workers: Any, make_user: Any, tiny_base: Any
 ) -> None:
     campaign = labeled_campaign(make_user, pairs=16)
-    job = training_job_launch(campaign=campaign, method="dpo", created_by=None, config={**FAST, "max_steps": 5000})
+    job = training_job_launch(
+        campaign=campaign,
+        method="dpo",
+        created_by=None,
+        config={**FAST, "max_steps": 5000},
+    )
     job = _wait(job, lambda j: j.status == "running" and j.progress_step >= 2)
     pid = int(job.worker.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
@@ -182,13 +242,23 @@ def test_worker_killed_mid_run_leaves_a_failed_job_and_no_adapter(
 
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
-def test_reward_then_rloo_pipeline_chains_on_the_worker(celery_workers: Any, make_user: Any, tiny_base: Any) -> None:
+def test_reward_then_rloo_pipeline_chains_on_the_worker(
+    celery_workers: Any, make_user: Any, tiny_base: Any
+) -> None:
     campaign = labeled_campaign(make_user, pairs=16)
-    small = {"max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
+    small = {
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "max_length": 64,
+    }
     pipeline = pipeline_launch(
         campaign=campaign,
         kind="reward_rloo",
-        config_overrides={"reward": small, "rloo": {**small, "num_generations": 2, "max_completion_length": 8}},
+        config_overrides={
+            "reward": small,
+            "rloo": {**small, "num_generations": 2, "max_completion_length": 8},
+        },
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

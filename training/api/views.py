@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_serializer, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,7 +13,12 @@ from core.permissions import IsAdmin, IsReviewer
 from labeling.selectors import campaign_get_for_user
 from models_hub.models import Adapter, BaseModelVersion
 from training import selectors
-from training.models import METHOD_CHOICES, DatasetSnapshot, TrainingJob, TrainingPipeline
+from training.models import (
+    METHOD_CHOICES,
+    DatasetSnapshot,
+    TrainingJob,
+    TrainingPipeline,
+)
 from training.services import jobs as job_services
 from training.services.snapshots import dataset_snapshot_create
 
@@ -25,10 +30,29 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingJob
         fields = [
-            "id", "campaign", "method", "base_model", "snapshot", "pipeline", "reward_adapter", "config",
-            "status", "cancel_requested", "progress_step", "progress_total", "progress_percent", "eta_seconds",
-            "heartbeat_at", "worker", "started_at", "finished_at", "error", "log_tail", "final_metrics",
-            "adapter_id", "created_at",
+            "id",
+            "campaign",
+            "method",
+            "base_model",
+            "snapshot",
+            "pipeline",
+            "reward_adapter",
+            "config",
+            "status",
+            "cancel_requested",
+            "progress_step",
+            "progress_total",
+            "progress_percent",
+            "eta_seconds",
+            "heartbeat_at",
+            "worker",
+            "started_at",
+            "finished_at",
+            "error",
+            "log_tail",
+            "final_metrics",
+            "adapter_id",
+            "created_at",
         ]
 
 
@@ -41,25 +65,41 @@ class TrainingJobListApi(APIView):
     class InputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()
         method = serializers.ChoiceField(choices=METHOD_CHOICES)
-        base_model = serializers.PrimaryKeyRelatedField(queryset=BaseModelVersion.objects.all(), required=False)
-        snapshot = serializers.PrimaryKeyRelatedField(queryset=DatasetSnapshot.objects.all(), required=False)
-        reward_adapter = serializers.PrimaryKeyRelatedField(queryset=Adapter.objects.all(), required=False)
-        config = serializers.DictField(required=False, help_text="Overrides of the method's defaults.")
+        base_model = serializers.PrimaryKeyRelatedField(
+            queryset=BaseModelVersion.objects.all(), required=False
+        )
+        snapshot = serializers.PrimaryKeyRelatedField(
+            queryset=DatasetSnapshot.objects.all(), required=False
+        )
+        reward_adapter = serializers.PrimaryKeyRelatedField(
+            queryset=Adapter.objects.all(), required=False
+        )
+        config = serializers.DictField(
+            required=False, help_text="Overrides of the method's defaults."
+        )
 
     @extend_schema(responses=TrainingJobOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         campaign = request.query_params.get("campaign")
-        jobs = selectors.training_job_list(campaign_id=int(campaign) if campaign and campaign.isdigit() else None)
+        jobs = selectors.training_job_list(
+            campaign_id=int(campaign) if campaign and campaign.isdigit() else None
+        )
         return Response(TrainingJobOutputSerializer(jobs[:200], many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: TrainingJobOutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: TrainingJobOutputSerializer}
+    )
     def post(self, request: Request) -> Response:
         if not IsAdmin().has_permission(request, self):
-            return Response({"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN)
+            return Response(
+                {"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN
+            )
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data: dict[str, Any] = serializer.validated_data
-        campaign = campaign_get_for_user(user=request.user, campaign_id=data["campaign"])
+        campaign = campaign_get_for_user(
+            user=request.user, campaign_id=data["campaign"]
+        )
         job = job_services.training_job_launch(
             campaign=campaign,
             method=data["method"],
@@ -69,7 +109,9 @@ class TrainingJobListApi(APIView):
             snapshot=data.get("snapshot"),
             reward_adapter=data.get("reward_adapter"),
         )
-        return Response(TrainingJobOutputSerializer(job).data, status=status.HTTP_201_CREATED)
+        return Response(
+            TrainingJobOutputSerializer(job).data, status=status.HTTP_201_CREATED
+        )
 
 
 class TrainingJobDetailApi(APIView):
@@ -77,7 +119,9 @@ class TrainingJobDetailApi(APIView):
 
     @extend_schema(responses=TrainingJobOutputSerializer)
     def get(self, request: Request, job_id: int) -> Response:
-        return Response(TrainingJobOutputSerializer(selectors.training_job_get(job_id=job_id)).data)
+        return Response(
+            TrainingJobOutputSerializer(selectors.training_job_get(job_id=job_id)).data
+        )
 
 
 class TrainingJobCancelApi(APIView):
@@ -85,8 +129,12 @@ class TrainingJobCancelApi(APIView):
 
     @extend_schema(request=None, responses=TrainingJobOutputSerializer)
     def post(self, request: Request, job_id: int) -> Response:
-        job = job_services.training_job_cancel(job=selectors.training_job_get(job_id=job_id))
-        return Response(TrainingJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        job = job_services.training_job_cancel(
+            job=selectors.training_job_get(job_id=job_id)
+        )
+        return Response(
+            TrainingJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class TrainingJobMetricsApi(APIView):
@@ -96,7 +144,12 @@ class TrainingJobMetricsApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         job = selectors.training_job_get(job_id=job_id)
         series = selectors.training_job_metric_series(job=job)
-        return Response({name: [{"step": s, "value": v} for s, v in pts] for name, pts in series.items()})
+        return Response(
+            {
+                name: [{"step": s, "value": v} for s, v in pts]
+                for name, pts in series.items()
+            }
+        )
 
 
 class TrainingConfigDefaultsApi(APIView):
@@ -105,14 +158,26 @@ class TrainingConfigDefaultsApi(APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, method: str) -> Response:
         if method not in dict(METHOD_CHOICES):
-            return Response({"detail": f"Unknown method {method!r}."}, status=status.HTTP_404_NOT_FOUND)
+            return Response(
+                {"detail": f"Unknown method {method!r}."},
+                status=status.HTTP_404_NOT_FOUND,
+            )
         return Response(job_services.training_config_fields(method))
 
 
 class SnapshotOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = DatasetSnapshot
-        fields = ["id", "campaign", "tie_policy", "filters", "last_preference_id", "counts", "content_hash", "created_at"]
+        fields = [
+            "id",
+            "campaign",
+            "tie_policy",
+            "filters",
+            "last_preference_id",
+            "counts",
+            "content_hash",
+            "created_at",
+        ]
 
 
 class DatasetSnapshotListApi(APIView):
@@ -121,23 +186,36 @@ class DatasetSnapshotListApi(APIView):
     @extend_schema_serializer(component_name="DatasetSnapshotListInput")
     class InputSerializer(serializers.Serializer):
         campaign = serializers.IntegerField()
-        tie_policy = serializers.ChoiceField(choices=["skip", "both_orders"], default="skip")
+        tie_policy = serializers.ChoiceField(
+            choices=["skip", "both_orders"], default="skip"
+        )
         filters = serializers.DictField(required=False)
 
     @extend_schema(responses=SnapshotOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return Response(SnapshotOutputSerializer(DatasetSnapshot.objects.all()[:200], many=True).data)
+        return Response(
+            SnapshotOutputSerializer(
+                DatasetSnapshot.objects.all()[:200], many=True
+            ).data
+        )
 
     @extend_schema(request=InputSerializer, responses={201: SnapshotOutputSerializer})
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        campaign = campaign_get_for_user(user=request.user, campaign_id=data["campaign"])
-        snapshot = dataset_snapshot_create(
-            campaign=campaign, created_by=request.user, tie_policy=data["tie_policy"], filters=data.get("filters", {})
+        campaign = campaign_get_for_user(
+            user=request.user, campaign_id=data["campaign"]
         )
-        return Response(SnapshotOutputSerializer(snapshot).data, status=status.HTTP_201_CREATED)
+        snapshot = dataset_snapshot_create(
+            campaign=campaign,
+            created_by=request.user,
+            tie_policy=data["tie_policy"],
+            filters=data.get("filters", {}),
+        )
+        return Response(
+            SnapshotOutputSerializer(snapshot).data, status=status.HTTP_201_CREATED
+        )
 
 
 class TrainingPipelineLaunchApi(APIView):
@@ -154,10 +232,21 @@ class TrainingPipelineLaunchApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        campaign = campaign_get_for_user(user=request.user, campaign_id=data["campaign"])
+        campaign = campaign_get_for_user(
+            user=request.user, campaign_id=data["campaign"]
+        )
         pipeline = job_services.pipeline_launch(
-            campaign=campaign, kind=data["kind"], created_by=request.user,
+            campaign=campaign,
+            kind=data["kind"],
+            created_by=request.user,
             config_overrides=data.get("config_overrides", {}),
         )
-        return Response({"id": pipeline.pk, "kind": pipeline.kind, "status": pipeline.status,
-                         "jobs": list(pipeline.jobs.values_list("pk", flat=True))}, status=status.HTTP_201_CREATED)
+        return Response(
+            {
+                "id": pipeline.pk,
+                "kind": pipeline.kind,
+                "status": pipeline.status,
+                "jobs": list(pipeline.jobs.values_list("pk", flat=True)),
+            },
+            status=status.HTTP_201_CREATED,
+        )

@@ -7,122 +7,425 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0002_initial'),
-        ('models_hub', '0001_initial'),
+        ("labeling", "0002_initial"),
+        ("models_hub", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DatasetSnapshot',
+            name="DatasetSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('tie_policy', models.CharField(default='skip', help_text='skip or both_orders.', max_length=16)),
-                ('filters', models.JSONField(blank=True, default=dict, help_text='e.g. {"exclude_annotator_ids": [3], "min_abs_strength": 1}.')),
-                ('last_preference_id', models.BigIntegerField(default=0, help_text="Highest preference id included; later labels are 'new'.")),
-                ('counts', models.JSONField(default=dict, help_text='Rows per file and split.')),
-                ('content_hash', models.CharField(help_text='SHA-256 over the written files.', max_length=64)),
-                ('storage_path', models.CharField(help_text='Folder relative to the storage root.', max_length=500)),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='snapshots', to='labeling.campaign')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "tie_policy",
+                    models.CharField(
+                        default="skip", help_text="skip or both_orders.", max_length=16
+                    ),
+                ),
+                (
+                    "filters",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='e.g. {"exclude_annotator_ids": [3], "min_abs_strength": 1}.',
+                    ),
+                ),
+                (
+                    "last_preference_id",
+                    models.BigIntegerField(
+                        default=0,
+                        help_text="Highest preference id included; later labels are 'new'.",
+                    ),
+                ),
+                (
+                    "counts",
+                    models.JSONField(
+                        default=dict, help_text="Rows per file and split."
+                    ),
+                ),
+                (
+                    "content_hash",
+                    models.CharField(
+                        help_text="SHA-256 over the written files.", max_length=64
+                    ),
+                ),
+                (
+                    "storage_path",
+                    models.CharField(
+                        help_text="Folder relative to the storage root.", max_length=500
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="snapshots",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingPipeline',
+            name="TrainingPipeline",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('kind', models.CharField(choices=[('dpo', 'DPO'), ('reward_ppo', 'reward model → PPO'), ('reward_rloo', 'reward model → RLOO'), ('sft', 'SFT')], max_length=16)),
-                ('status', models.CharField(choices=[('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='running', max_length=16)),
-                ('config_overrides', models.JSONField(blank=True, default=dict)),
-                ('triggered_by', models.CharField(default='manual', help_text='manual or scheduler.', max_length=32)),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='pipelines', to='labeling.campaign')),
-                ('snapshot', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='pipelines', to='training.datasetsnapshot')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("dpo", "DPO"),
+                            ("reward_ppo", "reward model → PPO"),
+                            ("reward_rloo", "reward model → RLOO"),
+                            ("sft", "SFT"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("config_overrides", models.JSONField(blank=True, default=dict)),
+                (
+                    "triggered_by",
+                    models.CharField(
+                        default="manual",
+                        help_text="manual or scheduler.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="pipelines",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "snapshot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="pipelines",
+                        to="training.datasetsnapshot",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='TrainingJob',
+            name="TrainingJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('method', models.CharField(choices=[('sft', 'SFT'), ('reward', 'Reward model'), ('dpo', 'DPO'), ('ppo', 'PPO'), ('rloo', 'RLOO')], max_length=16)),
-                ('config', models.JSONField(default=dict, help_text='Validated runner config (training.runners.config).')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='queued', max_length=16)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('progress_step', models.PositiveIntegerField(default=0)),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('eta_seconds', models.PositiveIntegerField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('worker', models.CharField(blank=True, help_text='host:pid of the process running it.', max_length=200)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('log_tail', models.TextField(blank=True)),
-                ('final_metrics', models.JSONField(blank=True, default=dict)),
-                ('adapter', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='job', to='models_hub.adapter')),
-                ('base_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='models_hub.basemodelversion')),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_jobs', to='labeling.campaign')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('parent_adapter', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_hub.adapter')),
-                ('reward_adapter', models.ForeignKey(blank=True, help_text='The reward model that PPO/RLOO optimise against.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='models_hub.adapter')),
-                ('snapshot', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='jobs', to='training.datasetsnapshot')),
-                ('pipeline', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='training.trainingpipeline')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[
+                            ("sft", "SFT"),
+                            ("reward", "Reward model"),
+                            ("dpo", "DPO"),
+                            ("ppo", "PPO"),
+                            ("rloo", "RLOO"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "config",
+                    models.JSONField(
+                        default=dict,
+                        help_text="Validated runner config (training.runners.config).",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("progress_step", models.PositiveIntegerField(default=0)),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                ("eta_seconds", models.PositiveIntegerField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "worker",
+                    models.CharField(
+                        blank=True,
+                        help_text="host:pid of the process running it.",
+                        max_length=200,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("log_tail", models.TextField(blank=True)),
+                ("final_metrics", models.JSONField(blank=True, default=dict)),
+                (
+                    "adapter",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="job",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="models_hub.basemodelversion",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="training_jobs",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "parent_adapter",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "reward_adapter",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The reward model that PPO/RLOO optimise against.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "snapshot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="jobs",
+                        to="training.datasetsnapshot",
+                    ),
+                ),
+                (
+                    "pipeline",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="jobs",
+                        to="training.trainingpipeline",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingPolicy',
+            name="TrainingPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('enabled', models.BooleanField(default=False)),
-                ('pipeline', models.CharField(choices=[('dpo', 'DPO'), ('reward_ppo', 'reward model → PPO'), ('reward_rloo', 'reward model → RLOO'), ('sft', 'SFT')], default='dpo', max_length=16)),
-                ('min_new_preferences', models.PositiveIntegerField(default=200, help_text='New labels since the last snapshot.', validators=[django.core.validators.MinValueValidator(1)])),
-                ('min_interval_minutes', models.PositiveIntegerField(default=60, help_text='At least this long between two scheduled pipelines.')),
-                ('config_overrides', models.JSONField(blank=True, default=dict, help_text='Per method: {"dpo": {"learning_rate": 5e-4}, "reward": {...}}.')),
-                ('tie_policy', models.CharField(default='skip', max_length=16)),
-                ('last_triggered_at', models.DateTimeField(blank=True, null=True)),
-                ('base_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='models_hub.basemodelversion')),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='training_policy', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("enabled", models.BooleanField(default=False)),
+                (
+                    "pipeline",
+                    models.CharField(
+                        choices=[
+                            ("dpo", "DPO"),
+                            ("reward_ppo", "reward model → PPO"),
+                            ("reward_rloo", "reward model → RLOO"),
+                            ("sft", "SFT"),
+                        ],
+                        default="dpo",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "min_new_preferences",
+                    models.PositiveIntegerField(
+                        default=200,
+                        help_text="New labels since the last snapshot.",
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "min_interval_minutes",
+                    models.PositiveIntegerField(
+                        default=60,
+                        help_text="At least this long between two scheduled pipelines.",
+                    ),
+                ),
+                (
+                    "config_overrides",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Per method: {"dpo": {"learning_rate": 5e-4}, "reward": {...}}.',
+                    ),
+                ),
+                ("tie_policy", models.CharField(default="skip", max_length=16)),
+                ("last_triggered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="models_hub.basemodelversion",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="training_policy",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'training policies',
+                "verbose_name_plural": "training policies",
             },
         ),
         migrations.CreateModel(
-            name='TrainingMetric',
+            name="TrainingMetric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step', models.PositiveIntegerField()),
-                ('name', models.CharField(max_length=100)),
-                ('value', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='metrics', to='training.trainingjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("step", models.PositiveIntegerField()),
+                ("name", models.CharField(max_length=100)),
+                ("value", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="metrics",
+                        to="training.trainingjob",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['job', 'name', 'step'], name='training_metric_series_idx')],
+                "indexes": [
+                    models.Index(
+                        fields=["job", "name", "step"],
+                        name="training_metric_series_idx",
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='trainingpipeline',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'running')), fields=('campaign',), name='training_one_running_pipeline'),
+            model_name="trainingpipeline",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "running")),
+                fields=("campaign",),
+                name="training_one_running_pipeline",
+            ),
         ),
         migrations.AddIndex(
-            model_name='trainingjob',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='training_job_status_idx'),
+            model_name="trainingjob",
+            index=models.Index(
+                fields=["status", "heartbeat_at"], name="training_job_status_idx"
+            ),
         ),
     ]

@@ -24,7 +24,11 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from models_hub.services.generation import generation_round_enqueue
-from models_hub.services.registry import adapter_path, adapter_register, base_model_local_path
+from models_hub.services.registry import (
+    adapter_path,
+    adapter_register,
+    base_model_local_path,
+)
 from training.models import TrainingJob, TrainingMetric
 from training.services.jobs import pipeline_job_finished
 from training.services.snapshots import snapshot_data_dir
@@ -47,13 +51,17 @@ class JobReporter:
         self._last_poll = 0.0
         self._cancel = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{job_id}", daemon=True
+        )
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                TrainingJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+                TrainingJob.objects.filter(pk=self.job_id).update(
+                    heartbeat_at=timezone.now()
+                )
             finally:
                 connection.close()
 
@@ -66,29 +74,46 @@ class JobReporter:
         if kind == "progress":
             step, total = int(payload.get("step", 0)), int(payload.get("total", 0))
             elapsed = time.monotonic() - self.started
-            eta = int(elapsed / step * (total - step)) if step and total >= step else None
+            eta = (
+                int(elapsed / step * (total - step)) if step and total >= step else None
+            )
             TrainingJob.objects.filter(pk=self.job_id).update(
-                progress_step=step, progress_total=total, eta_seconds=eta, heartbeat_at=now
+                progress_step=step,
+                progress_total=total,
+                eta_seconds=eta,
+                heartbeat_at=now,
             )
         elif kind == "metrics":
             step = int(payload.get("step", 0))
             metrics = payload.get("metrics", {})
             TrainingMetric.objects.bulk_create(
-                [TrainingMetric(job_id=self.job_id, step=step, name=name, value=float(value)) for name, value in metrics.items()]
+                [
+                    TrainingMetric(
+                        job_id=self.job_id, step=step, name=name, value=float(value)
+                    )
+                    for name, value in metrics.items()
+                ]
             )
-            self._log(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            self._log(
+                f"step {step}: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+            )
         elif kind == "status":
             self._log(f"{payload.get('phase', '')}")
 
     def _log(self, line: str) -> None:
         self.log.append(f"{timezone.now():%H:%M:%S} {line}")
-        TrainingJob.objects.filter(pk=self.job_id).update(log_tail="\n".join(self.log), heartbeat_at=timezone.now())
+        TrainingJob.objects.filter(pk=self.job_id).update(
+            log_tail="\n".join(self.log), heartbeat_at=timezone.now()
+        )
 
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self._cancel and now - self._last_poll >= CANCEL_POLL_SECONDS:
             self._last_poll = now
-            self._cancel = TrainingJob.objects.filter(pk=self.job_id, cancel_requested=True).exists()
+            self._cancel = TrainingJob.objects.filter(
+                pk=self.job_id, cancel_requested=True
+            ).exists()
         return self._cancel
 
 
@@ -98,17 +123,33 @@ def _claim(job_id: int) -> TrainingJob | None:
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status != TrainingJob.Status.QUEUED:
-            logger.info("training.job.skip job=%s status=%s", job_id, job and job.status)
+            logger.info(
+                "training.job.skip job=%s status=%s", job_id, job and job.status
+            )
             return None
         now = timezone.now()
         job.status = TrainingJob.Status.RUNNING
         job.started_at = job.heartbeat_at = now
         job.worker = f"{socket.gethostname()}:{os.getpid()}"
-        job.save(update_fields=["status", "started_at", "heartbeat_at", "worker", "updated_at"])
+        job.save(
+            update_fields=[
+                "status",
+                "started_at",
+                "heartbeat_at",
+                "worker",
+                "updated_at",
+            ]
+        )
         return job
 
 
-def _finish(job: TrainingJob, status: str, *, error: str = "", metrics: dict[str, float] | None = None) -> None:
+def _finish(
+    job: TrainingJob,
+    status: str,
+    *,
+    error: str = "",
+    metrics: dict[str, float] | None = None,
+) -> None:
     with transaction.atomic():
         locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != TrainingJob.Status.RUNNING:
@@ -117,7 +158,15 @@ def _finish(job: TrainingJob, status: str, *, error: str = "", metrics: dict[str
         locked.error = error[-5000:]
         locked.finished_at = timezone.now()
         locked.final_metrics = metrics or {}
-        locked.save(update_fields=["status", "error", "finished_at", "final_metrics", "updated_at"])
+        locked.save(
+            update_fields=[
+                "status",
+                "error",
+                "finished_at",
+                "final_metrics",
+                "updated_at",
+            ]
+        )
         pipeline_job_finished(job=locked)
 
 
@@ -169,14 +218,20 @@ def training_job_execute(*, job_id: int) -> None:
 
 def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
     storage = Path(settings.STORAGE_ROOT)
-    relative = Path("adapters") / f"campaign-{job.campaign_id}" / f"job-{job.pk}-{result.method}"
+    relative = (
+        Path("adapters")
+        / f"campaign-{job.campaign_id}"
+        / f"job-{job.pk}-{result.method}"
+    )
     final = storage / relative
     moved = False
     try:
         with transaction.atomic():
             locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
             if locked.status != TrainingJob.Status.RUNNING:
-                raise RuntimeError(f"job is {locked.status}; not registering its adapter")
+                raise RuntimeError(
+                    f"job is {locked.status}; not registering its adapter"
+                )
             adapter = adapter_register(
                 campaign=job.campaign,
                 base_model=job.base_model,
@@ -197,14 +252,26 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             locked.progress_total = max(locked.progress_total, result.steps)
             locked.eta_seconds = 0
             locked.save(
-                update_fields=["status", "adapter", "finished_at", "final_metrics", "progress_step",
-                               "progress_total", "eta_seconds", "updated_at"]
+                update_fields=[
+                    "status",
+                    "adapter",
+                    "finished_at",
+                    "final_metrics",
+                    "progress_step",
+                    "progress_total",
+                    "eta_seconds",
+                    "updated_at",
+                ]
             )
             pipeline_job_finished(job=locked)
             generation_round_enqueue(adapter=adapter)
     except Exception as exc:  # noqa: BLE001 - process edge: nothing half-registered survives
         logger.exception("training.job.register_failed job=%s", job.pk)
         shutil.rmtree(final if moved else tmp, ignore_errors=True)
-        _finish(job, TrainingJob.Status.FAILED, error=f"registering the adapter failed: {exc}")
+        _finish(
+            job,
+            TrainingJob.Status.FAILED,
+            error=f"registering the adapter failed: {exc}",
+        )
         return
     logger.info("training.job.succeeded job=%s adapter=%s", job.pk, adapter.pk)

@@ -15,7 +15,12 @@ from django.utils import timezone
 from labeling.models import Campaign
 from models_hub.models import Adapter, BaseModelVersion
 from models_hub.services.registry import base_model_default
-from training.exceptions import InvalidTrainingConfig, JobNotCancellable, PipelineAlreadyRunning, TrainingError
+from training.exceptions import (
+    InvalidTrainingConfig,
+    JobNotCancellable,
+    PipelineAlreadyRunning,
+    TrainingError,
+)
 from training.models import DatasetSnapshot, TrainingJob, TrainingPipeline
 from training.runners import METHODS
 from training.runners.config import config_class, config_from_dict
@@ -25,11 +30,18 @@ logger = logging.getLogger(__name__)
 
 # Filled in on the worker, never by the user.
 RUNTIME_KEYS = {"base_model", "reward_adapter", "reward_base"}
-PIPELINE_FIRST_METHOD = {"dpo": "dpo", "sft": "sft", "reward_ppo": "reward", "reward_rloo": "reward"}
+PIPELINE_FIRST_METHOD = {
+    "dpo": "dpo",
+    "sft": "sft",
+    "reward_ppo": "reward",
+    "reward_rloo": "reward",
+}
 PIPELINE_SECOND_METHOD = {"reward_ppo": "ppo", "reward_rloo": "rloo"}
 
 
-def training_config_validate(*, method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def training_config_validate(
+    *, method: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Defaults + ``overrides`` → a validated config dict (without the paths
     that the worker fills in). Raises ``InvalidTrainingConfig`` naming the
     field."""
@@ -37,7 +49,9 @@ def training_config_validate(*, method: str, overrides: Mapping[str, Any]) -> di
         raise InvalidTrainingConfig(f"method must be one of {', '.join(METHODS)}.")
     bad = RUNTIME_KEYS & set(overrides)
     if bad:
-        raise InvalidTrainingConfig(f"config.{sorted(bad)[0]}: set by Arbiter, not in the job config.")
+        raise InvalidTrainingConfig(
+            f"config.{sorted(bad)[0]}: set by Arbiter, not in the job config."
+        )
     placeholders: dict[str, Any] = {"base_model": "(resolved on the worker)"}
     if method in ("ppo", "rloo"):
         placeholders["reward_adapter"] = "(resolved on the worker)"
@@ -62,7 +76,11 @@ def training_config_fields(method: str) -> list[dict[str, Any]]:
     cls = config_class(method)
     defaults = training_config_defaults(method)
     return [
-        {"name": f.name, "default": defaults.get(f.name), "help": f.metadata.get("help", "")}
+        {
+            "name": f.name,
+            "default": defaults.get(f.name),
+            "help": f.metadata.get("help", ""),
+        }
         for f in dataclasses.fields(cls)
         if f.name not in RUNTIME_KEYS
     ]
@@ -97,11 +115,15 @@ def training_job_launch(
             reward_adapter = (
                 Adapter.objects.filter(campaign=campaign, role=Adapter.Role.REWARD)
                 .exclude(status=Adapter.Status.RETIRED)
-                .order_by("-status", "-version")  # "champion" sorts before "candidate" descending
+                .order_by(
+                    "-status", "-version"
+                )  # "champion" sorts before "candidate" descending
                 .first()
             )
         if reward_adapter is None:
-            raise TrainingError(f"{method.upper()} needs a reward model: train one first (method 'reward').")
+            raise TrainingError(
+                f"{method.upper()} needs a reward model: train one first (method 'reward')."
+            )
         if reward_adapter.role != Adapter.Role.REWARD:
             raise TrainingError("reward_adapter must be a reward model.")
     job = TrainingJob(
@@ -133,7 +155,9 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
         job.status = TrainingJob.Status.CANCELLED
         job.finished_at = timezone.now()
         job.cancel_requested = True
-        job.save(update_fields=["status", "finished_at", "cancel_requested", "updated_at"])
+        job.save(
+            update_fields=["status", "finished_at", "cancel_requested", "updated_at"]
+        )
         pipeline_job_finished(job=job)
     elif job.status == TrainingJob.Status.RUNNING:
         job.cancel_requested = True
@@ -150,13 +174,19 @@ def training_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
     cutoff = timezone.now() - timedelta(seconds=timeout)
     failed = 0
     stale_ids = list(
-        TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+        TrainingJob.objects.filter(
+            status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).values_list("pk", flat=True)
     )
     for job_id in stale_ids:
         with transaction.atomic():
             job = (
                 TrainingJob.objects.select_for_update(skip_locked=True)
-                .filter(pk=job_id, status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+                .filter(
+                    pk=job_id,
+                    status=TrainingJob.Status.RUNNING,
+                    heartbeat_at__lt=cutoff,
+                )
                 .first()
             )
             if job is None:
@@ -199,14 +229,26 @@ def pipeline_launch(
     """Snapshot the labels and start the pipeline's first job. Refuses while
     the campaign's previous pipeline is still running."""
     if kind not in TrainingPipeline.Kind.values:
-        raise TrainingError(f"pipeline must be one of {', '.join(TrainingPipeline.Kind.values)}.")
+        raise TrainingError(
+            f"pipeline must be one of {', '.join(TrainingPipeline.Kind.values)}."
+        )
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
-    if TrainingPipeline.objects.filter(campaign=campaign, status=TrainingPipeline.Status.RUNNING).exists():
-        raise PipelineAlreadyRunning("This campaign's previous pipeline is still running.")
+    if TrainingPipeline.objects.filter(
+        campaign=campaign, status=TrainingPipeline.Status.RUNNING
+    ).exists():
+        raise PipelineAlreadyRunning(
+            "This campaign's previous pipeline is still running."
+        )
     overrides = dict(config_overrides or {})
-    snapshot = dataset_snapshot_create(campaign=campaign, created_by=created_by, tie_policy=tie_policy)
+    snapshot = dataset_snapshot_create(
+        campaign=campaign, created_by=created_by, tie_policy=tie_policy
+    )
     pipeline = TrainingPipeline(
-        campaign=campaign, kind=kind, snapshot=snapshot, config_overrides=overrides, triggered_by=triggered_by
+        campaign=campaign,
+        kind=kind,
+        snapshot=snapshot,
+        config_overrides=overrides,
+        triggered_by=triggered_by,
     )
     pipeline.full_clean()
     pipeline.save()

@@ -17,10 +17,16 @@ logger = logging.getLogger(__name__)
 
 
 def policy_new_preferences(*, policy: TrainingPolicy) -> int:
-    last = DatasetSnapshot.objects.filter(campaign=policy.campaign).order_by("-last_preference_id").first()
+    last = (
+        DatasetSnapshot.objects.filter(campaign=policy.campaign)
+        .order_by("-last_preference_id")
+        .first()
+    )
     since = last.last_preference_id if last else 0
     return Preference.objects.filter(
-        comparison__campaign=policy.campaign, id__gt=since, comparison__prompt__is_golden=False
+        comparison__campaign=policy.campaign,
+        id__gt=since,
+        comparison__prompt__is_golden=False,
     ).count()
 
 
@@ -29,7 +35,9 @@ def scheduler_tick() -> int:
     and whose campaign has no pipeline running. Safe to run concurrently:
     each policy row is locked (SKIP LOCKED) while it is decided."""
     launched = 0
-    for policy_id in TrainingPolicy.objects.filter(enabled=True).values_list("pk", flat=True):
+    for policy_id in TrainingPolicy.objects.filter(enabled=True).values_list(
+        "pk", flat=True
+    ):
         with transaction.atomic():
             policy = (
                 TrainingPolicy.objects.select_for_update(skip_locked=True)
@@ -40,9 +48,13 @@ def scheduler_tick() -> int:
             if policy is None:
                 continue
             now = timezone.now()
-            if policy.last_triggered_at and now - policy.last_triggered_at < timedelta(minutes=policy.min_interval_minutes):
+            if policy.last_triggered_at and now - policy.last_triggered_at < timedelta(
+                minutes=policy.min_interval_minutes
+            ):
                 continue
-            if TrainingPipeline.objects.filter(campaign=policy.campaign, status=TrainingPipeline.Status.RUNNING).exists():
+            if TrainingPipeline.objects.filter(
+                campaign=policy.campaign, status=TrainingPipeline.Status.RUNNING
+            ).exists():
                 continue
             if policy_new_preferences(policy=policy) < policy.min_new_preferences:
                 continue
@@ -57,7 +69,11 @@ def scheduler_tick() -> int:
                         triggered_by="scheduler",
                     )
             except (NoTrainingData, PipelineAlreadyRunning) as exc:
-                logger.info("training.scheduler.skip campaign=%s reason=%s", policy.campaign_id, exc)
+                logger.info(
+                    "training.scheduler.skip campaign=%s reason=%s",
+                    policy.campaign_id,
+                    exc,
+                )
                 continue
             policy.last_triggered_at = now
             policy.save(update_fields=["last_triggered_at", "updated_at"])

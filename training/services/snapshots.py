@@ -21,7 +21,13 @@ from labeling.selectors import TIE_POLICIES, preference_export_rows
 from training.exceptions import NoTrainingData, TrainingError
 from training.models import DatasetSnapshot
 
-FILTER_KEYS = {"exclude_annotator_ids", "min_abs_strength", "min_reliability", "exclude_position_biased", "weighting"}
+FILTER_KEYS = {
+    "exclude_annotator_ids",
+    "min_abs_strength",
+    "min_reliability",
+    "exclude_position_biased",
+    "weighting",
+}
 WEIGHTINGS = ("none", "reliability", "strength", "reliability_strength")
 # TRL's preference trainers take no per-example weight, so a weight is
 # applied by repeating a row: weight 1.0 → REPEAT_MAX copies, at least one.
@@ -32,7 +38,9 @@ SPLITS = ("train", "val")
 def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(filters) - FILTER_KEYS
     if unknown:
-        raise TrainingError(f"filters: unknown key {sorted(unknown)[0]!r}; expected {sorted(FILTER_KEYS)}.")
+        raise TrainingError(
+            f"filters: unknown key {sorted(unknown)[0]!r}; expected {sorted(FILTER_KEYS)}."
+        )
     clean: dict[str, Any] = {}
     ids = filters.get("exclude_annotator_ids", [])
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
@@ -42,7 +50,9 @@ def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     strength = filters.get("min_abs_strength")
     if strength is not None:
         if not isinstance(strength, int) or not 0 <= strength <= 3:
-            raise TrainingError("filters.min_abs_strength must be an integer from 0 to 3.")
+            raise TrainingError(
+                "filters.min_abs_strength must be an integer from 0 to 3."
+            )
         clean["min_abs_strength"] = strength
     reliability = filters.get("min_reliability")
     if reliability is not None:
@@ -53,13 +63,17 @@ def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
         clean["exclude_position_biased"] = True
     weighting = filters.get("weighting", "none")
     if weighting not in WEIGHTINGS:
-        raise TrainingError(f"filters.weighting must be one of {', '.join(WEIGHTINGS)}.")
+        raise TrainingError(
+            f"filters.weighting must be one of {', '.join(WEIGHTINGS)}."
+        )
     if weighting != "none":
         clean["weighting"] = weighting
     return clean
 
 
-def _quality_plan(campaign: Campaign, clean: dict[str, Any]) -> tuple[set[int], dict[int, float]]:
+def _quality_plan(
+    campaign: Campaign, clean: dict[str, Any]
+) -> tuple[set[int], dict[int, float]]:
     """Annotators to drop and the reliability weight of the rest."""
     from labeling.selectors.quality import annotator_reliability, position_bias
 
@@ -68,7 +82,9 @@ def _quality_plan(campaign: Campaign, clean: dict[str, Any]) -> tuple[set[int], 
     if "min_reliability" in clean:
         dropped |= {a for a, r in reliability.items() if r < clean["min_reliability"]}
     if clean.get("exclude_position_biased"):
-        dropped |= {a for a, b in position_bias(campaign=campaign).items() if b["flagged"]}
+        dropped |= {
+            a for a, b in position_bias(campaign=campaign).items() if b["flagged"]
+        }
     return dropped, reliability
 
 
@@ -76,7 +92,10 @@ def _copies(row: dict[str, Any], weighting: str, reliability: dict[int, float]) 
     weight = 1.0
     if weighting in ("reliability", "reliability_strength"):
         weight *= reliability.get(row["annotator_id"], 1.0)
-    if weighting in ("strength", "reliability_strength") and row["strength"] is not None:
+    if (
+        weighting in ("strength", "reliability_strength")
+        and row["strength"] is not None
+    ):
         weight *= (1 + row["strength"]) / 4  # |strength| 0..3 → 0.25..1
     return max(1, round(weight * REPEAT_MAX))
 
@@ -92,8 +111,24 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]], digest: Any) -> int
     return count
 
 
-def _completion(prompt: Any, text: str) -> Any:
-    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+def _chat_prompt(prompt: Any) -> list[dict[str, str]]:
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+
+
+def _as_chat(row: dict[str, Any]) -> dict[str, Any]:
+    def turn(value: Any) -> Any:
+        return (
+            value
+            if isinstance(value, list)
+            else [{"role": "assistant", "content": value}]
+        )
+
+    return {
+        **row,
+        "prompt": _chat_prompt(row["prompt"]),
+        "chosen": turn(row["chosen"]),
+        "rejected": turn(row["rejected"]),
+    }
 
 
 @transaction.atomic
@@ -116,7 +151,10 @@ def dataset_snapshot_create(
     dropped, reliability = _quality_plan(campaign, clean)
     weighting = clean.get("weighting", "none")
     last_id = (
-        Preference.objects.filter(comparison__campaign=campaign).aggregate(m=Max("id"))["m"] or 0
+        Preference.objects.filter(comparison__campaign=campaign).aggregate(m=Max("id"))[
+            "m"
+        ]
+        or 0
     )
     relative = Path("snapshots") / f"campaign-{campaign.pk}" / uuid.uuid4().hex
     root = Path(settings.STORAGE_ROOT)
@@ -126,8 +164,8 @@ def dataset_snapshot_create(
     try:
         for kind in counts:
             (tmp / kind).mkdir(parents=True)
-        for split in SPLITS:
-            rows = [
+        rows_by_split = {
+            split: [
                 r
                 for r in preference_export_rows(
                     campaign=campaign,
@@ -138,12 +176,44 @@ def dataset_snapshot_create(
                 if r["preference_id"] <= last_id
                 and (r["strength"] or 0) >= clean.get("min_abs_strength", 0)
             ]
+            for split in SPLITS
+        }
+        prompts_by_split = {
+            split: [
+                p.content
+                for p in Prompt.objects.filter(
+                    campaign=campaign, split=split, is_golden=False
+                ).order_by("id")
+            ]
+            for split in SPLITS
+        }
+        # A runner reads one format per file: when a campaign mixes chat and
+        # plain-text prompts, every row becomes a conversation.
+        chat = any(
+            isinstance(r["prompt"], list)
+            for rows in rows_by_split.values()
+            for r in rows
+        ) or any(
+            isinstance(p, list)
+            for prompts in prompts_by_split.values()
+            for p in prompts
+        )
+        for split in SPLITS:
+            rows = [_as_chat(r) if chat else r for r in rows_by_split[split]]
             weighted = (
-                {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+                {
+                    "prompt": r["prompt"],
+                    "chosen": r["chosen"],
+                    "rejected": r["rejected"],
+                }
                 for r in rows
-                for _ in range(_copies(r, weighting, reliability) if weighting != "none" else 1)
+                for _ in range(
+                    _copies(r, weighting, reliability) if weighting != "none" else 1
+                )
             )
-            counts["preference"][split] = _write_jsonl(tmp / "preference" / f"{split}.jsonl", weighted, digest)
+            counts["preference"][split] = _write_jsonl(
+                tmp / "preference" / f"{split}.jsonl", weighted, digest
+            )
             seen: set[str] = set()
             sft_rows = []
             for r in rows:
@@ -153,15 +223,21 @@ def dataset_snapshot_create(
                 if key not in seen:
                     seen.add(key)
                     sft_rows.append({"prompt": r["prompt"], "completion": r["chosen"]})
-            counts["sft"][split] = _write_jsonl(tmp / "sft" / f"{split}.jsonl", sft_rows, digest)
-            prompts = Prompt.objects.filter(campaign=campaign, split=split, is_golden=False).order_by("id")
+            counts["sft"][split] = _write_jsonl(
+                tmp / "sft" / f"{split}.jsonl", sft_rows, digest
+            )
             counts["prompts"][split] = _write_jsonl(
                 tmp / "prompts" / f"{split}.jsonl",
-                ({"prompt": p.content} for p in prompts.iterator()),
+                (
+                    {"prompt": _chat_prompt(p) if chat else p}
+                    for p in prompts_by_split[split]
+                ),
                 digest,
             )
         if counts["preference"]["train"] == 0:
-            raise NoTrainingData("This campaign has no training preferences yet (golden prompts are never used).")
+            raise NoTrainingData(
+                "This campaign has no training preferences yet (golden prompts are never used)."
+            )
         final = root / relative
         final.parent.mkdir(parents=True, exist_ok=True)
         if dropped:
@@ -188,5 +264,11 @@ def dataset_snapshot_create(
 
 
 def snapshot_data_dir(snapshot: DatasetSnapshot, method: str) -> Path:
-    kind = {"sft": "sft", "reward": "preference", "dpo": "preference", "ppo": "prompts", "rloo": "prompts"}[method]
+    kind = {
+        "sft": "sft",
+        "reward": "preference",
+        "dpo": "preference",
+        "ppo": "prompts",
+        "rloo": "prompts",
+    }[method]
     return Path(settings.STORAGE_ROOT) / snapshot.storage_path / kind

@@ -17,6 +17,8 @@ from core.services import roles_ensure, user_create
 from labeling.models import Campaign
 from labeling.services.campaigns import campaign_create
 from labeling.services.imports import campaign_import_jsonl
+from models_hub.services.registry import generation_settings_for
+from training.models import TrainingPolicy
 
 DEMO_FILE = Path(settings.BASE_DIR) / "labeling" / "demo" / "demo_campaign.jsonl"
 DEMO_USERS = (("admin", ADMIN), ("alice", ANNOTATOR), ("bob", ANNOTATOR))
@@ -38,12 +40,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         roles_ensure()
         creds_path = Path(settings.DATA_DIR) / "demo-credentials.json"
-        creds: dict[str, str] = json.loads(creds_path.read_text()) if creds_path.exists() else {}
+        creds: dict[str, str] = (
+            json.loads(creds_path.read_text()) if creds_path.exists() else {}
+        )
         User = get_user_model()
         for username, role in DEMO_USERS:
             if not User.objects.filter(username=username).exists():
                 creds[username] = secrets.token_urlsafe(9)
-                user = user_create(username=username, password=creds[username], role=role)
+                user = user_create(
+                    username=username, password=creds[username], role=role
+                )
                 if role == ADMIN:
                     user.is_superuser = True
                     user.save(update_fields=["is_superuser"])
@@ -62,6 +68,26 @@ class Command(BaseCommand):
             with DEMO_FILE.open("rb") as fh:
                 result = campaign_import_jsonl(campaign=campaign, lines=fh)
             self.stdout.write(f"Demo campaign loaded: {result.as_dict()}")
+            # Close the loop on a CPU: a small DPO run after every 20 new
+            # labels, whose adapter writes fresh pairs back into the queue.
+            TrainingPolicy.objects.create(
+                campaign=campaign,
+                enabled=True,
+                pipeline="dpo",
+                min_new_preferences=20,
+                min_interval_minutes=10,
+                config_overrides={
+                    "dpo": {
+                        "num_train_epochs": 1,
+                        "max_length": 384,
+                        "per_device_train_batch_size": 4,
+                    }
+                },
+            )
+            generation = generation_settings_for(campaign)
+            generation.prompts_per_round = 8
+            generation.max_new_tokens = 96
+            generation.save()
         for username, role in DEMO_USERS:
             password = creds.get(username, "(set before; see demo-credentials.json)")
             self.stdout.write(f"  {role:<10} {username:<8} password: {password}")

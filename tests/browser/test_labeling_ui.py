@@ -1,0 +1,439 @@
+"""The annotator UI in a real browser (system Chromium through Playwright):
+keyboard labeling over htmx, escaping of model output, blinding, the no-JS
+fallback, and the screenshots in ``docs/screenshots``."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from playwright.sync_api import expect
+
+from core.roles import ANNOTATOR
+from labeling.models import Comparison, Lease, Preference
+from labeling.services import queue
+from models_hub.models import Adapter, BaseModelVersion
+from tests.browser.conftest import CHROMIUM
+from tests.conftest import PASSWORD
+from tests.labeling.factories import (
+    CampaignFactory,
+    ComparisonFactory,
+    CompletionFactory,
+    PromptFactory,
+    make_pairs,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"browser tests need the system Chromium at {CHROMIUM}",
+    ),
+]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+LEASE_URL = re.compile(r"/campaigns/\d+/label/(\d+)/$")
+
+# Expected stored choice for a screen choice, given whether A was on the left.
+EXPECTED = {
+    "left": lambda a_on_left: "a" if a_on_left else "b",
+    "right": lambda a_on_left: "b" if a_on_left else "a",
+    "tie": lambda a_on_left: "tie",
+}
+
+
+def login_with_form(page: Any, username: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    # Not a bare r"/$": the login page's own URL ends with a slash too.
+    page.wait_for_url(lambda url: urlsplit(url).path == "/")
+    page.get_by_role("heading", name="Campaigns").wait_for()
+
+
+def login_with_cookie(context: Any, live_server: Any, username: str) -> None:
+    """Skip the form (already covered) by handing the browser a session."""
+    client = Client()
+    assert client.login(username=username, password=PASSWORD)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": session,
+                "url": live_server.url,
+            }
+        ]
+    )
+
+
+def start_labeling(page: Any, campaign_name: str) -> int:
+    """From the campaign list, press "Start labeling"; returns the lease id."""
+    page.goto("/")
+    page.locator("li.campaign", has_text=campaign_name).get_by_role(
+        "button", name="Start labeling"
+    ).click()
+    page.wait_for_url(LEASE_URL)
+    return int(LEASE_URL.search(page.url).group(1))
+
+
+def form_lease_id(page: Any) -> int:
+    action = page.get_attribute("#label-form", "action")
+    return int(re.search(r"/label/(\d+)/submit/$", action).group(1))
+
+
+def wait_for_next_card(page: Any, old_lease_id: int) -> None:
+    """Wait until htmx has swapped in a card whose form submits another lease."""
+    page.wait_for_function(
+        """old => {
+            const form = document.getElementById('label-form');
+            return form !== null && !form.getAttribute('action').endsWith('/label/' + old + '/submit/');
+        }""",
+        arg=old_lease_id,
+    )
+
+
+def wait_for_paint(page: Any) -> None:
+    """Wait until the current card has been painted (two animation frames),
+    as a person would before pressing a key."""
+    page.evaluate(
+        "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+    )
+
+
+def test_keyboard_labels_three_pairs_without_reloading(
+    page: Any, make_user: Any, monkeypatch: Any
+) -> None:
+    # Sides are drawn with secrets.randbelow(2) in the live server's thread
+    # (same process): alternate them so both mappings are always exercised.
+    sides = itertools.cycle([1, 0])
+    monkeypatch.setattr(
+        queue, "secrets", SimpleNamespace(randbelow=lambda n: next(sides))
+    )
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    pairs = make_pairs(campaign, 4)
+
+    login_with_form(page, annotator.username)
+    first_lease = start_labeling(page, campaign.name)
+    assert form_lease_id(page) == first_lease
+    page.evaluate("window.__marker = 1")
+
+    # (lease id, screen choice, ms from before the previous key press to after this one)
+    seen: list[tuple[int, str, float | None]] = []
+    previous_press = None
+    for key, screen_choice in (("1", "left"), ("2", "right"), ("3", "tie")):
+        lease_id = form_lease_id(page)
+        wait_for_paint(page)
+        before = time.monotonic()
+        page.keyboard.press(key)
+        after = time.monotonic()
+        interval_ms = (
+            (after - previous_press) * 1000 if previous_press is not None else None
+        )
+        previous_press = before
+        # htmx swaps in the next card: new form action, then the pushed URL.
+        wait_for_next_card(page, lease_id)
+        page.wait_for_url(re.compile(rf"/label/{form_lease_id(page)}/$"))
+        seen.append((lease_id, screen_choice, interval_ms))
+
+    assert page.evaluate("window.__marker") == 1, (
+        "a full page load happened between labels"
+    )
+    assert page.js_errors == []
+    assert len({lease for lease, _, _ in seen}) == 3
+    assert [Lease.objects.get(pk=lease).a_on_left for lease, _, _ in seen] == [
+        True,
+        False,
+        True,
+    ]
+
+    prefs = Preference.objects.filter(annotator=annotator)
+    assert prefs.count() == 3
+    for lease_id, screen_choice, interval_ms in seen:
+        lease = Lease.objects.get(pk=lease_id)
+        pref = prefs.get(lease=lease)
+        assert lease.status == Lease.Status.SUBMITTED
+        assert pref.comparison_id == lease.comparison_id
+        assert pref.a_on_left == lease.a_on_left
+        assert pref.choice == EXPECTED[screen_choice](lease.a_on_left), (
+            screen_choice,
+            lease.a_on_left,
+        )
+        assert pref.time_spent_ms is not None and pref.time_spent_ms > 0
+        if interval_ms is not None:
+            # The timer restarts when a card is swapped in: the time for this
+            # card cannot exceed the time since the previous key press.
+            assert pref.time_spent_ms <= interval_ms + 1, (
+                pref.time_spent_ms,
+                interval_ms,
+            )
+        assert re.fullmatch(r"[0-9a-f]{32}", pref.client_request_id)
+    assert len(set(prefs.values_list("client_request_id", flat=True))) == 3
+
+    labeled = {Lease.objects.get(pk=lease_id).comparison_id for lease_id, _, _ in seen}
+    for comparison in Comparison.objects.filter(pk__in=[p.pk for p in pairs]):
+        if comparison.pk in labeled:
+            assert (
+                comparison.label_count == 1
+                and comparison.status == Comparison.Status.COMPLETE
+            )
+            assert comparison.done_by == [annotator.pk]
+        else:
+            assert (
+                comparison.label_count == 0
+                and comparison.status == Comparison.Status.OPEN
+            )
+    # The fourth pair is on screen now, leased to this annotator.
+    assert Lease.objects.get(pk=form_lease_id(page)).comparison_id not in labeled
+
+
+XSS_TEXT = (
+    "Raw HTML: <script>window.__xss=1</script>\n\n"
+    '<img src=x onerror="window.__xss=2">\n\n'
+    "A link: [click](javascript:window.__xss=3)\n"
+)
+
+
+def assert_inert(page: Any) -> None:
+    card = page.locator("#comparison-card")
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    expect(card.get_by_text("<script>window.__xss=1</script>")).to_be_visible()
+    assert card.locator("script").count() == 0
+    assert card.locator("img").count() == 0
+    assert card.locator("[onerror]").count() == 0
+    assert page.locator('a[href^="javascript:" i]').count() == 0
+
+
+def test_model_output_is_shown_as_text_not_run(
+    page: Any, live_server: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    # Served first, so the XSS pair below arrives as an htmx fragment.
+    ComparisonFactory(campaign=campaign, priority=1)
+    prompt = PromptFactory(campaign=campaign, text="Say something <b>bold</b>.")
+    ComparisonFactory(
+        campaign=campaign,
+        prompt=prompt,
+        completion_a=CompletionFactory(prompt=prompt, text=XSS_TEXT),
+        completion_b=CompletionFactory(prompt=prompt, text="A harmless answer."),
+    )
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    login_with_cookie(page.context, live_server, annotator.username)
+    start_labeling(page, campaign.name)
+
+    # The XSS pair swapped in by htmx (which runs <script> in swapped HTML).
+    old = form_lease_id(page)
+    page.keyboard.press("4")
+    wait_for_next_card(page, old)
+    assert_inert(page)
+
+    # The same pair rendered as a full page.
+    page.reload()
+    assert_inert(page)
+    card = page.locator("#comparison-card")
+    expect(card.get_by_text("Say something <b>bold</b>.")).to_be_visible()
+    assert card.locator("b").count() == 0
+
+    # The javascript: link is not made a link at all: it stays literal text,
+    # and clicking it neither runs anything nor navigates.
+    assert card.locator("a").count() == 0
+    url = page.url
+    card.get_by_text("[click](javascript:window.__xss=3)").click()
+    assert page.url == url
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert dialogs == [] and page.js_errors == []
+
+
+def test_labeling_page_hides_where_completions_come_from(
+    page: Any, live_server: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    base = BaseModelVersion.objects.create(
+        name="secret-base-xyz", source="builtin:smollm2-135m-instruct"
+    )
+    adapter = Adapter.objects.create(
+        base_model=base,
+        campaign=campaign,
+        name="secret-adapter-xyz",
+        version=1,
+        method="dpo",
+        storage_path="adapters/secret-adapter-xyz",
+    )
+    for n in range(2):
+        prompt = PromptFactory(campaign=campaign)
+        ComparisonFactory(
+            campaign=campaign,
+            prompt=prompt,
+            completion_a=CompletionFactory(
+                prompt=prompt, source_label="secret-model-xyz"
+            ),
+            completion_b=CompletionFactory(
+                prompt=prompt,
+                source_label="secret-model-xyz",
+                origin="model",
+                adapter=adapter,
+                base_model=base,
+                generation={"model": "secret-adapter-xyz", "seed": n},
+            ),
+        )
+    login_with_cookie(page.context, live_server, annotator.username)
+    start_labeling(page, campaign.name)
+    pages = [page.content()]
+    old = form_lease_id(page)
+    page.keyboard.press("1")  # the second pair arrives as an htmx fragment
+    wait_for_next_card(page, old)
+    pages.append(page.content())
+    for html in pages:
+        for secret in (
+            "secret-model-xyz",
+            "secret-adapter-xyz",
+            "secret-base-xyz",
+            "writer",
+            "smollm2",
+        ):
+            assert secret not in html
+
+
+def test_labeling_works_without_javascript(new_context: Any, make_user: Any) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    page = new_context(java_script_enabled=False).new_page()
+    assert page.evaluate("1 + 1") == 2  # evaluate still works; page scripts do not
+    login_with_form(page, annotator.username)
+    lease_id = start_labeling(page, campaign.name)
+    assert page.evaluate("typeof window.htmx") == "undefined"
+
+    page.get_by_role("button", name="Left is better").click()
+    page.wait_for_url(
+        lambda url: (
+            LEASE_URL.search(url) is not None
+            and not url.endswith(f"/label/{lease_id}/")
+        )
+    )
+
+    lease = Lease.objects.get(pk=lease_id)
+    pref = Preference.objects.get(annotator=annotator)
+    assert pref.lease_id == lease_id and pref.choice == EXPECTED["left"](
+        lease.a_on_left
+    )
+    assert re.fullmatch(r"[0-9a-f]{32}", pref.client_request_id)
+    assert pref.time_spent_ms is None  # only the script measures time
+    assert lease.status == Lease.Status.SUBMITTED
+
+
+GUIDELINES = """Compare the two answers to the prompt.
+
+* Prefer the answer that is **correct** and actually answers the question.
+* Then prefer the clearer one; length is not a virtue.
+* Mark **both bad** when neither is acceptable.
+"""
+
+SCREENSHOT_PROMPT = "How do I read a large CSV file in Python without loading it all into memory? Show code."
+
+SCREENSHOT_LEFT = """Use the standard library's `csv` module and iterate over the file: rows are read lazily, one at a time, so memory stays flat.
+
+```python
+import csv
+
+def total_by_country(path):
+    totals = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            country = row["country"]
+            totals[country] = totals.get(country, 0) + float(row["amount"])
+    return totals
+```
+
+Why this works:
+
+1. `open()` returns a buffered file object; nothing is read up front.
+2. `csv.DictReader` yields one `dict` per line.
+3. Only `totals` grows, and it has one entry per country.
+
+If you need **pandas**, pass `chunksize=100_000` to `read_csv` and aggregate each chunk.
+"""
+
+SCREENSHOT_RIGHT = """You can use pandas:
+
+```python
+import pandas as pd
+
+df = pd.read_csv("big.csv")
+print(df.groupby("country")["amount"].sum())
+```
+
+- Fast and concise.
+- Handles types and missing values for you.
+- Works for most files.
+
+> Note: `read_csv` loads the whole file, so for files larger than your RAM you will need a different approach, such as reading in chunks or using a database.
+"""
+
+
+def test_screenshots(new_context: Any, live_server: Any, make_user: Any) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    annotator = make_user(ANNOTATOR, username="maria")
+    campaign = CampaignFactory(
+        name="Python help — code answers",
+        description="Which answer would you rather get from a senior engineer?",
+        guidelines=GUIDELINES,
+        criteria=[{"name": "correctness"}, {"name": "clarity"}],
+    )
+    other = CampaignFactory(
+        name="Customer support tone", description="Polite, accurate, concise."
+    )
+    make_pairs(other, 3)
+    prompt = PromptFactory(campaign=campaign, text=SCREENSHOT_PROMPT)
+    ComparisonFactory(
+        campaign=campaign,
+        prompt=prompt,
+        completion_a=CompletionFactory(prompt=prompt, text=SCREENSHOT_LEFT),
+        completion_b=CompletionFactory(prompt=prompt, text=SCREENSHOT_RIGHT),
+    )
+    make_pairs(campaign, 2)
+    page = new_context().new_page()
+
+    page.goto("/accounts/login/")
+    page.screenshot(path=str(SCREENSHOTS / "login.png"))
+    login_with_form(page, annotator.username)
+    page.screenshot(path=str(SCREENSHOTS / "campaigns.png"))
+
+    lease_id = start_labeling(page, campaign.name)
+    # Sides are drawn at random; pin them so the screenshot is stable.
+    Lease.objects.filter(pk=lease_id).update(a_on_left=True)
+    page.reload()
+    assert "csv.DictReader" in page.locator('.side[data-side="left"]').inner_text()
+    wait_for_paint(page)
+    page.screenshot(path=str(SCREENSHOTS / "labeling.png"))
+
+    # Everything an annotator needs is on screen without scrolling.
+    for name in ("Left is better", "Right is better", "Tie", "Both bad"):
+        box = page.get_by_role("button", name=name).bounding_box()
+        assert (
+            box
+            and 0 <= box["y"]
+            and box["y"] + box["height"] <= 900
+            and box["x"] + box["width"] <= 1400
+        ), name
+    left, right = (
+        page.locator(f'.side[data-side="{s}"]').bounding_box()
+        for s in ("left", "right")
+    )
+    assert left["x"] + left["width"] <= right["x"], "the two answers overlap"
+    for png in ("login.png", "campaigns.png", "labeling.png"):
+        assert (SCREENSHOTS / png).stat().st_size > 10_000
