@@ -193,20 +193,43 @@ def test_lease_next_is_one_locking_statement_within_a_query_budget(
 
 
 @pytest.mark.django_db
-def test_queue_plan_uses_the_queue_index(annotator: Any) -> None:
-    """The cost must not grow with the number of pending pairs."""
+def test_queue_statement_walks_the_queue_index_without_sorting(annotator: Any) -> None:
+    """The real lease statement reads the partial queue index in order, so its
+    cost does not grow with the number of pending pairs."""
+    from itertools import combinations
+
+    from labeling.services.queue import _LEASE_NEXT_SQL
+    from tests.labeling.factories import CompletionFactory, PromptFactory
+
     campaign = CampaignFactory()
-    make_pairs(campaign, 5)
+    prompt = PromptFactory(campaign=campaign)
+    completions = [CompletionFactory(prompt=prompt) for _ in range(64)]
+    Comparison.objects.bulk_create(
+        Comparison(
+            campaign=campaign,
+            prompt=prompt,
+            completion_a=a,
+            completion_b=b,
+            priority=i % 7,
+        )
+        for i, (a, b) in enumerate(combinations(completions, 2))
+    )
+    now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("ANALYZE labeling_comparison")
         cursor.execute(
-            "EXPLAIN SELECT id FROM labeling_comparison WHERE campaign_id = %s AND status = 'open' "
-            "AND NOT is_gold ORDER BY (priority + priority_boost) DESC, id LIMIT 1",
-            [campaign.pk],
+            "EXPLAIN " + _LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"),
+            {
+                "campaign_id": campaign.pk,
+                "annotator_id": annotator.pk,
+                "k": 1,
+                "now": now,
+                "expires_at": now + timedelta(minutes=5),
+            },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "labeling_queue_idx" in plan
-    assert "Sort" not in plan
+    assert "labeling_queue_idx" in plan, plan
+    assert "Sort" not in plan, plan
 
 
 @pytest.mark.django_db(transaction=True)
