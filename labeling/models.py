@@ -288,7 +288,11 @@ class Lease(BaseModel):
         SKIPPED = "skipped", "skipped"
         EXPIRED = "expired", "expired"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the planner must take labeling_lease_active_idx for
+    # the live-lease lookup, not a campaign index that grows with every label.
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     comparison = models.ForeignKey(
         Comparison, on_delete=models.CASCADE, related_name="leases"
     )

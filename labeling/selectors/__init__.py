@@ -80,7 +80,24 @@ class BlindPair:
 
 
 def lease_blind_pair(*, lease: Lease) -> BlindPair:
-    comparison = lease.comparison
+    """The annotator's view of a lease. Loads the pair's texts in one query
+    unless the caller already did (``lease_get_for_annotator``)."""
+    if (
+        "comparison" in lease._state.fields_cache
+        and "prompt" in lease.comparison._state.fields_cache
+    ):
+        comparison = lease.comparison
+    else:
+        comparison = (
+            Comparison.objects.select_related("prompt", "completion_a", "completion_b")
+            .only(
+                "prompt__text",
+                "prompt__messages",
+                "completion_a__text",
+                "completion_b__text",
+            )
+            .get(pk=lease.comparison_id)
+        )
     a, b = comparison.completion_a.text, comparison.completion_b.text
     left, right = (a, b) if lease.a_on_left else (b, a)
     return BlindPair(

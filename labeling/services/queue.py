@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from labeling.exceptions import (
@@ -250,15 +250,12 @@ def preference_record(
         client_request_id=client_request_id,
         source=source,
     )
-    preference.full_clean(exclude=["comparison", "annotator", "lease"])
-    try:
-        with transaction.atomic():
-            preference.save()
-    except IntegrityError:
-        # Only reachable when the row lock was bypassed (e.g. raw SQL);
-        # the constraint still guarantees one preference.
-        existing = Preference.objects.get(comparison=comparison, annotator=annotator)
-        return RecordResult(preference=existing, created=False)
+    # Field validation only: the unique and check constraints are enforced by
+    # PostgreSQL, and the row lock above already makes a duplicate impossible.
+    preference.full_clean(
+        exclude=["comparison", "annotator", "lease"], validate_constraints=False
+    )
+    preference.save()
 
     comparison.label_count += 1
     comparison.lease_expiries = other_live
