@@ -155,7 +155,9 @@ def test_missing_choice_is_explained_not_saved(
 
 
 @pytest.mark.django_db
-def test_htmx_invalid_submit_answers_400_with_the_card_explaining_why(logged_in: Client, annotator: Any) -> None:
+def test_htmx_invalid_submit_answers_400_with_the_card_explaining_why(
+    logged_in: Client, annotator: Any
+) -> None:
     """label.js swaps this 400 in (htmx skips error responses by default)."""
     campaign = CampaignFactory()
     make_pairs(campaign, 1)
@@ -167,6 +169,8 @@ def test_htmx_invalid_submit_answers_400_with_the_card_explaining_why(logged_in:
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 400
-    assert response.content.decode().lstrip().startswith('<section id="comparison-card"')
+    assert (
+        response.content.decode().lstrip().startswith('<section id="comparison-card"')
+    )
     assert b"strength" in response.content
     assert not Preference.objects.exists()
