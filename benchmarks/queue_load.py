@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Labeling-queue load test: many annotators against the real HTTP API.
 
-    .venv/bin/python benchmarks/queue.py [--annotators 100] [--sizes 10000,1000000]
+    .venv/bin/python benchmarks/queue_load.py [--annotators 100] [--sizes 10000,1000000]
                                           [--duration 20] [--k 1] [--think-ms 0,10000]
 
 What it does, end to end (see benchmarks/README.md for the method):
@@ -30,10 +30,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is called queue.py: with its folder first on sys.path, the
-# standard library's ``queue`` (used by concurrent.futures, urllib3, logging
-# handlers...) would resolve to this script. Put the project root there
-# instead, before anything else is imported.
+# Run as a script, sys.path[0] is benchmarks/; put the project root there
+# instead, before anything else is imported, so the app packages resolve.
 _HERE = Path(__file__).resolve().parent
 ROOT = _HERE.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
