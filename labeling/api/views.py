@@ -95,25 +95,11 @@ class CampaignDetailApi(APIView):
     permission_classes = [IsAnnotator]
 
     @extend_schema_serializer(component_name="CampaignDetailInput")
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200, required=False)
-        description = serializers.CharField(
-            max_length=500, required=False, allow_blank=True
-        )
-        guidelines = serializers.CharField(
-            required=False, allow_blank=True, max_length=100_000
-        )
-        criteria = serializers.ListField(child=serializers.DictField(), required=False)
-        overlap_k = serializers.IntegerField(min_value=1, max_value=20, required=False)
-        lease_ttl_seconds = serializers.IntegerField(
-            min_value=30, max_value=86_400, required=False
-        )
-        gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
+    class InputSerializer(CampaignListApi.InputSerializer):
+        """The create fields (all optional here: PATCH is partial) plus status."""
+
         status = serializers.ChoiceField(
             choices=Campaign.Status.choices, required=False
-        )
-        annotator_ids = serializers.ListField(
-            child=serializers.IntegerField(), required=False
         )
 
     @extend_schema(responses=CampaignOutputSerializer)
