@@ -209,7 +209,8 @@ def word_diff(left: str, right: str) -> tuple[SafeString, SafeString]:
     return mark_safe(" ".join(out_a)), mark_safe(" ".join(out_b))  # noqa: S308 - every chunk escaped above
 
 
-def _latest_completion(prompt: Prompt, version: Version) -> Completion | None:
+def version_latest_completion(prompt: Prompt, version: Version) -> Completion | None:
+    """The newest output of ``version`` on ``prompt``, if any."""
     qs = Completion.objects.filter(prompt=prompt, origin=Completion.Origin.MODEL)
     if version.adapter is not None:
         qs = qs.filter(adapter=version.adapter)
@@ -228,7 +229,10 @@ def side_by_side(
     for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(
         "id"
     ):
-        lc, rc = _latest_completion(prompt, left), _latest_completion(prompt, right)
+        lc, rc = (
+            version_latest_completion(prompt, left),
+            version_latest_completion(prompt, right),
+        )
         if lc is None or rc is None:
             missing += 1
         diff = word_diff(lc.text, rc.text) if lc and rc else (None, None)

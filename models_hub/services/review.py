@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Campaign, Comparison, Lease, Prompt
-from models_hub.selectors import _latest_completion, version_get
+from models_hub.selectors import version_get, version_latest_completion
 
 
 def review_outputs_enqueue(*, campaign: Campaign, version_keys: Sequence[str]) -> None:
@@ -46,7 +46,10 @@ def review_blind_lease_next(
     for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(
         "id"
     ):
-        a, b = _latest_completion(prompt, left), _latest_completion(prompt, right)
+        a, b = (
+            version_latest_completion(prompt, left),
+            version_latest_completion(prompt, right),
+        )
         if a is None or b is None or a.pk == b.pk:
             continue
         comparison = (
