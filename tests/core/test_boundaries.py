@@ -40,3 +40,16 @@ def test_web_process_never_imports_the_training_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_import_contract_keeps_django_out_of_the_training_runners() -> None:
+    """import-linter's `forbidden` contract in pyproject.toml holds."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
