@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -76,7 +75,8 @@ LIMIT 1
 FOR UPDATE OF c SKIP LOCKED
 """
 
-_rng = random.SystemRandom()
+# Gold mixing and side shuffling; tests may swap in a seeded generator.
+_rng: random.Random = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         campaign=campaign,
         comparison_id=row[0],
         annotator=annotator,
-        a_on_left=secrets.randbelow(2) == 1,
+        a_on_left=_rng.random() < 0.5,
         expires_at=expires_at,
     )
     lease.save()

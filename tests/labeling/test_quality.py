@@ -17,6 +17,7 @@ from labeling.exceptions import NothingToLabel
 from labeling.models import Comparison, Preference
 from labeling.selectors import preference_export_rows
 from labeling.selectors import quality as q
+from labeling.services import queue as queue_service
 from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 from labeling.services.queue import comparison_lease_next, preference_record
 from tests.labeling.factories import CampaignFactory, make_pairs
@@ -81,10 +82,14 @@ def _simulated(make_user: Any) -> dict[str, Any]:
 
 @pytest.mark.django_db
 def test_synthetic_annotators_of_known_reliability_and_bias_are_recovered(
-    make_user: Any, api_client_for: Any
+    make_user: Any, api_client_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One simulation (4 annotators x 130 pairs, k=4, gold rate 0.25) checks
     every estimate against the truth it was generated from."""
+    # A seeded queue (gold mixing, sides) makes the simulation reproducible;
+    # the tolerances below also held for 4 of 5 other seeds tried (statistical
+    # bounds at roughly 2 sd, so an unseeded run fails now and then).
+    monkeypatch.setattr(queue_service, "_rng", random.Random(11))
     simulated = _simulated(make_user)
     campaign, users = simulated["campaign"], simulated["users"]
 
