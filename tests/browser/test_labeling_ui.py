@@ -114,12 +114,10 @@ def wait_for_paint(page: Any) -> None:
 def test_keyboard_labels_three_pairs_without_reloading(
     page: Any, make_user: Any, monkeypatch: Any
 ) -> None:
-    # Sides are drawn with secrets.randbelow(2) in the live server's thread
-    # (same process): alternate them so both mappings are always exercised.
-    sides = itertools.cycle([1, 0])
-    monkeypatch.setattr(
-        queue, "secrets", SimpleNamespace(randbelow=lambda n: next(sides))
-    )
+    # Sides are drawn from queue._rng in the live server's thread (same
+    # process): alternate them so both mappings are always exercised.
+    sides = itertools.cycle([0.0, 0.9])  # < 0.5: A on the left
+    monkeypatch.setattr(queue, "_rng", SimpleNamespace(random=lambda: next(sides)))
     annotator = make_user(ANNOTATOR)
     campaign = CampaignFactory()
     pairs = make_pairs(campaign, 4)
