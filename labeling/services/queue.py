@@ -85,11 +85,33 @@ class RecordResult:
     created: bool
 
 
-def _drop_expiry(comparison: Comparison, expires_at: Any) -> list[Any]:
+def _live_expiries(
+    comparison: Comparison, *, now: Any, without: Any = None
+) -> list[Any]:
+    """The comparison's live lease expiries, less one entry for ``without``
+    (the lease being submitted or given back)."""
     expiries = list(comparison.lease_expiries)
-    if expires_at in expiries:
-        expiries.remove(expires_at)
-    return expiries
+    if without in expiries:
+        expiries.remove(without)
+    return [e for e in expiries if e > now]
+
+
+def lease_create_for(
+    *, comparison: Comparison, annotator: AbstractBaseUser, now: Any
+) -> Lease:
+    """Lease one given pair (blind review picks its own pairs). Call inside
+    ``atomic()`` with the Comparison row locked; the slot is recorded on the
+    row as the queue statement does."""
+    expires_at = now + timedelta(seconds=comparison.campaign.lease_ttl_seconds)
+    comparison.lease_expiries = [*_live_expiries(comparison, now=now), expires_at]
+    comparison.save(update_fields=["lease_expiries", "updated_at"])
+    return Lease.objects.create(
+        campaign=comparison.campaign,
+        comparison=comparison,
+        annotator=annotator,
+        a_on_left=_rng.random() < 0.5,
+        expires_at=expires_at,
+    )
 
 
 @transaction.atomic
@@ -224,7 +246,7 @@ def preference_record(
 
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
-    other_live = [e for e in _drop_expiry(comparison, lease.expires_at) if e > now]
+    other_live = _live_expiries(comparison, now=now, without=lease.expires_at)
     # Blind-review votes and gold answers are extra evidence on top of the k labels.
     if source == Preference.Source.ANNOTATOR and not comparison.is_gold:
         if (
@@ -295,9 +317,9 @@ def lease_skip(*, lease_id: int, annotator: AbstractBaseUser) -> None:
         return
     comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
     now = timezone.now()
-    comparison.lease_expiries = [
-        e for e in _drop_expiry(comparison, lease.expires_at) if e > now
-    ]
+    comparison.lease_expiries = _live_expiries(
+        comparison, now=now, without=lease.expires_at
+    )
     if annotator.pk not in comparison.done_by:
         comparison.done_by = [*comparison.done_by, annotator.pk]
     comparison.save(update_fields=["lease_expiries", "done_by", "updated_at"])

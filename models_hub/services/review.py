@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
-from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Campaign, Comparison, Lease, Prompt
+from labeling.services.queue import lease_create_for
 from models_hub.selectors import version_get, version_latest_completion
 
 
@@ -67,16 +66,5 @@ def review_blind_lease_next(
             or comparison.preferences.filter(annotator=reviewer).exists()
         ):
             continue
-        expires = now + timedelta(seconds=campaign.lease_ttl_seconds)
-        comparison.lease_expiries = [
-            e for e in comparison.lease_expiries if e > now
-        ] + [expires]
-        comparison.save(update_fields=["lease_expiries", "updated_at"])
-        return Lease.objects.create(
-            campaign=campaign,
-            comparison=comparison,
-            annotator=reviewer,
-            a_on_left=secrets.randbelow(2) == 1,
-            expires_at=expires,
-        )
+        return lease_create_for(comparison=comparison, annotator=reviewer, now=now)
     return None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -208,9 +210,6 @@ def training_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
 
 def _remove_scratch(job_id: int) -> None:
     """A killed worker leaves its half-written adapter in tmp/; drop it."""
-    import shutil
-    from pathlib import Path
-
     for scratch in (Path(settings.STORAGE_ROOT) / "tmp").glob(f"job-{job_id}-*"):
         shutil.rmtree(scratch, ignore_errors=True)
 
