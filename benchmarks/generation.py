@@ -102,13 +102,13 @@ def _prepare_base(kind: str, skip_conversion: bool) -> tuple[Path, float | None,
     """The base folder, and the time of a first ensure_smollm2 (conversion)."""
     models = DATA_DIR / "models"
     if kind == "tiny":
-        from training.runners.tiny import build_tiny_model
+        from ml.tiny import build_tiny_model
 
         path = models / "tiny-llama"
         if not (path / "config.json").exists():
             build_tiny_model(path)
         return path, None, ""
-    from training.runners.smollm2 import MARKER, ensure_smollm2
+    from ml.smollm2 import MARKER, ensure_smollm2
 
     target = models / "smollm2-135m-instruct"
     if not (target / MARKER).exists():
@@ -160,7 +160,7 @@ def run_switch(
     """(a) one generator. Returns the round and a "warm worker" estimate: the
     measured cost of switching through the (now resident) adapters again,
     plus the same generation time (the generate call is identical)."""
-    from models_hub.generation import AdapterGenerator
+    from ml.generation import AdapterGenerator
 
     first = Timing()
     start = time.perf_counter()
@@ -191,7 +191,7 @@ def run_reload(
     base: str, adapters: list[tuple[str, str]], prompts: list[str], params: Any
 ) -> Timing:
     """(b) a fresh base model (and generator) per adapter."""
-    from models_hub.generation import AdapterGenerator
+    from ml.generation import AdapterGenerator
 
     timing = Timing()
     for key, path in adapters:
@@ -229,7 +229,7 @@ def compare(
 ) -> dict[str, Any]:
     """(a) and (b) ``repeats`` times in ABBA order; the best (lowest total)
     of each way is kept, the others are listed in ``totals``."""
-    from models_hub.generation import DecodingParams
+    from ml.generation import DecodingParams
 
     params = DecodingParams(max_new_tokens=max_new_tokens)
     prompts = _prompts(n_prompts)
@@ -305,7 +305,7 @@ def main() -> int:
     base = str(base_path)
 
     # Untimed warm-up: first-call costs (lazy imports, kernels, page cache).
-    from models_hub.generation import AdapterGenerator, DecodingParams
+    from ml.generation import AdapterGenerator, DecodingParams
 
     start = time.perf_counter()
     warm = AdapterGenerator(base)

@@ -17,7 +17,7 @@ flags and ``max_steps``) is timed two ways:
     worker on the ``gpu`` queue (warmed up by an untimed first job; its cold
     time is reported separately).
 
-With ``--runner-alone`` a third column (c) calls ``training.runners.run``
+With ``--runner-alone`` a third column (c) calls ``ml.runners.run``
 directly with no-op events (no Django, Celery or database), which splits the
 overhead of (b) into "runner" (c - a) and "job plumbing" (b - c).
 
@@ -71,7 +71,7 @@ SUBJECTS = [
     "song",
     "train",
 ]
-# LoRA targets the runner picks for Llama-like bases (training/runners/base.py LLAMA_LORA).
+# LoRA targets the runner picks for Llama-like bases (ml/runners/base.py LLAMA_LORA).
 LLAMA_LORA = [
     "q_proj",
     "k_proj",
@@ -733,7 +733,7 @@ def main() -> int:
     models_dir = DATA_DIR / "models"
     conversion = None
     if args.base == "tiny":
-        from training.runners.tiny import build_tiny_model
+        from ml.tiny import build_tiny_model
 
         model_path = models_dir / "tiny-llama"
         if not (model_path / "config.json").exists():
@@ -746,7 +746,7 @@ def main() -> int:
             name="bench-tiny-llama", defaults={"source": str(model_path)}
         )
     else:
-        from training.runners.smollm2 import MARKER, ensure_smollm2
+        from ml.smollm2 import MARKER, ensure_smollm2
 
         had = (models_dir / "smollm2-135m-instruct" / MARKER).exists()
         c0 = time.perf_counter()

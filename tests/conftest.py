@@ -170,7 +170,7 @@ SUBJECTS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama and its tokenizer, built locally (no download)."""
-    from training.runners.tiny import build_tiny_model
+    from ml.tiny import build_tiny_model
 
     texts = [
         f"tell me about the {s} . the {s} answers kindly . the {s} answers rudely ."

@@ -146,7 +146,7 @@ class TrainingJob(BaseModel):
         related_name="+",
     )
     config = models.JSONField(
-        default=dict, help_text="Validated runner config (training.runners.config)."
+        default=dict, help_text="Validated runner config (ml.config)."
     )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED

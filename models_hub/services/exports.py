@@ -12,6 +12,7 @@ from typing import IO
 
 from django.conf import settings
 
+from core.enqueue import enqueue
 from core.exceptions import Conflict
 from models_hub.models import Adapter
 from models_hub.services.registry import adapter_path, base_model_local_path
@@ -37,20 +38,13 @@ def adapter_archive(*, adapter: Adapter) -> IO[bytes]:
 
 
 def adapter_merge_export_enqueue(*, adapter: Adapter) -> None:
-    from models_hub.tasks import merge_export as merge_export_task
-
-    merge_export_task.delay_on_commit(adapter.pk)
+    enqueue("models_hub.merge_export", adapter.pk)
 
 
 def adapter_merge_export_run(*, adapter_id: int) -> str:
     """merge_and_unload() the adapter into its base and save a plain model
     for serving without adapter latency. Runs on a GPU worker."""
-    from peft import PeftModel
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from ml.merge import export_merged
 
     adapter = Adapter.objects.select_related("base_model").get(pk=adapter_id)
     if (
@@ -58,24 +52,13 @@ def adapter_merge_export_run(*, adapter_id: int) -> str:
         and (Path(settings.STORAGE_ROOT) / adapter.merged_path).exists()
     ):
         return adapter.merged_path
-    base_path = base_model_local_path(adapter.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    if adapter.role == Adapter.Role.REWARD:
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=1
-        )
-        base.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    else:
-        base = AutoModelForCausalLM.from_pretrained(base_path)
-    merged = PeftModel.from_pretrained(
-        base, str(adapter_path(adapter))
-    ).merge_and_unload()
     relative = Path("exports") / f"adapter-{adapter.pk}-merged"
     final = Path(settings.STORAGE_ROOT) / relative
     tmp = Path(settings.STORAGE_ROOT) / "tmp" / f"merge-{adapter.pk}-{uuid.uuid4().hex}"
     try:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        export_merged(
+            base_model_local_path(adapter.base_model), adapter_path(adapter), tmp
+        )
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
+from core.enqueue import enqueue
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import Adapter, BaseModelVersion
 from models_hub.services.registry import (
@@ -30,9 +31,7 @@ def generation_round_enqueue(*, adapter: Adapter) -> None:
     """Schedule completions for a new policy adapter (after commit)."""
     if adapter.role != Adapter.Role.POLICY or adapter.campaign_id is None:
         return
-    from models_hub.tasks import generate_for_adapter as generate_for_adapter_task
-
-    generate_for_adapter_task.delay_on_commit(adapter.pk)
+    enqueue("models_hub.generate_for_adapter", adapter.pk)
 
 
 def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]:
@@ -71,7 +70,7 @@ def _generate(
     params: Any,
 ) -> dict[int, Completion]:
     """Completions for the prompts this version has not answered yet."""
-    from models_hub.generation import get_generator
+    from ml.generation import get_generator
 
     have = _existing(prompts, adapter=adapter, base=base)
     todo = [p for p in prompts if p.pk not in have]
@@ -125,10 +124,10 @@ def _score(
     ]
     if reward is None or not todo:
         return
-    from models_hub.generation import RewardScorer
+    from ml.reward import RewardScorer
 
-    scorer = RewardScorer(
-        base_model_local_path(reward.base_model), str(adapter_path(reward))
+    scorer = RewardScorer.load(
+        base_model_local_path(reward.base_model), adapter_path(reward)
     )
     scores = scorer.score([c.prompt.content for c in todo], [c.text for c in todo])
     for completion, score in zip(todo, scores, strict=True):
@@ -145,7 +144,7 @@ def generation_round_run(*, adapter_id: int) -> int:
     champion, else the base; plus the base when configured) on the golden
     prompts and a sample of the pool, then queue candidate-vs-opponent
     comparisons with lineage. Idempotent. Returns comparisons created."""
-    from models_hub.generation import DecodingParams
+    from ml.generation import DecodingParams
 
     adapter = (
         Adapter.objects.select_related("campaign", "base_model")
@@ -211,7 +210,7 @@ def generation_round_run(*, adapter_id: int) -> int:
 
 def versions_generate(*, campaign_id: int, version_keys: Sequence[str]) -> None:
     """Outputs on the golden prompts for the given versions (side-by-side review)."""
-    from models_hub.generation import DecodingParams
+    from ml.generation import DecodingParams
     from models_hub.selectors import version_get
 
     campaign = Campaign.objects.get(pk=campaign_id)

@@ -39,7 +39,7 @@ def base_model_local_path(base: BaseModelVersion) -> str:
     """The folder (or hub id) runners load. Call only on a GPU worker: the
     built-in model is converted from its GGUF on first use (seconds, once)."""
     if base.source == BUILTIN_SMOLLM2:
-        from training.runners.smollm2 import ensure_smollm2
+        from ml.smollm2 import ensure_smollm2
 
         return str(ensure_smollm2(Path(settings.DATA_DIR) / "models"))
     return base.source

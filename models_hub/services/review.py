@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.enqueue import enqueue
 from labeling.models import Campaign, Comparison, Lease, Prompt
 from labeling.services.queue import lease_create_for
 from models_hub.selectors import version_get, version_latest_completion
@@ -16,11 +17,7 @@ from models_hub.selectors import version_get, version_latest_completion
 def review_outputs_enqueue(*, campaign: Campaign, version_keys: Sequence[str]) -> None:
     for key in version_keys:
         version_get(key=key)  # validates before anything is queued
-    from models_hub.tasks import generate_versions as generate_versions_task
-
-    transaction.on_commit(
-        lambda: generate_versions_task.delay(campaign.pk, list(version_keys))
-    )
+    enqueue("models_hub.generate_versions", campaign.pk, list(version_keys))
 
 
 @transaction.atomic

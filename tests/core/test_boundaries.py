@@ -11,6 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "accelerate"]
 
+# Every module of the apps, tasks included: task modules are imported by the
+# web process too (Celery's autodiscovery), so they must keep torch out of
+# module level and load the ML package inside task bodies.
 PROBE = """
 import importlib, json, pkgutil, sys
 import django
@@ -19,11 +22,8 @@ import config.urls  # noqa: F401
 for app in ("labeling", "training", "models_hub", "core"):
     pkg = importlib.import_module(app)
     for mod in pkgutil.walk_packages(pkg.__path__, app + "."):
-        name = mod.name
-        if ".runners" in name or name.endswith(".generation") or ".migrations" in name:
-            continue
-        if name.rsplit(".", 1)[-1] in ("views", "api", "urls", "admin", "selectors", "forms", "services") or ".api." in name or ".services." in name:
-            importlib.import_module(name)
+        if ".migrations" not in mod.name:
+            importlib.import_module(mod.name)
 print(json.dumps(sorted(m for m in %r if m in sys.modules)))
 """
 
@@ -42,8 +42,9 @@ def test_web_process_never_imports_the_training_stack() -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-def test_import_contract_keeps_django_out_of_the_training_runners() -> None:
-    """import-linter's `forbidden` contract in pyproject.toml holds."""
+def test_import_contracts_hold() -> None:
+    """import-linter's contracts in pyproject.toml hold: the ML package imports
+    no Django and no app, the apps form layers, services never import tasks."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports")],
         cwd=ROOT,
@@ -52,4 +53,4 @@ def test_import_contract_keeps_django_out_of_the_training_runners() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout

@@ -29,7 +29,7 @@ def test_a_coin_flip_gets_the_largest_boost() -> None:
 def reward_adapter_dir(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    from training.runners import run
+    from ml.runners import run
 
     data = tmp_path_factory.mktemp("rm-data")
     rows = [

@@ -189,7 +189,7 @@ class Migration(migrations.Migration):
                     "config",
                     models.JSONField(
                         default=dict,
-                        help_text="Validated runner config (training.runners.config).",
+                        help_text="Validated runner config (ml.config).",
                     ),
                 ),
                 (

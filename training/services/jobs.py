@@ -14,7 +14,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.enqueue import enqueue
 from labeling.models import Campaign
+from ml.config import config_class, config_from_dict
+from ml.runners import METHODS
 from models_hub.models import Adapter, BaseModelVersion
 from models_hub.services.registry import base_model_default
 from training.exceptions import (
@@ -24,8 +27,6 @@ from training.exceptions import (
     TrainingError,
 )
 from training.models import DatasetSnapshot, TrainingJob, TrainingPipeline
-from training.runners import METHODS
-from training.runners.config import config_class, config_from_dict
 from training.services.snapshots import dataset_snapshot_create
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,8 @@ def training_job_launch(
     )
     job.full_clean()
     job.save()
-    from training.tasks import training_job_run as training_job_run_task
 
-    training_job_run_task.delay_on_commit(job.pk)
+    enqueue("training.job_run", job.pk)
     logger.info("training.job.queued job=%s method=%s", job.pk, method)
     return job
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.runners <method> --config cfg.json --data DIR --out DIR``.
+"""Command line: ``python -m ml.runners <method> --config cfg.json --data DIR --out DIR``.
 
 Runs exactly what the Celery task runs, without Django. stdout carries only
 JSON lines, one per event: ``{"event": "status" | "progress" | "metrics", ...}``
@@ -23,16 +23,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from training.runners import METHODS, config_from_dict, run
+from ml.runners import METHODS, config_from_dict, run
 
-logger = logging.getLogger("training.runners.cli")
+logger = logging.getLogger("ml.runners.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training.runners",
+        prog="python -m ml.runners",
         description="Train a PEFT adapter with one of Arbiter's runners.",
     )
     parser.add_argument("method", choices=METHODS)

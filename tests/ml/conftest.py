@@ -53,7 +53,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="session")
 def llama_info(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(folder, sha256 of its weights at build time) of the tiny Llama."""
-    from training.runners.tiny import build_tiny_model
+    from ml.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", seed=0)
     return str(path), hashlib.sha256(
@@ -115,7 +115,7 @@ def reward_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Any, EventLog, Path]:
     """One reward-model run shared by the reward, rloo and ppo tests."""
-    from training.runners import run
+    from ml.runners import run
 
     log = EventLog()
     data = make_data("pref", 64, 64, seed=11)
@@ -141,7 +141,7 @@ def dpo_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Any, EventLog, Path]:
     """One DPO run (LoRA, defaults, with val.jsonl) shared by several tests."""
-    from training.runners import run
+    from ml.runners import run
 
     log = EventLog()
     data = make_data("pref", 64, 32, seed=21)

@@ -1,5 +1,7 @@
 """Create the demo users and campaign (idempotent). Passwords are generated
-once, kept in <data dir>/demo-credentials.json and printed on every start."""
+once, kept in <data dir>/demo-credentials.json and printed on every start.
+
+It lives in `training`, the top app layer, because the demo seeds every app."""
 
 from __future__ import annotations
 

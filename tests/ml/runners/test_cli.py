@@ -1,4 +1,4 @@
-"""``python -m training.runners``: JSON-lines events, exit codes, cancellation."""
+"""``python -m ml.runners``: JSON-lines events, exit codes, cancellation."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from training.runners.__main__ import main
+from ml.runners.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "training.runners", *args]
+    return [sys.executable, "-m", "ml.runners", *args]
 
 
 def env() -> dict[str, str]:

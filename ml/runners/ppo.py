@@ -23,20 +23,23 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, Trainer
 
-from training.runners import base
-from training.runners.config import PPORunConfig
-from training.runners.result import RunDataError, RunResult
+from ml import adapters, callbacks, data, loading, merge, runtime
+from ml.config import PPORunConfig
+from ml.result import RunDataError, RunResult
+from ml.runners.finish import MetricNames, finish_run
 
 logger = logging.getLogger(__name__)
 
-TRAIN_MAP = {
-    "objective/scores": "reward_mean",
-    "objective/kl": "kl",
-    "objective/rlhf_reward": "rlhf_reward",
-    "loss/policy_avg": "policy_loss",
-    "loss/value_avg": "value_loss",
-}
-FIRST_MAP = {"objective/scores": "reward_start"}
+METRIC_NAMES = MetricNames(
+    train={
+        "objective/scores": "reward_mean",
+        "objective/kl": "kl",
+        "objective/rlhf_reward": "rlhf_reward",
+        "loss/policy_avg": "policy_loss",
+        "loss/value_avg": "value_loss",
+    },
+    first={"objective/scores": "reward_start"},
+)
 
 
 def _ppo_classes() -> tuple[Any, Any]:
@@ -73,20 +76,20 @@ def run(
     *,
     data_dir: Path,
     output_dir: Path,
-    on_event: base.EventFn,
-    should_stop: base.StopFn,
+    on_event: callbacks.EventFn,
+    should_stop: callbacks.StopFn,
 ) -> RunResult:
     """Train a CAUSAL_LM adapter with PPO on ``{"prompt"}`` rows."""
     PPOConfig, PPOTrainer = _ppo_classes()
-    base.setup_runtime(config, config.reward_base, config.reward_adapter)
-    train_rows, _ = base.read_train_val(data_dir, required=("prompt",))
+    runtime.setup_runtime(config, config.reward_base, config.reward_adapter)
+    train_rows, _ = data.read_train_val(data_dir, required=("prompt",))
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
-    tok = base.load_tokenizer(config.base_model, padding_side="left")
-    base.check_chat_template(tok, train_rows, config.base_model)
+    tok = loading.load_tokenizer(config.base_model, padding_side="left")
+    data.check_chat_template(tok, train_rows, config.base_model)
     reward_base = config.reward_base or config.base_model
     if reward_base != config.base_model:
-        reward_tok = base.load_tokenizer(reward_base)
+        reward_tok = loading.load_tokenizer(reward_base)
         if reward_tok.get_vocab() != tok.get_vocab():
             raise ValueError(
                 "reward_base must use the same tokenizer as base_model for PPO "
@@ -102,14 +105,14 @@ def run(
         train_rows, tok, config.max_length - config.response_length
     )
 
-    reward_model = base.load_merged_reward_model(
+    reward_model = merge.load_merged_reward_model(
         reward_base, config.reward_adapter, pad_token_id=tok.pad_token_id
     )
-    value_model = base.load_sequence_classifier(
+    value_model = loading.load_sequence_classifier(
         config.base_model, pad_token_id=tok.pad_token_id
     )
-    policy = base.load_causal_lm(config.base_model)
-    peft_config = base.build_peft_config(
+    policy = loading.load_causal_lm(config.base_model)
+    peft_config = adapters.build_peft_config(
         config.peft, model_type=policy.config.model_type, task_type="CAUSAL_LM"
     )
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
@@ -121,10 +124,10 @@ def run(
     total_episodes = config.total_episodes
     if config.max_steps > 0:
         total_episodes = config.max_steps * batch
-    callback = base.EventCallback(on_event, should_stop, raise_on_stop=True)
+    callback = callbacks.EventCallback(on_event, should_stop, raise_on_stop=True)
     with tempfile.TemporaryDirectory(prefix="arbiter-ppo-") as scratch:
         args = PPOConfig(
-            **base.training_kwargs(config, Path(scratch), has_eval=False),
+            **runtime.training_kwargs(config, Path(scratch), has_eval=False),
             total_episodes=total_episodes,
             response_length=config.response_length,
             stop_token="eos",  # noqa: S106 - a token name, not a secret
@@ -151,18 +154,13 @@ def run(
         def policy_adapter(t: Trainer) -> Any:
             return t.accelerator.unwrap_model(t.model).policy
 
-        return base.train_and_save(
+        return finish_run(
             trainer,
             callback,
             config=config,
             tokenizer=tok,
             output_dir=output_dir,
-            has_eval=False,
-            on_event=on_event,
-            should_stop=should_stop,
             task_type="CAUSAL_LM",
-            eval_map={},
-            train_map=TRAIN_MAP,
-            first_map=FIRST_MAP,
+            metric_names=METRIC_NAMES,
             adapter_of=policy_adapter,
         )

@@ -9,18 +9,21 @@ from pathlib import Path
 from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
-from training.runners import base
-from training.runners.config import RewardRunConfig
-from training.runners.result import RunResult
+from ml import adapters, callbacks, data, loading, runtime
+from ml.config import RewardRunConfig
+from ml.result import RunDataError, RunResult
+from ml.runners.finish import MetricNames, finish_run
 
 logger = logging.getLogger(__name__)
 
-EVAL_MAP = {
-    "eval_loss": "eval_loss",
-    "eval_accuracy": "eval_accuracy",
-    "eval_margin": "eval_margin",
-}
-TRAIN_MAP = {"accuracy": "train_accuracy", "margin": "train_margin"}
+METRIC_NAMES = MetricNames(
+    evaluation={
+        "eval_loss": "eval_loss",
+        "eval_accuracy": "eval_accuracy",
+        "eval_margin": "eval_margin",
+    },
+    train={"accuracy": "train_accuracy", "margin": "train_margin"},
+)
 
 
 def run(
@@ -28,8 +31,8 @@ def run(
     *,
     data_dir: Path,
     output_dir: Path,
-    on_event: base.EventFn,
-    should_stop: base.StopFn,
+    on_event: callbacks.EventFn,
+    should_stop: callbacks.StopFn,
 ) -> RunResult:
     """Train a SEQ_CLS adapter (score head saved in it) on chosen/rejected pairs.
 
@@ -37,8 +40,8 @@ def run(
     ``prompt + completion + eos``; the online runners score the same way. A
     numeric ``margin`` column (present on every row) widens the required gap.
     """
-    base.setup_runtime(config)
-    train_rows, val_rows = base.read_train_val(
+    runtime.setup_runtime(config)
+    train_rows, val_rows = data.read_train_val(
         data_dir,
         required=("chosen", "rejected"),
         optional=("prompt",),
@@ -46,22 +49,22 @@ def run(
     )
     on_event("status", {"phase": "loading", "train_rows": len(train_rows)})
 
-    tok = base.load_tokenizer(config.base_model)
-    base.check_chat_template(tok, train_rows, config.base_model)
-    model = base.load_sequence_classifier(
+    tok = loading.load_tokenizer(config.base_model)
+    data.check_chat_template(tok, train_rows, config.base_model)
+    model = loading.load_sequence_classifier(
         config.base_model, pad_token_id=tok.pad_token_id
     )
-    peft_config = base.build_peft_config(
+    peft_config = adapters.build_peft_config(
         config.peft, model_type=model.config.model_type, task_type="SEQ_CLS"
     )
-    callback = base.EventCallback(
+    callback = callbacks.EventCallback(
         on_event,
         should_stop,
         early_stopping_patience=config.early_stopping_patience if val_rows else 0,
     )
     with tempfile.TemporaryDirectory(prefix="arbiter-reward-") as scratch:
         args = RewardConfig(
-            **base.training_kwargs(config, Path(scratch), has_eval=bool(val_rows)),
+            **runtime.training_kwargs(config, Path(scratch), has_eval=bool(val_rows)),
             max_length=config.max_length,
             center_rewards_coefficient=config.center_rewards_coefficient,
         )
@@ -76,19 +79,15 @@ def run(
         )
         prepared = trainer.train_dataset
         if isinstance(prepared, Dataset) and len(prepared) == 0:
-            raise base.RunDataError(
+            raise RunDataError(
                 f"Every training pair is longer than max_length={config.max_length} tokens"
             )
-        return base.train_and_save(
+        return finish_run(
             trainer,
             callback,
             config=config,
             tokenizer=tok,
             output_dir=output_dir,
-            has_eval=bool(val_rows),
-            on_event=on_event,
-            should_stop=should_stop,
             task_type="SEQ_CLS",
-            eval_map=EVAL_MAP,
-            train_map=TRAIN_MAP,
+            metric_names=METRIC_NAMES,
         )

@@ -12,9 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from training.runners import run, smollm2
-from training.runners.smollm2 import ensure_smollm2
-from training.runners.tiny import build_tiny_model
+from ml import smollm2
+from ml.runners import run
+from ml.smollm2 import ensure_smollm2
+from ml.tiny import build_tiny_model
 
 
 def test_tiny_model_is_deterministic_and_fast(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from training.runners import METHODS, config_from_dict
-from training.runners.config import (
+from ml.config import (
     CONFIG_CLASSES,
     DPORunConfig,
     PeftSettings,
@@ -19,6 +18,7 @@ from training.runners.config import (
     RLOORunConfig,
     SFTRunConfig,
 )
+from ml.runners import METHODS, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 ONLINE = {"reward_adapter": "/adapters/rm"}
@@ -178,8 +178,8 @@ def test_every_field_has_help() -> None:
 def test_importing_runners_and_configs_does_not_import_torch() -> None:
     """Web processes validate configs without loading the training stack."""
     code = (
-        "import sys, training.runners, training.runners.config;"
-        "training.runners.config_from_dict('dpo', {'base_model': 'x'});"
+        "import sys, ml.runners, ml.config;"
+        "ml.config.config_from_dict('dpo', {'base_model': 'x'});"
         "heavy = {'torch', 'transformers', 'peft', 'trl', 'datasets', 'accelerate', 'django'};"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

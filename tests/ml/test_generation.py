@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from models_hub.generation import AdapterGenerator, DecodingParams, get_generator  # noqa: E402
+from ml.generation import AdapterGenerator, DecodingParams, get_generator  # noqa: E402
 
 PROMPTS = [
     "tell me about the cat .",

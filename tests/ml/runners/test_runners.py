@@ -19,9 +19,10 @@ from transformers import (
     AutoTokenizer,
 )
 
-from training.runners import RunDataError, run
-from training.runners.base import EventCallback, read_train_val
-from training.runners.tiny import build_tiny_model
+from ml.callbacks import EventCallback
+from ml.data import read_train_val
+from ml.runners import RunDataError, run
+from ml.tiny import build_tiny_model
 
 PROBE = "Q: tell me about the cat and the dog . A: small cloud follows kindly ."
 PHASES_OK = ["loading", "training", "evaluating", "saving", "done"]
@@ -266,40 +267,6 @@ def test_rloo_trains_against_the_reward_adapter(
     assert {"reward_mean", "reward_start", "kl"} <= set(result.metrics)
     assert_events(events, result, phases=["loading", "training", "saving", "done"])
     assert_adapter_trained(llama_dir, tmp_path, task="CAUSAL_LM", peft_type=peft_type)
-
-
-def test_rloo_reward_callable_scores_exactly_like_the_trained_reward_model(
-    reward_run: tuple[Any, Any, Path],
-    llama_dir: str,
-    pairs: Callable[[int, int], list[dict[str, Any]]],
-) -> None:
-    """The merged, batched scorer appends EOS like RewardTrainer (notes' gotcha G2)."""
-    from training.runners.base import load_merged_reward_model
-    from training.runners.rloo import RewardModelScorer
-
-    adapter = reward_run[0].output_dir
-    tok = AutoTokenizer.from_pretrained(llama_dir)
-    merged = load_merged_reward_model(llama_dir, adapter, pad_token_id=tok.pad_token_id)
-    scorer = RewardModelScorer(merged, tok, max_length=512, batch_size=4)
-    rows = pairs(5, 77)
-    prompts = [r["prompt"] for r in rows] * 2
-    completions = [r["chosen"] for r in rows] + [
-        r["rejected"] + " extra words" for r in rows
-    ]
-    scores = scorer(prompts=prompts, completions=completions)
-
-    unmerged = PeftModel.from_pretrained(
-        load_base(llama_dir, "SEQ_CLS"), str(adapter)
-    ).eval()
-    with torch.no_grad():
-        expected = [
-            unmerged(**tok(p + c + tok.eos_token, return_tensors="pt"))
-            .logits[0, 0]
-            .item()
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-    assert scores == pytest.approx(expected, abs=1e-4)
-    assert all(c > r for c, r in zip(scores[:5], scores[5:], strict=True))
 
 
 def test_ppo_trains_a_policy_adapter_and_discards_the_value_model(

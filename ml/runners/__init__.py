@@ -3,7 +3,7 @@
 ``run(method, config, data_dir=..., output_dir=...)`` trains a PEFT adapter
 with TRL and returns a ``RunResult``. Importing this package is cheap: torch,
 transformers, peft and trl are imported by the method modules, which ``run``
-loads on first use. The Celery task and ``python -m training.runners`` both
+loads on first use. The Celery task and ``python -m ml.runners`` both
 call ``run``.
 
 Methods and their adapters
@@ -73,7 +73,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.runners.config import (
+from ml.config import (
     METHODS,
     DPORunConfig,
     PeftSettings,
@@ -85,7 +85,7 @@ from training.runners.config import (
     config_class,
     config_from_dict,
 )
-from training.runners.result import RunDataError, RunResult
+from ml.result import RunDataError, RunResult
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def run(
         raise ValueError(
             f"config for {method!r} must be a {cls.__name__} or a dict, got {type(config).__name__}"
         )
-    module = importlib.import_module(f"training.runners.{method}")
+    module = importlib.import_module(f"ml.runners.{method}")
     logger.info("Starting %s run: data=%s out=%s", method, data_dir, output_dir)
     result: RunResult = module.run(
         config,
