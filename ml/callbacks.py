@@ -191,6 +191,9 @@ class EventCallback(TrainerCallback):
             self.best_metrics = clean_metrics(metrics or {})
             self._bad_evals = 0
             self._best_step = state.global_step
+            # Only the trainable (adapter) weights, in memory: a few MB, where
+            # transformers' load_best_model_at_end would write a checkpoint
+            # with optimizer state per evaluation into the job's folder.
             self._best_state = {
                 n: p.detach().clone()
                 for n, p in model.named_parameters()

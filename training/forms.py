@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 
 from labeling.models import Campaign
+from ml.config import config_class
 from models_hub.models import BaseModelVersion
 from training.models import METHOD_CHOICES, DatasetSnapshot
 
@@ -40,6 +41,26 @@ class JobLaunchForm(forms.Form):
         label="More settings (JSON)",
         help_text='Any runner field, e.g. {"beta": 0.1, "peft": {"peft_type": "ia3"}}.',
     )
+
+    def method_defaults(self) -> list[dict[str, Any]]:
+        """What each method runs with when a field is left empty: read from
+        the runner configs themselves, so the page cannot drift from them."""
+        rows = []
+        for method, _label in METHOD_CHOICES:
+            extra = {"reward_adapter": "-"} if method in ("ppo", "rloo") else {}
+            config = config_class(method)(base_model="-", **extra)
+            rows.append(
+                {
+                    "method": method,
+                    "learning_rate": config.learning_rate,
+                    "num_train_epochs": config.num_train_epochs,
+                    "batch_size": config.per_device_train_batch_size,
+                    "max_length": config.max_length,
+                    "early_stopping_patience": config.early_stopping_patience,
+                    "lora_r": config.peft.r,
+                }
+            )
+        return rows
 
     def config_overrides(self) -> dict[str, Any]:
         data = self.cleaned_data

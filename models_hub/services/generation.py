@@ -1,8 +1,10 @@
 """The closed loop's last step: a new policy adapter writes completions that
 go straight back into the comparison queue, paired against the champion.
 
-``generation_round_run`` runs on a GPU worker (it loads models); everything
-else here is plain database work.
+``generation_round_run`` and ``versions_generate`` run on a GPU worker: they
+(and ``_generate``/``_score`` under them) load models through the ``ml``
+package, imported inside the functions so that the web process, which
+imports this module to enqueue, never loads torch.
 """
 
 from __future__ import annotations
