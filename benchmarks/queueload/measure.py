@@ -1,0 +1,176 @@
+"""Measurements around the window: CPU split, gunicorn's request times,
+and the double-assignment audit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _proc_tree(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_snapshot(groups: dict[str, int | None]) -> dict[str, dict[int, float]]:
+    import psutil
+
+    snap: dict[str, dict[int, float]] = {"_machine": {0: _machine_busy_seconds()}}
+    for name, pid in groups.items():
+        snap[name] = {}
+        procs = _proc_tree(pid) if pid is not None else [psutil.Process()]
+        if pid is None:
+            procs = procs[:1]  # this process only (the load generator)
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                snap[name][p.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return snap
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O) so far."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def machine_busy_percent(seconds: float) -> float:
+    before = _machine_busy_seconds()
+    time.sleep(seconds)
+    return 100 * (_machine_busy_seconds() - before) / seconds
+
+
+def cpu_delta(
+    before: dict[str, dict[int, float]],
+    after: dict[str, dict[int, float]],
+    seconds: float,
+) -> dict[str, float]:
+    """Percent of one core used by each group during the window."""
+    out = {}
+    for name, procs in after.items():
+        used = sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in procs.items())
+        out[name] = 100 * used / seconds
+    machine = out.pop("_machine")
+    # Everything else on the machine: other people's tests, builds, servers.
+    out["other"] = max(0.0, machine - sum(out.values()))
+    return out
+
+
+def access_log_times(path: Path, start: int, end: int) -> dict[str, list[float]]:
+    """Server-side request times (ms) by endpoint, from the gunicorn access log."""
+    out: dict[str, list[float]] = {"next": [], "submit": []}
+    with open(path, "rb") as f:
+        f.seek(start)
+        chunk = f.read(max(0, end - start))
+    for line in chunk.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        url, status, micros = parts
+        if url.endswith("/next/") and status in ("200", "204"):
+            out["next"].append(int(micros) / 1000)
+        elif url.endswith("/preference/") and status == "201":
+            out["submit"].append(int(micros) / 1000)
+    return out
+
+
+def audit(campaign_id: int, k: int) -> dict[str, int]:
+    """Double assignments: pairs with more than k labels, pairs that had more
+    than k leases live at the same moment, and counters that disagree."""
+    from django.db import connection
+
+    gold = "AND NOT c.is_gold" if _has_column("labeling_comparison", "is_gold") else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM (
+                SELECT p.comparison_id FROM labeling_preference p
+                JOIN labeling_comparison c ON c.id = p.comparison_id
+                WHERE c.campaign_id = %s {gold} AND p.source = 'annotator'
+                GROUP BY p.comparison_id HAVING count(*) > %s
+            ) x
+            """,
+            [campaign_id, k],
+        )
+        over_labeled = cursor.fetchone()[0]
+        # A lease is live from its creation until it was submitted/skipped
+        # (updated_at) or expired; count, at each lease's start, the leases
+        # of the same pair live at that moment (itself included).
+        cursor.execute(
+            """
+            WITH l AS (
+                SELECT id, comparison_id, created_at AS s,
+                       CASE WHEN status IN ('submitted', 'skipped') THEN updated_at
+                            ELSE expires_at END AS e
+                FROM labeling_lease WHERE campaign_id = %s
+            )
+            SELECT count(DISTINCT comparison_id) FROM (
+                SELECT l1.id, l1.comparison_id, count(*) AS live
+                FROM l l1 JOIN l l2 ON l2.comparison_id = l1.comparison_id
+                                  AND l2.s <= l1.s AND l2.e > l1.s
+                GROUP BY l1.id, l1.comparison_id
+            ) x WHERE live > %s
+            """,
+            [campaign_id, k],
+        )
+        over_leased = cursor.fetchone()[0]
+        cursor.execute(
+            f"""
+            SELECT count(*) FROM labeling_comparison c
+            WHERE c.campaign_id = %s {gold}
+              AND c.label_count
+                  + (SELECT count(*) FROM unnest(c.lease_expiries) e WHERE e > now()) > %s
+            """,
+            [campaign_id, k],
+        )
+        over_slots = cursor.fetchone()[0]
+        cursor.execute(
+            """
+            SELECT count(*) FROM labeling_comparison c
+            WHERE c.campaign_id = %s AND (c.label_count > 0 OR c.status <> 'open')
+              AND c.label_count <> (SELECT count(*) FROM labeling_preference p
+                                    WHERE p.comparison_id = c.id AND p.source = 'annotator')
+            """,
+            [campaign_id],
+        )
+        mismatched = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*), count(DISTINCT comparison_id) FROM labeling_lease WHERE campaign_id = %s",
+            [campaign_id],
+        )
+        leases, leased_pairs = cursor.fetchone()
+        cursor.execute(
+            "SELECT count(*) FROM labeling_comparison WHERE campaign_id = %s AND status <> 'open'",
+            [campaign_id],
+        )
+        closed = cursor.fetchone()[0]
+    return {
+        "over_labeled": over_labeled,
+        "over_leased": over_leased,
+        "over_slots": over_slots,
+        "counter_mismatch": mismatched,
+        "leases": leases,
+        "leased_pairs": leased_pairs,
+        "closed": closed,
+    }
+
+
+def _has_column(table: str, column: str) -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = %s",
+            [table, column],
+        )
+        return cursor.fetchone() is not None

@@ -1,0 +1,182 @@
+"""Printing: one block per run, the in-process query list, the summary."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING
+
+from .explain import EXPLAIN_REPEAT
+from .shared import machine_percent
+
+if TYPE_CHECKING:
+    from .run import RunResult
+
+TARGET_P95_MS = 50.0
+TARGET_RATIO = 1.2
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def fmt_ms(v: float) -> str:
+    return "   n/a" if math.isnan(v) else f"{v:6.1f}"
+
+
+def report(r: RunResult, k: int, show_top: bool) -> None:
+    a = r.audit
+    double = r.double_assignments
+    mode = (
+        "no think time (closed loop, saturating)"
+        if r.think_ms == 0
+        else f"think {r.think_ms:.0f} ms ±50% per pair"
+    )
+    print()
+    if r.annotators == 1:
+        mode = "baseline: service time without queueing"
+    print(
+        f"== {r.size:,} pending pairs | {r.annotators} annotator{'s' if r.annotators > 1 else ''} | k={k} | {mode}"
+    )
+    print(f"   measured {r.seconds:.0f} s after {r.warmup:.0f} s warm-up")
+    print(
+        f"   labels/s                {r.labels_per_s:8.1f}   ({r.labels:,} labels; pairs closed this run: "
+        f"{a['closed']:,} of {r.size:,})"
+    )
+    print(
+        f"   next-pair  (client)     p50 {fmt_ms(pct(r.next_ms, 50))}  p95 {fmt_ms(pct(r.next_ms, 95))}  "
+        f"p99 {fmt_ms(pct(r.next_ms, 99))} ms   (n={len(r.next_ms):,})"
+    )
+    print(
+        f"   next-pair  (server)     p50 {fmt_ms(pct(r.server['next'], 50))}  p95 {fmt_ms(pct(r.server['next'], 95))}  "
+        f"p99 {fmt_ms(pct(r.server['next'], 99))} ms   (gunicorn request time, no accept/thread queueing)"
+    )
+    print(
+        f"   lease-next SQL (DB)     mean {r.lease_sql_mean_ms:6.2f} ms over {r.lease_sql_calls:,} calls "
+        f"(pg_stat_statements exec time)"
+    )
+    print(
+        f"   submit     (client)     p50 {fmt_ms(pct(r.submit_ms, 50))}  p95 {fmt_ms(pct(r.submit_ms, 95))}  "
+        f"p99 {fmt_ms(pct(r.submit_ms, 99))} ms"
+    )
+    print(
+        f"   submit     (server)     p50 {fmt_ms(pct(r.server['submit'], 50))}  p95 {fmt_ms(pct(r.server['submit'], 95))}  "
+        f"p99 {fmt_ms(pct(r.server['submit'], 99))} ms"
+    )
+    if r.labels:
+        sql = r.statements - r.tx_statements - r.health_checks
+        print(
+            f"   statements per label    {r.statements / r.labels:8.1f}   "
+            f"(= {sql / r.labels:.1f} SQL + {r.tx_statements / r.labels:.1f} BEGIN/COMMIT/SAVEPOINT/RELEASE + "
+            f"{r.health_checks / r.labels:.1f} 'SELECT 1' connection health checks; plus "
+            f"{r.fk_checks / r.labels:.1f} FK-trigger lookups inside PostgreSQL; pg_stat_statements)"
+        )
+    cpu = r.cpu
+    if r.labels and r.requests:
+        print(
+            f"   cost per label          server CPU {cpu['gunicorn'] * r.seconds * 10 / r.labels:6.1f} ms "
+            f"(gunicorn, {cpu['gunicorn'] * r.seconds * 10 / r.requests:.1f} ms per request), "
+            f"PostgreSQL CPU {cpu['postgres'] * r.seconds * 10 / r.labels:.1f} ms, "
+            f"statement execution {r.db_ms / r.labels:.1f} ms"
+        )
+    print(
+        f"   CPU (% of one core; {os.cpu_count()} cores = {machine_percent()}%)  gunicorn {cpu['gunicorn']:.0f}%  "
+        f"postgres {cpu['postgres']:.0f}%  load generator {cpu['loadgen']:.0f}%  other processes {cpu['other']:.0f}%"
+    )
+    print(
+        f"   double assignments      {double}   (pairs with >k labels: {a['over_labeled']}; with >k overlapping "
+        f"leases: {a['over_leased']}; with >k slots now: {a['over_slots']}; label counters off: "
+        f"{a['counter_mismatch']}; leases {a['leases']:,} on {a['leased_pairs']:,} pairs)"
+    )
+    print(
+        f"   queue SQL, EXPLAIN ANALYZE after the run (median of {EXPLAIN_REPEAT}): "
+        f"{r.explain_ms:.3f} ms; " + " | ".join(r.explain)
+    )
+    if r.errors or r.empty:
+        print(f"   errors {r.errors or '{}'}   empty-queue answers (204): {r.empty}")
+    if show_top and r.labels:
+        print("   top statements (calls per label, mean ms):")
+        for query, calls, total in r.top:
+            text = " ".join(query.split())
+            print(
+                f"     {calls / r.labels:5.2f}  {total / max(calls, 1):6.2f} ms  {text[:110]}"
+            )
+
+
+def print_probe(nxt: list[str], sub: list[str], size: int) -> None:
+    """The queries of one label, traced in-process (``explain.probe_queries``)."""
+    print()
+    print(
+        f"queries per label, in-process (CaptureQueriesContext, Django test client, one label on the "
+        f"{size:,} campaign): next {len(nxt)} + submit {len(sub)} = {len(nxt) + len(sub)} "
+        f"(excludes BEGIN/COMMIT and the CONN_HEALTH_CHECKS 'SELECT 1' that pg_stat_statements sees)"
+    )
+    for label, queries in (("next", nxt), ("submit", sub)):
+        for q in queries:
+            print(f"     {label:6s} {' '.join(q.split())[:120]}")
+
+
+def summarize(
+    results: list[RunResult], sizes: list[int], thinks: list[float], annotators: int
+) -> None:
+    print()
+    print(
+        "== summary (latencies in ms; client = measured by the load generator, srv = gunicorn request time)"
+    )
+    print(
+        f"   {'pairs':>10} {'users':>5} {'think':>6} {'labels/s':>8} {'next p50':>8} {'p95':>7} {'p99':>7} "
+        f"{'srv p95':>7} {'SQL ms':>6} {'submit p95':>10} {'stmts/label':>11} {'CPU ms/label':>12} "
+        f"{'other CPU':>9} {'double':>6}"
+    )
+    for r in results:
+        double = r.double_assignments
+        print(
+            f"   {r.size:>10,} {r.annotators:>5} {r.think_ms:>6.0f} {r.labels_per_s:>8.1f} {pct(r.next_ms, 50):>8.1f} "
+            f"{pct(r.next_ms, 95):>7.1f} {pct(r.next_ms, 99):>7.1f} {pct(r.server['next'], 95):>7.1f} "
+            f"{r.lease_sql_mean_ms:>6.2f} {pct(r.submit_ms, 95):>10.1f} "
+            f"{(r.statements / r.labels if r.labels else math.nan):>11.1f} {r.cpu_ms_per_label:>12.1f} "
+            f"{r.cpu['other']:>8.0f}% {double:>6}"
+        )
+    small, large = min(sizes), max(sizes)
+    all_ok = True
+    main = [r for r in results if r.annotators == annotators]
+    for think in thinks:
+        by_size = {r.size: r for r in main if r.think_ms == think}
+        mode = "no think time" if think == 0 else f"think {think:.0f} ms"
+        if len(by_size) < len(sizes):
+            continue
+        p95_ok = all(r.p95_next < TARGET_P95_MS for r in by_size.values())
+        worst = max(r.p95_next for r in by_size.values())
+        print(
+            f"   [{mode}] p95 next-pair < {TARGET_P95_MS:.0f} ms at {annotators} annotators: worst {worst:.1f} ms "
+            f"-> {'MET' if p95_ok else 'MISSED'}"
+        )
+        ratio_ok = True
+        if small != large:
+            rs, rl = by_size[small], by_size[large]
+            ratio = rl.p95_next / rs.p95_next
+            srv_ratio = pct(rl.server["next"], 95) / pct(rs.server["next"], 95)
+            sql_ratio = rl.lease_sql_mean_ms / rs.lease_sql_mean_ms
+            ratio_ok = ratio <= TARGET_RATIO
+            print(
+                f"   [{mode}] p95 next-pair ratio {large:,}/{small:,}: {ratio:.2f} client "
+                f"(target <= {TARGET_RATIO}) -> {'MET' if ratio_ok else 'MISSED'}; server {srv_ratio:.2f}; "
+                f"queue SQL mean {sql_ratio:.2f}"
+            )
+        double_ok = all(r.double_assignments == 0 for r in by_size.values())
+        print(
+            f"   [{mode}] double assignments: {'0 -> MET' if double_ok else 'FOUND -> MISSED'}"
+        )
+        all_ok = all_ok and p95_ok and ratio_ok and double_ok
+    busiest = max((r.cpu["other"] for r in results), default=0.0)
+    if busiest > 20:
+        print(
+            f"   NOTE: processes outside this benchmark used up to {busiest:.0f}% CPU during the measured windows "
+            f"(of {machine_percent()}%); latencies include waiting for CPU they held."
+        )
+    print(f"   all targets: {'MET' if all_ok else 'NOT all met'}")
