@@ -172,16 +172,6 @@ def annotator_detail(
     timeline = quality_selectors.annotator_timeline(
         campaign=campaign, annotator_id=annotator_id
     )
-    peak = max((d["labels"] for d in timeline), default=1) or 1
-    bars = [
-        {
-            **d,
-            "x": i * 14,
-            "h": round(d["labels"] / peak * 100),
-            "y": 105 - round(d["labels"] / peak * 100),
-        }
-        for i, d in enumerate(timeline)
-    ]
     return render(
         request,
         "labeling/annotator.html",
@@ -189,8 +179,7 @@ def annotator_detail(
             "campaign": campaign,
             "row": row,
             "timeline": timeline,
-            "bars": bars,
-            "chart_width": max(len(bars) * 14, 14),
+            "chart": quality_selectors.annotator_daily_chart(timeline=timeline),
         },
     )
 

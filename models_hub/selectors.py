@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils.safestring import SafeString, mark_safe
 
+from core import charts
 from core.exceptions import NotFound
 from core.stats import Outcome, bootstrap_bradley_terry, win_rate, win_rate_matrix
 from labeling.models import Campaign, Completion, Preference, Prompt
@@ -249,38 +250,22 @@ def side_by_side(
     return {"rows": rows, "missing": missing, "win_rate": rate}
 
 
-def leaderboard_chart(
-    board: dict[str, Any], *, width: int = 640, row_height: int = 34
-) -> dict[str, Any]:
-    """Horizontal strength bars with 95% whiskers, laid out server-side."""
-    rows = board["rows"]
-    if not rows:
-        return {"rows": [], "width": width, "height": 0}
-    lo = min(r["lower"] for r in rows)
-    hi = max(r["upper"] for r in rows)
-    span = (hi - lo) or 1.0
-    left_pad, right_pad = 220, 20
-    usable = width - left_pad - right_pad
-
-    def x(value: float) -> float:
-        return left_pad + (value - lo) / span * usable
-
-    out = []
-    for i, r in enumerate(rows):
-        y = 10 + i * row_height
-        out.append(
-            {
-                **r,
-                "y": y,
-                "cy": y + 12,
-                "x": x(r["strength"]),
-                "x_lo": x(r["lower"]),
-                "x_hi": x(r["upper"]),
-            }
-        )
-    return {
-        "rows": out,
-        "width": width,
-        "height": 20 + len(rows) * row_height,
-        "zero": x(0.0) if lo <= 0 <= hi else None,
-    }
+def leaderboard_chart(board: dict[str, Any]) -> charts.Chart:
+    """Each version's strength with its bootstrap 95% interval, best first."""
+    unit = "log-odds, base model = 0" if board.get("anchor") else "log-odds"
+    return charts.chart(
+        id="leaderboard",
+        title="Strength with 95% interval",
+        kind="interval",
+        x=charts.axis("Bradley–Terry strength", unit),
+        y=charts.axis("model version"),
+        series=[
+            charts.series(
+                label="strength",
+                points=[
+                    (r["label"], r["strength"], r["lower"], r["upper"])
+                    for r in board["rows"]
+                ],
+            )
+        ],
+    )

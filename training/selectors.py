@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
 from django.db.models import QuerySet
 
+from core import charts
 from core.exceptions import NotFound
 from training.models import TrainingJob, TrainingMetric
 
@@ -38,58 +40,144 @@ def training_job_metric_series(
     return dict(series)
 
 
-CHART_KEYS = (
-    "loss",
-    "eval_loss",
-    "eval_accuracy",
-    "rewards/accuracies",
-    "eval_rewards/accuracies",
-    "rewards/margins",
-    "eval_rewards/margins",
-    "accuracy",
-    "margin",
-    "reward",
-    "kl",
-    "objective/kl",
-    "objective/scores",
-    "eval_reward",
+# The charts a person looks for, each with its train and eval series. Keys are
+# TRL's log names as the runners report them (ml/callbacks.py); a method logs
+# only some of them, and a chart without points stays hidden until one comes.
+_STEP = charts.axis("step", "optimizer steps")
+METRIC_GROUPS: tuple[tuple[str, str, charts.Axis, dict[str, tuple[str, ...]]], ...] = (
+    (
+        "loss",
+        "Loss",
+        charts.axis("loss", "nats"),
+        {"train": ("loss",), "eval": ("eval_loss",)},
+    ),
+    (
+        "margin",
+        "Reward margin",
+        charts.axis("margin", "reward"),
+        {
+            "train": ("rewards/margins", "margin"),
+            "eval": ("eval_rewards/margins", "eval_margin"),
+        },
+    ),
+    (
+        "accuracy",
+        "Accuracy",
+        charts.axis("accuracy", "fraction correct", lo=0, hi=1),
+        {
+            "train": ("rewards/accuracies", "accuracy", "mean_token_accuracy"),
+            "eval": (
+                "eval_rewards/accuracies",
+                "eval_accuracy",
+                "eval_mean_token_accuracy",
+            ),
+        },
+    ),
+    (
+        "reward",
+        "Reward",
+        charts.axis("score", "reward"),
+        {"train": ("objective/scores", "reward"), "eval": ("eval_reward",)},
+    ),
+    (
+        "kl",
+        "KL to the reference model",
+        charts.axis("KL divergence", "nats"),
+        {"train": ("objective/kl", "kl"), "eval": ("eval_kl",)},
+    ),
+    (
+        "learning_rate",
+        "Learning rate",
+        charts.axis("learning rate"),
+        {"train": ("learning_rate",)},
+    ),
 )
+GROUPED_KEYS = frozenset(
+    key for *_, splits in METRIC_GROUPS for keys in splits.values() for key in keys
+)
+METRIC_FEED_LIMIT = 5000
 
 
-def training_job_charts(
-    *, job: TrainingJob, width: int = 420, height: int = 140
-) -> list[dict[str, Any]]:
-    """Each metric as an SVG polyline, scaled server-side (no JS chart lib)."""
-    charts = []
-    for name, points in sorted(training_job_metric_series(job=job).items()):
-        if (
-            len(points) < 1
-            or name in ("epoch", "learning_rate", "grad_norm")
-            or name.endswith("runtime")
-            or "per_second" in name
-        ):
-            continue
-        steps = [s for s, _ in points]
-        values = [v for _, v in points]
-        lo, hi = min(values), max(values)
-        span_y = (hi - lo) or 1.0
-        s0, s1 = min(steps), max(steps)
-        span_x = (s1 - s0) or 1
-        coords = " ".join(
-            f"{(s - s0) / span_x * (width - 20) + 10:.1f},{height - 10 - (v - lo) / span_y * (height - 20):.1f}"
-            for s, v in points
+def training_job_metric_rows(
+    *, job: TrainingJob, after_id: int = 0, limit: int | None = None
+) -> list[tuple[int, str, int, float]]:
+    """``(id, name, step, value)`` rows of ``job`` with id above ``after_id``,
+    in id order (the order they were written)."""
+    qs = (
+        TrainingMetric.objects.filter(job=job, pk__gt=after_id)
+        .order_by("pk")
+        .values_list("pk", "name", "step", "value")
+    )
+    return list(qs if limit is None else qs[:limit])
+
+
+def training_job_charts(*, job: TrainingJob) -> dict[str, Any]:
+    """The job page's charts from one read of its metric rows.
+
+    ``groups`` are the named charts (hidden while they have no points, so a
+    live update can reveal them), ``others`` one chart per remaining metric,
+    ``last_id`` the highest row id included: the page asks for rows after it.
+    """
+    rows = training_job_metric_rows(job=job)
+    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for _, name, step, value in rows:
+        points[name].append((step, value))
+    for series_points in points.values():
+        series_points.sort(key=lambda p: p[0])
+    groups = []
+    for slug, title, y_axis, splits in METRIC_GROUPS:
+        group = charts.chart(
+            id=slug,
+            title=title,
+            kind="line",
+            x=_STEP,
+            y=y_axis,
+            series=[
+                charts.series(label=split, key=key, points=points.get(key, []))
+                for split, keys in splits.items()
+                for key in keys
+            ],
         )
-        charts.append(
-            {
-                "name": name,
-                "points": coords,
-                "last": values[-1],
-                "min": lo,
-                "max": hi,
-                "count": len(points),
-                "width": width,
-                "height": height,
-            }
+        groups.append({**group, "hidden": not charts.chart_has_points(group)})
+    others = [
+        charts.chart(
+            id=f"metric:{name}",
+            title=name,
+            kind="line",
+            x=_STEP,
+            y=charts.axis(name),
+            series=[charts.series(label=name, points=points[name])],
         )
-    charts.sort(key=lambda c: (c["name"] not in CHART_KEYS, c["name"]))
-    return charts
+        for name in sorted(points)
+        if name not in GROUPED_KEYS
+    ]
+    return {
+        "groups": groups,
+        "others": others,
+        "last_id": max((r[0] for r in rows), default=0),
+    }
+
+
+def training_job_metrics_since(*, job: TrainingJob, after_id: int) -> dict[str, Any]:
+    """What the job page's poll needs: rows newer than ``after_id`` (at most
+    ``METRIC_FEED_LIMIT``; ``more`` says to ask again at once) and the job's
+    progress. Reads the job first, so a finished status implies every row it
+    wrote is visible to the second read."""
+    rows = training_job_metric_rows(
+        job=job, after_id=after_id, limit=METRIC_FEED_LIMIT + 1
+    )
+    more = len(rows) > METRIC_FEED_LIMIT
+    rows = rows[:METRIC_FEED_LIMIT]
+    return {
+        # JSON has no NaN; such a row is skipped, but counted as seen.
+        "rows": [list(r) for r in rows if math.isfinite(r[3])],
+        "last_id": rows[-1][0] if rows else after_id,
+        "more": more,
+        "active": job.is_active,
+        "status": job.status,
+        "progress": {
+            "step": job.progress_step,
+            "total": job.progress_total,
+            "percent": job.progress_percent,
+        },
+    }

@@ -9,4 +9,5 @@ urlpatterns = [
     path("jobs/new/", views.job_launch, name="job-launch"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/metrics/", views.job_metrics, name="job-metrics"),
 ]

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth.decorators import user_passes_test
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from core import roles
 from core.exceptions import ApplicationError
@@ -57,13 +63,29 @@ def job_launch(request: HttpRequest) -> HttpResponse:
 @reviewer_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.training_job_get(job_id=job_id)
-    context = {"job": job, "charts": selectors.training_job_charts(job=job)}
-    template = (
-        "training/job_detail.html#job-status"
-        if request.htmx
-        else "training/job_detail.html"
+    if request.htmx:
+        # The poll swaps only the status card; charts update from job_metrics.
+        return render(request, "training/job_detail.html#job-status", {"job": job})
+    context = {
+        "job": job,
+        "charts": selectors.training_job_charts(job=job),
+        "config_json": json.dumps(job.config, indent=2, sort_keys=True),
+    }
+    return render(request, "training/job_detail.html", context)
+
+
+@reviewer_required
+@require_GET
+def job_metrics(request: HttpRequest, job_id: int) -> JsonResponse:
+    """Metric rows newer than ``?after=<row id>`` plus the job's progress."""
+    try:
+        after_id = int(request.GET.get("after", "0"))
+    except ValueError:
+        return JsonResponse({"detail": "after must be a row id."}, status=400)
+    job = selectors.training_job_get(job_id=job_id)
+    return JsonResponse(
+        selectors.training_job_metrics_since(job=job, after_id=after_id)
     )
-    return render(request, template, context)
 
 
 @admin_required

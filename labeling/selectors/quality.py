@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import combinations
@@ -15,6 +16,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from core import charts
 from core.stats import (
     cohen_kappa,
     is_position_biased,
@@ -219,6 +221,31 @@ def annotator_timeline(
         }
         for r in rows
     ]
+
+
+def annotator_daily_chart(*, timeline: Sequence[Mapping[str, Any]]) -> charts.Chart:
+    """Labels per day from ``annotator_timeline`` rows (ordered by day), with
+    the days between them that have none shown as 0."""
+    per_day = {d["day"]: d["labels"] for d in timeline}
+    days = []
+    if per_day:
+        day, last = min(per_day), max(per_day)
+        while day <= last:
+            days.append(day)
+            day += timedelta(days=1)
+    return charts.chart(
+        id="labels-per-day",
+        title="Labels per day",
+        kind="bar",
+        x=charts.axis("day", timezone.get_current_timezone_name()),
+        y=charts.axis("labels", "per day", lo=0),
+        series=[
+            charts.series(
+                label="labels",
+                points=[(day.isoformat(), per_day.get(day, 0)) for day in days],
+            )
+        ],
+    )
 
 
 def disagreements(*, campaign: Campaign, limit: int = 100) -> list[dict[str, Any]]:

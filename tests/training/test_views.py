@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -9,9 +11,12 @@ from django.test import Client
 from django.urls import reverse
 
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
+from models_hub.models import BaseModelVersion
 from tests.conftest import PASSWORD
+from tests.labeling.factories import CampaignFactory
 from tests.training.conftest import labeled_campaign
-from training.models import TrainingJob, TrainingMetric
+from training import selectors
+from training.models import DatasetSnapshot, TrainingJob, TrainingMetric
 
 
 def _client(user: Any) -> Client:
@@ -81,11 +86,10 @@ def test_job_page_polls_only_while_the_job_is_active(
     url = reverse("training:job-detail", args=[job.pk])
     fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert fragment.lstrip().startswith('<section id="job-status"')
-    assert (
-        'hx-trigger="load delay:2s"' in fragment
-        and "<polyline" in fragment
-        and "25%" not in fragment
-    )
+    assert 'hx-trigger="load delay:2s"' in fragment and "25%" not in fragment
+    # The poll swaps the status card only: charts and the opened sections
+    # (log, configuration) live outside it.
+    assert "data-chart" not in fragment and "<details" not in fragment
     assert 'value="25"' in fragment
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded")
     done = client.get(url, HTTP_HX_REQUEST="true").content.decode()
@@ -107,3 +111,154 @@ def test_admin_cancels_from_the_job_page(make_user: Any, tiny_base: Any) -> None
     assert job.status == "cancelled"
     again = client.post(reverse("training:job-cancel", args=[job.pk]))
     assert again.status_code == 409
+
+
+def make_job(**fields: Any) -> TrainingJob:
+    """A job row without a launch (no tiny model, no snapshot files)."""
+    campaign = CampaignFactory()
+    base, _ = BaseModelVersion.objects.get_or_create(name="tiny", source="/m")
+    snapshot = DatasetSnapshot.objects.create(
+        campaign=campaign, content_hash="0" * 64, storage_path="snapshots/x"
+    )
+    return TrainingJob.objects.create(
+        campaign=campaign, method="dpo", base_model=base, snapshot=snapshot, **fields
+    )
+
+
+def add_metrics(job: TrainingJob, rows: list[tuple[str, int, float]]) -> list[int]:
+    return [
+        TrainingMetric.objects.create(job=job, name=name, step=step, value=value).pk
+        for name, step, value in rows
+    ]
+
+
+def _chart_specs(html: str) -> dict[str, dict[str, Any]]:
+    specs = [
+        json.loads(m)
+        for m in re.findall(r'<script type="application/json">(.*?)</script>', html)
+    ]
+    return {spec["id"]: spec for spec in specs}
+
+
+@pytest.mark.django_db
+def test_job_page_groups_named_charts_with_axes_and_shows_config_as_json(
+    make_user: Any,
+) -> None:
+    """Loss (train + eval), margins, accuracy and learning rate are named
+    charts with axis titles and units; other keys sit under 'All metrics'; a
+    one-point series is kept; the configuration is JSON, not a Python repr."""
+    job = make_job(
+        status="succeeded", config={"beta": 0.1, "peft": {"r": 8}, "seed": None}
+    )
+    ids = add_metrics(
+        job,
+        [
+            ("loss", 0, 0.69),
+            ("learning_rate", 0, 5e-4),
+            ("grad_norm", 0, 3.0),
+            ("loss", 2, 0.6),
+            ("rewards/margins", 2, 0.2),
+            ("loss", 1, 0.65),
+            ("eval_loss", 2, 0.62),
+            ("eval_rewards/accuracies", 2, float("nan")),
+        ],
+    )
+    html = _client(make_user(REVIEWER)).get(
+        reverse("training:job-detail", args=[job.pk])
+    )
+    page = html.content.decode()
+    specs = _chart_specs(page)
+    assert list(specs) == [
+        "loss",
+        "margin",
+        "accuracy",
+        "reward",
+        "kl",
+        "learning_rate",
+        "metric:grad_norm",
+    ]
+    for spec in specs.values():
+        assert spec["kind"] == "line" and spec["x"]["label"] == "step"
+        assert spec["y"]["label"] and spec["title"]
+    assert specs["loss"]["y"] == {"label": "loss", "unit": "nats"}
+    loss = {s["key"]: s for s in specs["loss"]["series"]}
+    assert loss["loss"]["label"] == "train" and loss["eval_loss"]["label"] == "eval"
+    assert loss["loss"]["points"] == [[0, 0.69], [1, 0.65], [2, 0.6]]
+    assert loss["eval_loss"]["points"] == [[2, 0.62]]
+    accuracy = {s["key"]: s["points"] for s in specs["accuracy"]["series"]}
+    assert accuracy["eval_rewards/accuracies"] == []  # NaN is not JSON
+    assert specs["accuracy"]["y"]["max"] == 1
+    # Charts without points are rendered hidden, so a live row can reveal them.
+    hidden = set(re.findall(r'data-chart="([^"]+)" hidden', page))
+    assert hidden == {"accuracy", "reward", "kl"}
+    assert f'data-chart-after="{max(ids)}"' in page
+    assert "data-chart-live" not in page  # a finished job does not poll
+    assert "<svg" not in page and "<polyline" not in page
+    config = json.dumps(job.config, indent=2, sort_keys=True)
+    assert html.context["config_json"] == config
+    assert '"seed": null' in page.replace("&quot;", '"') and "None" not in page
+
+
+@pytest.mark.django_db
+def test_metrics_feed_returns_only_rows_after_the_given_id(
+    make_user: Any, django_assert_num_queries: Any
+) -> None:
+    """The poll gets rows with id > after (id order), the job's progress, and
+    whether to keep polling, in a fixed number of queries."""
+    job = make_job(status="running", progress_step=3, progress_total=12)
+    ids = add_metrics(
+        job,
+        [("loss", 0, 1.0), ("loss", 1, 0.8), ("eval_loss", 1, 0.9), ("loss", 2, 0.5)],
+    )
+    add_metrics(make_job(), [("loss", 5, 9.0)])  # another job's row is never included
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-metrics", args=[job.pk])
+    # session, user, the user's roles, the job, its new rows
+    with django_assert_num_queries(5):
+        feed = client.get(url, {"after": ids[1]}).json()
+    assert feed["rows"] == [
+        [ids[2], "eval_loss", 1, 0.9],
+        [ids[3], "loss", 2, 0.5],
+    ]
+    assert feed["last_id"] == ids[3] and feed["more"] is False
+    assert feed["active"] is True and feed["status"] == "running"
+    assert feed["progress"] == {"step": 3, "total": 12, "percent": 25}
+    empty = client.get(url, {"after": ids[3]}).json()
+    assert empty["rows"] == [] and empty["last_id"] == ids[3]
+    everything = client.get(url).json()
+    assert [r[0] for r in everything["rows"]] == ids
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded")
+    assert client.get(url, {"after": ids[3]}).json()["active"] is False
+    assert client.get(url, {"after": "x"}).status_code == 400
+    assert TrainingMetric.objects.filter(job=job).count() == 4  # reads only
+
+
+@pytest.mark.django_db
+def test_metrics_feed_pages_large_backlogs(
+    make_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the page size the feed says ``more`` and the next page continues."""
+    monkeypatch.setattr(selectors, "METRIC_FEED_LIMIT", 2)
+    job = make_job(status="running")
+    ids = add_metrics(job, [("loss", step, 1.0 / (step + 1)) for step in range(3)])
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-metrics", args=[job.pk])
+    first = client.get(url, {"after": 0}).json()
+    assert [r[0] for r in first["rows"]] == ids[:2] and first["more"] is True
+    second = client.get(url, {"after": first["last_id"]}).json()
+    assert [r[0] for r in second["rows"]] == ids[2:] and second["more"] is False
+
+
+@pytest.mark.django_db
+def test_job_status_poll_refreshes_the_log_out_of_band(make_user: Any) -> None:
+    """The status fragment carries the log tail for the Log section, which
+    stays outside the swapped fragment."""
+    job = make_job(status="running", log_tail="01:00:00 step 1: loss=0.7")
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-detail", args=[job.pk])
+    page = client.get(url).content.decode()
+    assert page.index('id="job-status"') < page.index('<pre id="job-log"')
+    assert "data-chart-live" in page
+    fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert '<pre id="job-log" class="log" hx-swap-oob="innerHTML">' in fragment
+    assert "step 1: loss=0.7" in fragment
