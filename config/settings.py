@@ -186,6 +186,7 @@ CELERY_TASK_ROUTES = {
     "models_hub.active_selection": {"queue": "gpu"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
+    "models_hub.reports_refresh": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

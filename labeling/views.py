@@ -141,11 +141,13 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = selectors.campaign_get_for_user(
         user=request.user, campaign_id=campaign_id
     )
+    report = quality_selectors.quality_report_cached(campaign=campaign)
     context = {
         "campaign": campaign,
         "stats": selectors.campaign_stats(campaign=campaign),
-        "agreement": quality_selectors.campaign_agreement(campaign=campaign),
-        "annotators": quality_selectors.annotator_report(campaign=campaign),
+        "report": report,
+        "agreement": (report.payload or {}).get("agreement"),
+        "annotators": (report.payload or {}).get("annotators", []),
         "disagreements": quality_selectors.disagreements(campaign=campaign, limit=20),
     }
     return render(request, "labeling/quality.html", context)

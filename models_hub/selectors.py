@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import difflib
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -13,7 +15,16 @@ from django.utils.safestring import SafeString, mark_safe
 
 from core import charts
 from core.exceptions import NotFound
-from core.stats import Outcome, bootstrap_bradley_terry, win_rate, win_rate_matrix
+from core.models import Report
+from core.reports import CachedReport, report_for_page
+from core.stats import (
+    NO_WIN_RATE,
+    Outcome,
+    WinRate,
+    bootstrap_bradley_terry,
+    win_rate,
+    win_rate_matrix,
+)
 from labeling.models import Campaign, Completion, Preference, Prompt
 from models_hub.models import Adapter, BaseModelVersion
 
@@ -114,8 +125,18 @@ def version_outcomes(*, campaign: Campaign) -> list[Outcome]:
     return outcomes
 
 
-def campaign_leaderboard(*, campaign: Campaign, n_boot: int = 200) -> dict[str, Any]:
-    outcomes = version_outcomes(campaign=campaign)
+def campaign_leaderboard(
+    *,
+    campaign: Campaign,
+    n_boot: int = 200,
+    outcomes: Sequence[Outcome] | None = None,
+) -> dict[str, Any]:
+    """Bradley-Terry strengths with bootstrap intervals and the win-rate
+    matrix. Resamples: only the reports refresh task calls it (pages read the
+    cached ``leaderboard_report``). ``outcomes`` defaults to
+    ``version_outcomes(campaign=campaign)``."""
+    if outcomes is None:
+        outcomes = version_outcomes(campaign=campaign)
     versions = {v.key: v for v in versions_for_campaign(campaign=campaign)}
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -246,8 +267,30 @@ def side_by_side(
                 "right_diff": diff[1],
             }
         )
-    rate = win_rate(version_outcomes(campaign=campaign), left.key, right.key)
-    return {"rows": rows, "missing": missing, "win_rate": rate}
+    rate, as_of = leaderboard_win_rate_cached(
+        campaign=campaign, a=left.key, b=right.key
+    )
+    return {"rows": rows, "missing": missing, "win_rate": rate, "win_rate_as_of": as_of}
+
+
+def leaderboard_cached(*, campaign: Campaign) -> CachedReport:
+    """The cached leaderboard report (``leaderboard_report`` in
+    ``models_hub.services.reports``); requests a refresh when it is missing
+    or stale. Never fits or resamples."""
+    return report_for_page(campaign_id=campaign.pk, kind=Report.Kind.LEADERBOARD)
+
+
+def leaderboard_win_rate_cached(
+    *, campaign: Campaign, a: str, b: str
+) -> tuple[WinRate, datetime | None]:
+    """``a``'s win rate against ``b`` with its bootstrap interval, from the
+    cached leaderboard report (no resampling here), and when it was
+    computed; ``(NO_WIN_RATE, None)`` before the first refresh."""
+    report = leaderboard_cached(campaign=campaign)
+    if report.payload is None:
+        return NO_WIN_RATE, None
+    found = report.payload.get("win_rates", {}).get(a, {}).get(b)
+    return (WinRate(**found) if found else NO_WIN_RATE), report.computed_at
 
 
 def leaderboard_chart(board: dict[str, Any]) -> charts.Chart:

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from models_hub.services.exports import adapter_merge_export_run
 from models_hub.services.generation import generation_round_run, versions_generate
+from models_hub.services.reports import campaign_reports_refresh
 
 
 @shared_task(name="models_hub.generate_for_adapter", acks_late=True, ignore_result=True)
@@ -28,3 +29,9 @@ def active_selection() -> int:
     from models_hub.services.active import active_selection_run
 
     return active_selection_run()
+
+
+@shared_task(name="models_hub.reports_refresh", ignore_result=True)
+def reports_refresh(campaign_id: int) -> bool:
+    """Recompute a campaign's cached leaderboard and quality reports."""
+    return campaign_reports_refresh(campaign_id=campaign_id)

@@ -90,14 +90,16 @@ def adapter_download(request: HttpRequest, adapter_id: int) -> FileResponse:
 @require_GET
 def leaderboard(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    board = selectors.campaign_leaderboard(campaign=campaign)
+    report = selectors.leaderboard_cached(campaign=campaign)
+    board = report.payload or {}
     return render(
         request,
         "models_hub/leaderboard.html",
         {
             "campaign": campaign,
+            "report": report,
             "board": board,
-            "chart": selectors.leaderboard_chart(board),
+            "chart": selectors.leaderboard_chart(board) if board else None,
         },
     )
 

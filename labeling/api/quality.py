@@ -19,18 +19,6 @@ from labeling.selectors import quality as q
 from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 
 
-def _gold(score: q.GoldScore | None) -> dict[str, Any] | None:
-    if score is None:
-        return None
-    return {
-        "correct": score.correct,
-        "n": score.n,
-        "accuracy": score.accuracy,
-        "lower": score.lower,
-        "upper": score.upper,
-    }
-
-
 def _comparison(user: Any, comparison_id: int) -> Comparison:
     comparison = (
         Comparison.objects.filter(pk=comparison_id).select_related("campaign").first()
@@ -42,18 +30,23 @@ def _comparison(user: Any, comparison_id: int) -> Comparison:
 
 
 class CampaignQualityApi(APIView):
-    """Agreement (Krippendorff's alpha, pairwise Cohen's kappa) and a row per
-    annotator: throughput, median time, gold accuracy, agreement, left bias."""
+    """The cached quality report: agreement (Krippendorff's alpha, pairwise
+    Cohen's kappa) and a row per annotator: throughput, median time, gold
+    accuracy, agreement, left bias. ``report.status`` is ``computing`` until
+    the first refresh (``agreement`` is then null), ``updating`` while a
+    newer one is on its way, else ``current``."""
 
     permission_classes = [IsReviewer]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        rows = q.annotator_report(campaign=campaign)
+        report = q.quality_report_cached(campaign=campaign)
+        payload = report.payload or {}
         return Response(
             {
-                "agreement": q.campaign_agreement(campaign=campaign),
+                "report": report.meta(),
+                "agreement": payload.get("agreement"),
                 "annotators": [
                     {
                         **{
@@ -64,9 +57,9 @@ class CampaignQualityApi(APIView):
                                 "labels",
                                 "labels_per_hour",
                                 "median_seconds",
+                                "gold",
                             )
                         },
-                        "gold": _gold(r["gold"]),
                         "agreement_with_others": {
                             "rate": r["agreement"][0],
                             "items": r["agreement"][1],
@@ -75,7 +68,7 @@ class CampaignQualityApi(APIView):
                         else None,
                         "left_pick": r["left_bias"],
                     }
-                    for r in rows
+                    for r in payload.get("annotators", [])
                 ],
             }
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from itertools import combinations
 from typing import Any
@@ -17,6 +17,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from core import charts
+from core.models import Report
+from core.reports import CachedReport, report_for_page
 from core.stats import (
     cohen_kappa,
     is_position_biased,
@@ -291,3 +293,27 @@ def annotator_reliability(*, campaign: Campaign) -> dict[int, float]:
         else:
             out[annotator_id] = 1.0
     return out
+
+
+def quality_report(*, campaign: Campaign) -> dict[str, Any]:
+    """The parts of the quality page that walk every label (agreement and the
+    per-annotator rows), as JSON for the cached report. Computed by the
+    reports refresh task, never in a request (see ``core.reports``)."""
+    annotators = [
+        {
+            **row,
+            "gold": asdict(row["gold"]) if row["gold"] is not None else None,
+            "agreement": list(row["agreement"]) if row["agreement"] else None,
+        }
+        for row in annotator_report(campaign=campaign)
+    ]
+    return {
+        "agreement": campaign_agreement(campaign=campaign),
+        "annotators": annotators,
+    }
+
+
+def quality_report_cached(*, campaign: Campaign) -> CachedReport:
+    """The cached ``quality_report``; requests a refresh when it is missing or
+    stale. Walks no labels."""
+    return report_for_page(campaign_id=campaign.pk, kind=Report.Kind.QUALITY)

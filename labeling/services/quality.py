@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from core.exceptions import Conflict
+from core.reports import reports_mark_stale
 from labeling.exceptions import LabelingError
 from labeling.models import Comparison, Preference
 
@@ -32,6 +33,7 @@ def comparison_gold_set(*, comparison: Comparison, choice: str | None) -> Compar
             comparison.status = Comparison.Status.OPEN  # gold pairs stay servable
     comparison.full_clean()
     comparison.save(update_fields=["is_gold", "gold_choice", "status", "updated_at"])
+    reports_mark_stale(campaign_id=comparison.campaign_id)  # gold accuracy moves
     return comparison
 
 
@@ -64,6 +66,7 @@ def comparison_adjudicate(
     )
     preference.full_clean(exclude=["comparison", "annotator", "lease"])
     preference.save()
+    reports_mark_stale(campaign_id=comparison.campaign_id)
     logger.info(
         "labeling.comparison.adjudicated comparison=%s reviewer=%s",
         comparison.pk,

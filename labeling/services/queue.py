@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.reports import reports_mark_stale
 from labeling.exceptions import (
     ComparisonFull,
     LabelingError,
@@ -299,6 +300,7 @@ def preference_record(
     )
     lease.status = Lease.Status.SUBMITTED
     lease.save(update_fields=["status", "updated_at"])
+    reports_mark_stale(campaign_id=comparison.campaign_id)
     logger.info(
         "labeling.preference.recorded comparison=%s annotator=%s",
         comparison.pk,

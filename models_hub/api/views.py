@@ -234,16 +234,24 @@ class AdapterMergeApi(APIView):
 
 
 class LeaderboardApi(APIView):
+    """The cached leaderboard: Bradley-Terry strengths with bootstrap 95%
+    intervals, every pair's win rate with its interval, and candidates
+    against the champion. ``report.status`` is ``computing`` until the first
+    refresh (then the lists are empty), ``updating`` while a newer one is on
+    its way, else ``current``; ``report.computed_at`` says as of when."""
+
     permission_classes = [IsReviewer]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        board = selectors.campaign_leaderboard(campaign=campaign)
+        report = selectors.leaderboard_cached(campaign=campaign)
+        board = report.payload or {}
         return Response(
             {
-                "labels": board["labels"],
-                "anchor": board["anchor"],
+                "report": report.meta(),
+                "labels": board.get("labels", 0),
+                "anchor": board.get("anchor"),
                 "versions": [
                     {
                         k: r[k]
@@ -256,12 +264,11 @@ class LeaderboardApi(APIView):
                             "labels",
                         )
                     }
-                    for r in board["rows"]
+                    for r in board.get("rows", [])
                 ],
-                "win_rates": {
-                    a: {b: {"rate": rate, "n": n} for b, (rate, n) in row.items()}
-                    for a, row in board["matrix"].items()
-                },
+                "win_rates": board.get("win_rates", {}),
+                "champion": board.get("champion"),
+                "against_champion": board.get("against_champion", []),
             }
         )
 
@@ -296,6 +303,7 @@ class CompareApi(APIView):
                     "wins": rate.wins,
                     "losses": rate.losses,
                     "ties": rate.ties,
+                    "as_of": result["win_rate_as_of"],
                 },
                 "rows": [
                     {

@@ -20,6 +20,7 @@ from core.stats import (
     wilson_interval,
     win_rate,
     win_rate_matrix,
+    win_rates,
 )
 
 TRUE_STRENGTHS = {"v0": 0.0, "v1": 0.5, "v2": 1.0, "v3": -0.5, "v4": 1.5}
@@ -398,3 +399,22 @@ def test_position_bias_needs_enough_picks() -> None:
     assert is_position_biased([True] * 20)
     assert not is_position_biased([True] * 50, min_n=51)
     assert left_pick_rate([]) == (0.5, 0.0, 1.0)
+
+
+def test_win_rates_match_win_rate_for_every_pair_in_both_orders() -> None:
+    """The all-pairs helper gives exactly what win_rate gives pair by pair."""
+    outcomes = _simulate(5, 800, tie_rate=0.1)
+    every = win_rates(outcomes, n_boot=300, seed=3)
+    assert len(every) == 20  # 10 pairs, both orders
+    for (a, b), result in every.items():
+        assert result == win_rate(outcomes, a, b, n_boot=300, seed=3)
+
+
+def test_bootstrap_win_rate_interval_matches_the_normal_approximation() -> None:
+    """Multinomial resampling has the spread of index resampling: for 0.75
+    over 400 outcomes (no ties) the 95% interval is about 0.75 +- 1.96 *
+    sqrt(0.75 * 0.25 / 400) = +- 0.042."""
+    outcomes = [Outcome("a", "b", 1.0)] * 300 + [Outcome("a", "b", 0.0)] * 100
+    result = win_rate(outcomes, "a", "b", n_boot=4000)
+    assert result.lower == pytest.approx(0.75 - 0.042, abs=0.006)
+    assert result.upper == pytest.approx(0.75 + 0.042, abs=0.006)
