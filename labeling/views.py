@@ -6,14 +6,13 @@ from __future__ import annotations
 import uuid
 
 from django.contrib import messages
-from django.contrib.auth.decorators import user_passes_test
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from core import roles
 from core.exceptions import ApplicationError
+from core.roles import reviewer_required
 from labeling import selectors
 from labeling.exceptions import ComparisonFull, NothingToLabel
 from labeling.forms import PreferenceForm
@@ -84,9 +83,21 @@ def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return redirect("labeling:lease-detail", campaign_id, lease.pk)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def label_start(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    return _next(request, campaign_id)
+    """GET: the campaign's start page (a bookmark or a reload lands here);
+    POST: lease the next pair."""
+    if request.method == "POST":
+        return _next(request, campaign_id)
+    campaign = selectors.campaign_get_for_annotator(
+        user=request.user, campaign_id=campaign_id
+    )
+    progress = selectors.annotator_progress(campaign=campaign, annotator=request.user)
+    return render(
+        request,
+        "labeling/label_start.html",
+        {"campaign": campaign, "progress": progress},
+    )
 
 
 @require_GET
@@ -131,8 +142,6 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
 
 
 # ---------------------------------------------------------------- quality (reviewers)
-
-reviewer_required = user_passes_test(roles.is_reviewer)
 
 
 @reviewer_required

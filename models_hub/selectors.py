@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from core import charts
@@ -25,8 +27,9 @@ from core.stats import (
     win_rate,
     win_rate_matrix,
 )
-from labeling.models import Campaign, Completion, Preference, Prompt
+from labeling.models import Campaign, Completion, Lease, Preference, Prompt
 from models_hub.models import Adapter, BaseModelVersion
+from models_hub.versions import SameVersion, VersionKey
 
 RESULT = {
     Preference.Choice.A: 1.0,
@@ -37,11 +40,11 @@ RESULT = {
 
 
 def version_key(*, adapter_id: int | None, base_model_id: int | None) -> str | None:
-    if adapter_id is not None:
-        return f"adapter:{adapter_id}"
-    if base_model_id is not None:
-        return f"base:{base_model_id}"
-    return None
+    """The formatted key of the version that wrote a completion (see
+    ``VersionKey.of``); a string because leaderboard rows and outcomes are
+    keyed by it."""
+    key = VersionKey.of(adapter_id=adapter_id, base_model_id=base_model_id)
+    return str(key) if key is not None else None
 
 
 @dataclass(frozen=True)
@@ -51,29 +54,36 @@ class Version:
     adapter: Adapter | None
     base_model: BaseModelVersion | None
 
+    @classmethod
+    def of_adapter(cls, adapter: Adapter) -> Version:
+        return cls(
+            str(VersionKey.adapter(adapter.pk)),
+            f"{adapter.name} ({adapter.get_status_display()})",
+            adapter,
+            adapter.base_model,
+        )
 
-def version_get(*, key: str) -> Version:
-    kind, _, raw_id = key.partition(":")
-    if not raw_id.isdigit():
-        raise NotFound(f"Unknown model version {key!r}.")
-    if kind == "adapter":
+    @classmethod
+    def of_base(cls, base: BaseModelVersion) -> Version:
+        return cls(str(VersionKey.base(base.pk)), f"{base.name} (base, v0)", None, base)
+
+
+def version_get(*, key: VersionKey) -> Version:
+    """The version ``key`` names; ``NotFound`` when its row does not exist.
+    Parse user input with ``VersionKey.parse`` first."""
+    if key.kind == "adapter":
         adapter = (
             Adapter.objects.select_related("base_model", "campaign")
-            .filter(pk=int(raw_id))
+            .filter(pk=key.pk)
             .first()
         )
         if adapter is not None:
-            return Version(
-                key,
-                f"{adapter.name} ({adapter.get_status_display()})",
-                adapter,
-                adapter.base_model,
-            )
-    elif kind == "base":
-        base = BaseModelVersion.objects.filter(pk=int(raw_id)).first()
+            return Version.of_adapter(adapter)
+    else:
+        base = BaseModelVersion.objects.filter(pk=key.pk).first()
         if base is not None:
-            return Version(key, f"{base.name} (base, v0)", None, base)
-    raise NotFound(f"Unknown model version {key!r}.")
+            return Version.of_base(base)
+    raise NotFound(f"Unknown model version {str(key)!r}.")
 
 
 def versions_for_campaign(*, campaign: Campaign) -> list[Version]:
@@ -92,14 +102,40 @@ def versions_for_campaign(*, campaign: Campaign) -> list[Version]:
             .distinct()
         )
     )
-    versions = [Version(f"base:{b.pk}", f"{b.name} (base, v0)", None, b) for b in bases]
-    versions += [
-        Version(
-            f"adapter:{a.pk}", f"{a.name} ({a.get_status_display()})", a, a.base_model
-        )
-        for a in adapters.order_by("version")
-    ]
+    versions = [Version.of_base(b) for b in bases]
+    versions += [Version.of_adapter(a) for a in adapters.order_by("version")]
     return versions
+
+
+def campaign_reward_model(*, campaign: Campaign) -> Adapter | None:
+    """The campaign's reward model: its reward champion, else its newest
+    reward adapter that is not retired; None when it has none. Generation
+    scores with it, PPO/RLOO train against it, active selection ranks with it."""
+    return (
+        Adapter.objects.filter(campaign=campaign, role=Adapter.Role.REWARD)
+        .exclude(status=Adapter.Status.RETIRED)
+        # "champion" sorts before "candidate" descending
+        .order_by("-status", "-version")
+        .first()
+    )
+
+
+def review_blind_lease_live(
+    *, campaign: Campaign, reviewer: AbstractBaseUser
+) -> Lease | None:
+    """The reviewer's unexpired blind-review lease in this campaign (on a
+    golden prompt), if any. Reads only: a new lease is taken by POST."""
+    return (
+        Lease.objects.filter(
+            annotator=reviewer,
+            campaign=campaign,
+            status=Lease.Status.ACTIVE,
+            expires_at__gt=timezone.now(),
+            comparison__prompt__is_golden=True,
+        )
+        .order_by("id")
+        .first()
+    )
 
 
 def version_outcomes(*, campaign: Campaign) -> list[Outcome]:
@@ -189,8 +225,8 @@ def adapter_win_rate_against_champion(*, adapter: Adapter) -> dict[str, Any]:
         return {}
     result = win_rate(
         version_outcomes(campaign=adapter.campaign),
-        f"adapter:{adapter.pk}",
-        f"adapter:{champion.pk}",
+        str(VersionKey.adapter(adapter.pk)),
+        str(VersionKey.adapter(champion.pk)),
     )
     return {
         "champion": champion.pk,
@@ -245,7 +281,10 @@ def side_by_side(
     *, campaign: Campaign, left: Version, right: Version
 ) -> dict[str, Any]:
     """Both versions' outputs on the campaign's golden prompts, with a word
-    diff, reward scores when recorded, and the human win rate between them."""
+    diff, reward scores when recorded, and the human win rate between them.
+    Raises ``SameVersion`` when both sides are one version."""
+    if left.key == right.key:
+        raise SameVersion(f"Pick two different versions: both sides are {left.key}.")
     rows = []
     missing = 0
     for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(

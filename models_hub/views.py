@@ -1,23 +1,25 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from urllib.parse import urlencode
+
 from django.contrib import messages
-from django.contrib.auth.decorators import user_passes_test
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from core import roles
 from core.exceptions import ApplicationError
-from labeling.models import Campaign, Preference
+from core.http import redirect_next
+from core.roles import admin_required, reviewer_required
+from labeling.models import Campaign, Lease, Preference
 from labeling.selectors import lease_blind_pair
 from labeling.services.queue import preference_record
 from models_hub import selectors
 from models_hub.models import Adapter
 from models_hub.services import exports, registry
-from models_hub.services.review import review_blind_lease_next
-
-reviewer_required = user_passes_test(roles.is_reviewer)
-admin_required = user_passes_test(roles.is_admin)
+from models_hub.services.review import review_blind_lease_next, review_outputs_enqueue
+from models_hub.versions import VersionKey, version_pair_parse
 
 
 @reviewer_required
@@ -40,39 +42,59 @@ def adapter_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _promote(request: HttpRequest, adapter: Adapter) -> str:
+    registry.adapter_promote(
+        adapter=adapter,
+        actor=request.user,
+        override=bool(request.POST.get("override")),
+        reason=request.POST.get("reason", ""),
+    )
+    return f"{adapter} is now the champion."
+
+
+def _retire(request: HttpRequest, adapter: Adapter) -> str:
+    registry.adapter_retire(
+        adapter=adapter, actor=request.user, reason=request.POST.get("reason", "")
+    )
+    return f"{adapter} retired."
+
+
+def _rollback(request: HttpRequest, adapter: Adapter) -> str:
+    back = registry.adapter_rollback(
+        campaign=adapter.campaign,
+        role=adapter.role,
+        actor=request.user,
+        reason=request.POST.get("reason", ""),
+    )
+    return f"Rolled back: {back} is the champion again."
+
+
+def _merge(request: HttpRequest, adapter: Adapter) -> str:
+    exports.adapter_merge_export_enqueue(adapter=adapter)
+    return "Merged export queued on the GPU worker."
+
+
+# The adapter actions a page can post, each to one service; any other → 404.
+ADAPTER_ACTIONS: dict[str, Callable[[HttpRequest, Adapter], str]] = {
+    "promote": _promote,
+    "retire": _retire,
+    "rollback": _rollback,
+    "merge": _merge,
+}
+
+
 @admin_required
 @require_POST
 def adapter_action(request: HttpRequest, adapter_id: int, action: str) -> HttpResponse:
+    handler = ADAPTER_ACTIONS.get(action)
+    if handler is None:
+        raise Http404(f"No adapter action {action!r}.")
     adapter = get_object_or_404(Adapter, pk=adapter_id)
-    reason = request.POST.get("reason", "")
     try:
-        if action == "promote":
-            registry.adapter_promote(
-                adapter=adapter,
-                actor=request.user,
-                override=bool(request.POST.get("override")),
-                reason=reason,
-            )
-            messages.success(request, f"{adapter} is now the champion.")
-        elif action == "retire":
-            registry.adapter_retire(adapter=adapter, actor=request.user, reason=reason)
-            messages.success(request, f"{adapter} retired.")
-        elif action == "rollback":
-            back = registry.adapter_rollback(
-                campaign=adapter.campaign,
-                role=adapter.role,
-                actor=request.user,
-                reason=reason,
-            )
-            messages.success(request, f"Rolled back: {back} is the champion again.")
-        elif action == "merge":
-            exports.adapter_merge_export_enqueue(adapter=adapter)
-            messages.success(request, "Merged export queued on the GPU worker.")
-        else:
-            messages.error(request, "Unknown action.")
+        messages.success(request, handler(request, adapter))
     except ApplicationError as exc:
         messages.error(request, exc.message)
-    return redirect(request.POST.get("next") or "models_hub:adapter-list")
+    return redirect_next(request, "models_hub:adapter-list")
 
 
 @reviewer_required
@@ -104,27 +126,37 @@ def leaderboard(request: HttpRequest, campaign_id: int) -> HttpResponse:
     )
 
 
+def _compare_url(campaign: Campaign, *, left: VersionKey, right: VersionKey) -> str:
+    query = urlencode({"left": str(left), "right": str(right)})
+    return f"{reverse('models_hub:compare', args=[campaign.pk])}?{query}"
+
+
 @reviewer_required
 @require_GET
 def compare(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    versions = selectors.versions_for_campaign(campaign=campaign)
     left_key, right_key = request.GET.get("left"), request.GET.get("right")
     context = {
         "campaign": campaign,
-        "versions": versions,
+        "versions": selectors.versions_for_campaign(campaign=campaign),
         "left_key": left_key,
         "right_key": right_key,
     }
-    if left_key and right_key:
-        left, right = (
-            selectors.version_get(key=left_key),
-            selectors.version_get(key=right_key),
-        )
+    if not (left_key and right_key):
+        return render(request, "models_hub/compare.html", context)
+    try:
+        left_id, right_id = version_pair_parse(left_key, right_key)
+        left = selectors.version_get(key=left_id)
+        right = selectors.version_get(key=right_id)
         context.update(
             left=left,
             right=right,
             **selectors.side_by_side(campaign=campaign, left=left, right=right),
+        )
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(
+            request, "models_hub/compare.html", context, status=exc.status_code
         )
     return render(request, "models_hub/compare.html", context)
 
@@ -132,30 +164,63 @@ def compare(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @reviewer_required
 @require_POST
 def compare_generate(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    from models_hub.services.review import review_outputs_enqueue
-
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    keys = [k for k in (request.POST.get("left"), request.POST.get("right")) if k]
-    review_outputs_enqueue(campaign=campaign, version_keys=keys)
+    try:
+        left, right = version_pair_parse(
+            request.POST.get("left"), request.POST.get("right")
+        )
+        review_outputs_enqueue(campaign=campaign, left=left, right=right)
+    except ApplicationError as exc:
+        return render(
+            request,
+            "error.html",
+            {"message": exc.message, "status": exc.status_code},
+            status=exc.status_code,
+        )
     messages.info(
         request, "Generating the missing outputs on the GPU worker; reload in a minute."
     )
-    return redirect(
-        f"{request.path.rsplit('/generate/', 1)[0]}/?left={keys[0]}&right={keys[-1]}"
-    )
+    return redirect(_compare_url(campaign, left=left, right=right))
 
 
 @reviewer_required
 @require_http_methods(["GET", "POST"])
 def blind_review(request: HttpRequest, campaign_id: int) -> HttpResponse:
     """Vote on outputs of two versions without knowing which is which; the
-    votes are recorded as labels (source "reviewer")."""
+    votes are recorded as labels (source "reviewer"). GET shows the live
+    lease, if any, and never writes; POST records a vote (when it carries a
+    lease) and leases the next pair."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     left_key, right_key = request.GET.get("left", ""), request.GET.get("right", "")
-    if request.method == "POST" and request.POST.get("lease"):
+    context = {"campaign": campaign, "left_key": left_key, "right_key": right_key}
+    try:
+        left, right = version_pair_parse(left_key, right_key)
+        if request.method == "POST":
+            lease = _blind_vote_and_lease_next(
+                request, campaign=campaign, left=left, right=right
+            )
+            context["finished"] = lease is None
+        else:
+            lease = selectors.review_blind_lease_live(
+                campaign=campaign, reviewer=request.user
+            )
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "models_hub/blind.html", context, status=exc.status_code)
+    context["pair"] = lease_blind_pair(lease=lease) if lease is not None else None
+    return render(request, "models_hub/blind.html", context)
+
+
+def _blind_vote_and_lease_next(
+    request: HttpRequest, *, campaign: Campaign, left: VersionKey, right: VersionKey
+) -> Lease | None:
+    raw_lease = request.POST.get("lease")
+    if raw_lease is not None:
+        if not raw_lease.isascii() or not raw_lease.isdigit():
+            raise ApplicationError(f"{raw_lease!r} is not a lease id.")
         try:
             preference_record(
-                lease_id=int(request.POST["lease"]),
+                lease_id=int(raw_lease),
                 annotator=request.user,
                 choice=request.POST.get("choice", ""),
                 rationale=request.POST.get("rationale", ""),
@@ -163,17 +228,6 @@ def blind_review(request: HttpRequest, campaign_id: int) -> HttpResponse:
             )
         except ApplicationError as exc:
             messages.error(request, exc.message)
-    lease = review_blind_lease_next(
-        campaign=campaign, reviewer=request.user, left_key=left_key, right_key=right_key
-    )
-    pair = lease_blind_pair(lease=lease) if lease is not None else None
-    return render(
-        request,
-        "models_hub/blind.html",
-        {
-            "campaign": campaign,
-            "pair": pair,
-            "left_key": left_key,
-            "right_key": right_key,
-        },
+    return review_blind_lease_next(
+        campaign=campaign, reviewer=request.user, left_key=left, right_key=right
     )

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth.decorators import user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import (
@@ -11,14 +10,11 @@ from django.views.decorators.http import (
     require_POST,
 )
 
-from core import roles
 from core.exceptions import ApplicationError
+from core.roles import admin_required, reviewer_required
 from training import selectors
 from training.forms import JobLaunchForm
 from training.services import jobs as job_services
-
-reviewer_required = user_passes_test(roles.is_reviewer)
-admin_required = user_passes_test(roles.is_admin)
 
 
 @reviewer_required

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -67,8 +68,23 @@ class CampaignListApi(APIView):
         )
         gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
         annotator_ids = serializers.ListField(
-            child=serializers.IntegerField(), required=False
+            child=serializers.IntegerField(),
+            required=False,
+            help_text="Users who may label this campaign; every id must exist.",
         )
+
+        def validate_annotator_ids(self, value: list[int]) -> list[int]:
+            known = set(
+                get_user_model()
+                .objects.filter(pk__in=value)
+                .values_list("pk", flat=True)
+            )
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise serializers.ValidationError(
+                    f"Unknown user ids: {', '.join(map(str, unknown))}."
+                )
+            return value
 
     @extend_schema(responses=CampaignOutputSerializer(many=True))
     def get(self, request: Request) -> Response:

@@ -18,6 +18,7 @@ from labeling.selectors import campaign_get_for_user
 from models_hub import selectors
 from models_hub.models import Adapter, AdapterEvent, BaseModelVersion
 from models_hub.services import exports, registry
+from models_hub.versions import version_pair_parse
 
 
 def _adapter(adapter_id: int) -> Adapter:
@@ -70,7 +71,6 @@ class BaseModelListApi(APIView):
 
     @extend_schema(responses=BaseModelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        registry.base_model_default()
         return Response(
             BaseModelSerializer(
                 BaseModelVersion.objects.order_by("name"), many=True
@@ -94,15 +94,26 @@ class BaseModelListApi(APIView):
 class AdapterListApi(APIView):
     permission_classes = [IsReviewer]
 
+    @extend_schema_serializer(component_name="AdapterListFilter")
+    class FilterSerializer(serializers.Serializer):
+        campaign = serializers.IntegerField(
+            required=False, min_value=1, help_text="Only this campaign's adapters."
+        )
+
     @extend_schema(
-        parameters=[OpenApiParameter("campaign", int)],
-        responses=AdapterOutputSerializer(many=True),
+        parameters=[FilterSerializer],
+        responses={
+            200: AdapterOutputSerializer(many=True),
+            400: OpenApiTypes.OBJECT,
+        },
     )
     def get(self, request: Request) -> Response:
-        raw = request.query_params.get("campaign", "")
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        campaign_id = params.validated_data.get("campaign")
         campaign = (
-            campaign_get_for_user(user=request.user, campaign_id=int(raw))
-            if raw.isdigit()
+            campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+            if campaign_id is not None
             else None
         )
         return Response(
@@ -274,21 +285,37 @@ class LeaderboardApi(APIView):
 
 
 class CompareApi(APIView):
-    """Two versions' outputs on the golden prompts, with the human win rate."""
+    """Two versions' outputs on the golden prompts, with the human win rate.
+    400 when a key is malformed or both name one version; 404 when a version
+    does not exist."""
 
     permission_classes = [IsReviewer]
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("left", str, required=True),
-            OpenApiParameter("right", str, required=True),
+            OpenApiParameter(
+                "left", str, required=True, description="base:<id> or adapter:<id>"
+            ),
+            OpenApiParameter(
+                "right",
+                str,
+                required=True,
+                description="base:<id> or adapter:<id>, not the same as left",
+            ),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+        },
     )
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        left = selectors.version_get(key=request.query_params.get("left", ""))
-        right = selectors.version_get(key=request.query_params.get("right", ""))
+        left_key, right_key = version_pair_parse(
+            request.query_params.get("left"), request.query_params.get("right")
+        )
+        left = selectors.version_get(key=left_key)
+        right = selectors.version_get(key=right_key)
         result = selectors.side_by_side(campaign=campaign, left=left, right=right)
         rate = result["win_rate"]
         return Response(

@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from labeling.models import Campaign, Comparison
 from models_hub.models import Adapter
+from models_hub.selectors import campaign_reward_model
 from models_hub.services.generation import _score
 
 logger = logging.getLogger(__name__)
@@ -29,14 +30,19 @@ def uncertainty_boost(
 
 
 def active_selection_run(*, batch_size: int = 512) -> int:
-    """Re-score open pairs of campaigns that have a reward champion; the least
-    certain get the largest boost. Returns how many pairs were updated."""
+    """Re-score open pairs of campaigns that have a reward model (see
+    ``campaign_reward_model``); the least certain get the largest boost.
+    Returns how many pairs were updated."""
     updated = 0
     max_boost = settings.ARBITER_ACTIVE_SELECTION_MAX_BOOST
-    for reward in Adapter.objects.filter(
-        role=Adapter.Role.REWARD, status=Adapter.Status.CHAMPION
-    ).select_related("campaign"):
-        campaign: Campaign = reward.campaign
+    campaigns = Campaign.objects.filter(
+        adapters__role=Adapter.Role.REWARD,
+        adapters__status__in=[Adapter.Status.CANDIDATE, Adapter.Status.CHAMPION],
+    ).distinct()
+    for campaign in campaigns.order_by("id"):
+        reward = campaign_reward_model(campaign=campaign)
+        if reward is None:
+            continue
         pending = list(
             Comparison.objects.filter(
                 campaign=campaign, status=Comparison.Status.OPEN, is_gold=False

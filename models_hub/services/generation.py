@@ -19,12 +19,14 @@ from django.db import transaction
 from core.enqueue import enqueue
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import Adapter, BaseModelVersion
+from models_hub.selectors import campaign_reward_model
 from models_hub.services.registry import (
     adapter_champion,
     adapter_path,
     base_model_local_path,
     generation_settings_for,
 )
+from models_hub.versions import VersionKey
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def _generate(
     if not todo:
         return have
     generator = get_generator(base_model_local_path(base))
-    key = f"adapter:{adapter.pk}" if adapter else f"base:{base.pk}"
+    key = str(VersionKey.adapter(adapter.pk) if adapter else VersionKey.base(base.pk))
     spec = (key, str(adapter_path(adapter))) if adapter is not None else None
     outputs = generator.generate([p.content for p in todo], adapter=spec, params=params)
     lineage: dict[str, Any] = {"base_model": base.pk, "base_source": base.source}
@@ -113,12 +115,7 @@ def _score(
 ) -> None:
     """Record ``reward``'s score (default: the champion, else the newest
     reward model) on each completion that lacks one from that model."""
-    reward = reward or (
-        Adapter.objects.filter(campaign=campaign, role=Adapter.Role.REWARD)
-        .exclude(status=Adapter.Status.RETIRED)
-        .order_by("-status", "-version")
-        .first()
-    )
+    reward = reward or campaign_reward_model(campaign=campaign)
     todo = [
         c
         for c in completions
@@ -228,7 +225,7 @@ def versions_generate(*, campaign_id: int, version_keys: Sequence[str]) -> None:
     )
     made = []
     for key in version_keys:
-        version = version_get(key=key)
+        version = version_get(key=VersionKey.parse(key))
         assert version.base_model is not None
         made.extend(
             _generate(

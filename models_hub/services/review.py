@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -11,34 +9,47 @@ from django.utils import timezone
 from core.enqueue import enqueue
 from labeling.models import Campaign, Comparison, Lease, Prompt
 from labeling.services.queue import lease_create_for
-from models_hub.selectors import version_get, version_latest_completion
+from models_hub.selectors import (
+    review_blind_lease_live,
+    version_get,
+    version_latest_completion,
+)
+from models_hub.versions import SameVersion, VersionKey
 
 
-def review_outputs_enqueue(*, campaign: Campaign, version_keys: Sequence[str]) -> None:
-    for key in version_keys:
-        version_get(key=key)  # validates before anything is queued
-    enqueue("models_hub.generate_versions", campaign.pk, list(version_keys))
+def review_outputs_enqueue(
+    *, campaign: Campaign, left: VersionKey, right: VersionKey
+) -> None:
+    """Queue the missing golden-prompt outputs of two different versions on
+    the GPU worker. Raises ``SameVersion`` or ``NotFound`` before anything is
+    queued."""
+    if left == right:
+        raise SameVersion(f"Pick two different versions: both sides are {left}.")
+    for key in (left, right):
+        version_get(key=key)
+    enqueue("models_hub.generate_versions", campaign.pk, [str(left), str(right)])
 
 
 @transaction.atomic
 def review_blind_lease_next(
-    *, campaign: Campaign, reviewer: AbstractBaseUser, left_key: str, right_key: str
+    *,
+    campaign: Campaign,
+    reviewer: AbstractBaseUser,
+    left_key: VersionKey,
+    right_key: VersionKey,
 ) -> Lease | None:
     """A lease on the next golden-prompt pair between the two versions that
     this reviewer has not judged; the pair is created from the versions'
     latest outputs when it does not exist yet. Sides are shuffled. Returns
-    None when the reviewer has judged every available pair."""
+    None when the reviewer has judged every available pair. Raises
+    ``SameVersion`` when both keys name one version."""
+    if left_key == right_key:
+        raise SameVersion(f"Pick two different versions: both sides are {left_key}.")
     left, right = version_get(key=left_key), version_get(key=right_key)
-    now = timezone.now()
-    live = Lease.objects.filter(
-        annotator=reviewer,
-        campaign=campaign,
-        status=Lease.Status.ACTIVE,
-        expires_at__gt=now,
-        comparison__prompt__is_golden=True,
-    ).first()
+    live = review_blind_lease_live(campaign=campaign, reviewer=reviewer)
     if live is not None:
         return live
+    now = timezone.now()
     for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True).order_by(
         "id"
     ):

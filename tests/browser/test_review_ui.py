@@ -91,6 +91,7 @@ def test_side_by_side_compares_two_versions_and_blind_votes_count(
     page.screenshot(path=str(DOCS / "side-by-side.png"), full_page=True)
 
     page.get_by_role("link", name="Blind mode").click()
+    page.get_by_role("button", name="Start blind review").click()
     for _ in range(2):
         page.get_by_role("button", name="Left is better").wait_for()
         html = page.content()

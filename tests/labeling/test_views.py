@@ -174,3 +174,21 @@ def test_htmx_invalid_submit_answers_400_with_the_card_explaining_why(
     )
     assert b"strength" in response.content
     assert not Preference.objects.exists()
+
+
+@pytest.mark.django_db
+def test_get_on_the_start_url_shows_the_start_page_and_leases_nothing(
+    logged_in: Client, annotator: Any
+) -> None:
+    """A bookmark or reload of ``label/`` shows the campaign's start button
+    (was a blank 405); only the POST behind it leases a pair."""
+    campaign = CampaignFactory(name="Start here")
+    make_pairs(campaign, 2)
+    url = reverse("labeling:label-start", args=[campaign.pk])
+    page = logged_in.get(url)
+    assert page.status_code == 200
+    assert b"Start here" in page.content and b"Start labeling" in page.content
+    assert f'action="{url}"'.encode() in page.content
+    assert not Lease.objects.exists()
+    assert logged_in.post(url).status_code == 302
+    assert Lease.objects.filter(annotator=annotator).count() == 1

@@ -100,7 +100,7 @@ def test_unknown_versions_and_adapters_are_404(setup: dict[str, Any]) -> None:
         reviewer.get(url, {"left": "adapter:999999", "right": "base:1"}).status_code
         == 404
     )
-    assert reviewer.get(url, {"left": "nonsense", "right": "x"}).status_code == 404
+    assert reviewer.get(url, {"left": "nonsense", "right": "x"}).status_code == 400
     assert reviewer.get(reverse("api-adapter-detail", args=[999999])).status_code == 404
     assert (
         reviewer.get(reverse("api-leaderboard", args=[setup["campaign"].pk])).json()[
@@ -123,3 +123,40 @@ def test_registering_a_base_model_takes_any_id_or_folder(setup: dict[str, Any]) 
         b["name"] for b in setup[REVIEWER].get(reverse("api-base-model-list")).json()
     ]
     assert "SmolLM2-135M-Instruct" in names
+
+
+@pytest.mark.django_db
+def test_compare_refuses_one_version_on_both_sides_with_a_400(
+    setup: dict[str, Any],
+) -> None:
+    """The same key twice is a 400 that says why (was a 500 from win_rate)."""
+    url = reverse("api-compare", args=[setup["campaign"].pk])
+    base = Adapter.objects.get(pk=setup["adapters"][0].pk).base_model_id
+    adapter = setup["adapters"][0].pk
+    for key in (f"base:{base}", f"adapter:{adapter}"):
+        response = setup[REVIEWER].get(url, {"left": key, "right": key})
+        assert response.status_code == 400
+        assert "two different versions" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_invalid_adapter_list_filters_are_400(setup: dict[str, Any]) -> None:
+    """``?campaign=null`` was ignored (200 with every adapter): now 400."""
+    url = reverse("api-adapter-list")
+    for bad in ("null", "abc", "-1", "0"):
+        response = setup[REVIEWER].get(url, {"campaign": bad})
+        assert response.status_code == 400 and "campaign" in response.json()
+    ok = setup[REVIEWER].get(url, {"campaign": setup["campaign"].pk})
+    assert ok.status_code == 200 and len(ok.json()) == 2
+    assert setup[REVIEWER].get(url).status_code == 200
+
+
+@pytest.mark.django_db
+def test_listing_base_models_writes_nothing(setup: dict[str, Any]) -> None:
+    """The built-in default exists from migrate on; GET only lists."""
+    before = BaseModelVersion.objects.count()
+    names = [
+        b["name"] for b in setup[REVIEWER].get(reverse("api-base-model-list")).json()
+    ]
+    assert "SmolLM2-135M-Instruct" in names
+    assert BaseModelVersion.objects.count() == before

@@ -15,6 +15,8 @@ from tests.labeling.factories import CampaignFactory, CompletionFactory, PromptF
 
 @pytest.fixture
 def tiny_base(tiny_model_dir: Path, db: None) -> BaseModelVersion:
+    # migrate registers the built-in default; this tiny model replaces it.
+    BaseModelVersion.objects.filter(is_default=True).update(is_default=False)
     return BaseModelVersion.objects.create(
         name="tiny-llama", source=str(tiny_model_dir), is_default=True
     )

@@ -29,14 +29,14 @@ def _client(user: Any) -> Client:
 def test_annotators_cannot_see_training_pages(make_user: Any) -> None:
     client = _client(make_user(ANNOTATOR))
     for url in (reverse("training:job-list"), reverse("training:job-launch")):
-        assert client.get(url).status_code == 302
+        assert client.get(url).status_code == 403
 
 
 @pytest.mark.django_db
 def test_reviewer_sees_jobs_but_cannot_launch(make_user: Any) -> None:
     client = _client(make_user(REVIEWER))
     assert client.get(reverse("training:job-list")).status_code == 200
-    assert client.get(reverse("training:job-launch")).status_code == 302
+    assert client.get(reverse("training:job-launch")).status_code == 403
 
 
 @pytest.mark.django_db

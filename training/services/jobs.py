@@ -19,6 +19,7 @@ from labeling.models import Campaign
 from ml.config import config_class, config_from_dict
 from ml.runners import METHODS
 from models_hub.models import Adapter, BaseModelVersion
+from models_hub.selectors import campaign_reward_model
 from models_hub.services.registry import base_model_default
 from training.exceptions import (
     InvalidTrainingConfig,
@@ -115,14 +116,7 @@ def training_job_launch(
         raise TrainingError("That snapshot belongs to another campaign.")
     if method in ("ppo", "rloo"):
         if reward_adapter is None:
-            reward_adapter = (
-                Adapter.objects.filter(campaign=campaign, role=Adapter.Role.REWARD)
-                .exclude(status=Adapter.Status.RETIRED)
-                .order_by(
-                    "-status", "-version"
-                )  # "champion" sorts before "candidate" descending
-                .first()
-            )
+            reward_adapter = campaign_reward_model(campaign=campaign)
         if reward_adapter is None:
             raise TrainingError(
                 f"{method.upper()} needs a reward model: train one first (method 'reward')."
