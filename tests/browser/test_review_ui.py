@@ -11,6 +11,7 @@ from core.roles import REVIEWER
 from labeling.models import Completion, Preference
 from models_hub.models import BaseModelVersion
 from models_hub.services.registry import adapter_register
+from models_hub.services.reports import campaign_reports_refresh
 from tests.browser.conftest import CHROMIUM
 from tests.browser.test_labeling_ui import login_with_cookie
 from tests.labeling.factories import CampaignFactory, PromptFactory
@@ -104,6 +105,9 @@ def test_side_by_side_compares_two_versions_and_blind_votes_count(
         "reviewer"
     }
 
+    # The win rate comes from the cached report, which a worker refreshes
+    # after labels change; this test runs no worker, so refresh it here.
+    assert campaign_reports_refresh(campaign_id=campaign.pk)
     page.goto(
         f"/models/campaigns/{campaign.pk}/compare/?left=adapter:{adapter.pk}&right=base:{base.pk}"
     )
