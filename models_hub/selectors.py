@@ -178,7 +178,9 @@ def campaign_leaderboard(
     for o in outcomes:
         counts[o.a] = counts.get(o.a, 0) + 1
         counts[o.b] = counts.get(o.b, 0) + 1
-    anchor = next((k for k in versions if k.startswith("base:") and k in counts), None)
+    anchor = next(
+        (k for k in versions if VersionKey.parse(k).is_base and k in counts), None
+    )
     strengths = (
         bootstrap_bradley_terry(outcomes, n_boot=n_boot, anchor=anchor)
         if outcomes

@@ -23,6 +23,7 @@ from labeling.models import Campaign, Preference
 from labeling.selectors.quality import quality_report
 from models_hub.models import Adapter
 from models_hub.selectors import campaign_leaderboard, version_outcomes
+from models_hub.versions import VersionKey
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ def leaderboard_report(
         campaign=campaign, role=Adapter.Role.POLICY, status=Adapter.Status.CHAMPION
     ).first()
     gate = []
-    if champion is not None:
-        champion_key = f"adapter:{champion.pk}"
+    champion_key = str(VersionKey.adapter(champion.pk)) if champion else None
+    if champion_key is not None:
         for row in board["rows"]:
             found = rates.get(row["key"], {}).get(champion_key)
-            if row["key"] != champion_key and row["key"].startswith("adapter:"):
+            if (
+                row["key"] != champion_key
+                and VersionKey.parse(row["key"]).kind == "adapter"
+            ):
                 gate.append({"key": row["key"], "label": row["label"], **(found or {})})
     return {
         "rows": [
@@ -69,7 +73,7 @@ def leaderboard_report(
         "labels": board["labels"],
         "anchor": board["anchor"],
         "win_rates": rates,
-        "champion": f"adapter:{champion.pk}" if champion else None,
+        "champion": champion_key,
         "against_champion": gate,
     }
 
