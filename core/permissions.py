@@ -4,7 +4,7 @@ with ``{"detail": message}`` to a user without the role."""
 
 from typing import Any
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from core import roles
@@ -30,3 +30,12 @@ class IsReviewer(_HasRole):
 class IsAdmin(_HasRole):
     role = roles.ADMIN
     message = roles.missing_role_message(roles.ADMIN)
+
+
+class AdminToWrite(BasePermission):
+    """Reads pass (pair it with the role that may read); writes need admin."""
+
+    message = roles.missing_role_message(roles.ADMIN)
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return request.method in SAFE_METHODS or roles.is_admin(request.user)

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from core import roles
 from core.exceptions import ApplicationError
-from core.permissions import IsAdmin, IsAnnotator, IsReviewer
+from core.permissions import AdminToWrite, IsAdmin, IsAnnotator, IsReviewer
 from labeling import selectors
 from labeling.exceptions import NothingToLabel
 from labeling.models import Campaign
@@ -50,7 +50,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
 
 
 class CampaignListApi(APIView):
-    permission_classes = [IsAnnotator]
+    permission_classes = [IsAnnotator, AdminToWrite]
 
     @extend_schema_serializer(component_name="CampaignListInput")
     class InputSerializer(serializers.Serializer):
@@ -93,10 +93,6 @@ class CampaignListApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: CampaignOutputSerializer})
     def post(self, request: Request) -> Response:
-        if not roles.is_admin(request.user):
-            return Response(
-                {"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN
-            )
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         campaign = campaign_services.campaign_create(
@@ -108,7 +104,7 @@ class CampaignListApi(APIView):
 
 
 class CampaignDetailApi(APIView):
-    permission_classes = [IsAnnotator]
+    permission_classes = [IsAnnotator, AdminToWrite]
 
     @extend_schema_serializer(component_name="CampaignDetailInput")
     class InputSerializer(CampaignListApi.InputSerializer):
@@ -127,10 +123,6 @@ class CampaignDetailApi(APIView):
 
     @extend_schema(request=InputSerializer, responses=CampaignOutputSerializer)
     def patch(self, request: Request, campaign_id: int) -> Response:
-        if not roles.is_admin(request.user):
-            return Response(
-                {"detail": "You need the admin role."}, status=status.HTTP_403_FORBIDDEN
-            )
         campaign = selectors.campaign_get_for_user(
             user=request.user, campaign_id=campaign_id
         )

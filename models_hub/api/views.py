@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import NotFound
-from core.permissions import IsAdmin, IsReviewer
+from core.permissions import AdminToWrite, IsAdmin, IsReviewer
 from labeling.selectors import campaign_get_for_user
 from models_hub import selectors
 from models_hub.models import Adapter, AdapterEvent, BaseModelVersion
@@ -67,7 +67,7 @@ class BaseModelSerializer(serializers.ModelSerializer):
 
 
 class BaseModelListApi(APIView):
-    permission_classes = [IsReviewer]
+    permission_classes = [IsReviewer, AdminToWrite]
 
     @extend_schema(responses=BaseModelSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -79,10 +79,6 @@ class BaseModelListApi(APIView):
 
     @extend_schema(request=BaseModelSerializer, responses={201: BaseModelSerializer})
     def post(self, request: Request) -> Response:
-        if not IsAdmin().has_permission(request, self):
-            return Response(
-                {"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN
-            )
         serializer = BaseModelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         base = registry.base_model_create(
