@@ -29,7 +29,7 @@ from core.stats import (
 )
 from labeling.models import Campaign, Completion, Lease, Preference, Prompt
 from models_hub.models import Adapter, BaseModelVersion
-from models_hub.versions import SameVersion, VersionKey
+from models_hub.versions import SameVersion, VersionKey, version_pair_parse
 
 RESULT = {
     Preference.Choice.A: 1.0,
@@ -84,6 +84,13 @@ def version_get(*, key: VersionKey) -> Version:
         if base is not None:
             return Version.of_base(base)
     raise NotFound(f"Unknown model version {str(key)!r}.")
+
+
+def version_pair_get(*, left: object, right: object) -> tuple[Version, Version]:
+    """Two different, existing versions from raw keys (query or form values).
+    Raises ``InvalidVersionKey`` or ``SameVersion`` (400), ``NotFound`` (404)."""
+    left_key, right_key = version_pair_parse(left, right)
+    return version_get(key=left_key), version_get(key=right_key)
 
 
 def versions_for_campaign(*, campaign: Campaign) -> list[Version]:

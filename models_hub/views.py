@@ -145,9 +145,7 @@ def compare(request: HttpRequest, campaign_id: int) -> HttpResponse:
     if not (left_key and right_key):
         return render(request, "models_hub/compare.html", context)
     try:
-        left_id, right_id = version_pair_parse(left_key, right_key)
-        left = selectors.version_get(key=left_id)
-        right = selectors.version_get(key=right_id)
+        left, right = selectors.version_pair_get(left=left_key, right=right_key)
         context.update(
             left=left,
             right=right,

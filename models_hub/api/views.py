@@ -18,7 +18,6 @@ from labeling.selectors import campaign_get_for_user
 from models_hub import selectors
 from models_hub.models import Adapter, AdapterEvent, BaseModelVersion
 from models_hub.services import exports, registry
-from models_hub.versions import version_pair_parse
 
 
 def _adapter(adapter_id: int) -> Adapter:
@@ -93,7 +92,10 @@ class AdapterListApi(APIView):
     @extend_schema_serializer(component_name="AdapterListFilter")
     class FilterSerializer(serializers.Serializer):
         campaign = serializers.IntegerField(
-            required=False, min_value=1, help_text="Only this campaign's adapters."
+            required=False,
+            min_value=1,
+            max_value=2**63 - 1,
+            help_text="Only this campaign's adapters.",
         )
 
     @extend_schema(
@@ -307,11 +309,10 @@ class CompareApi(APIView):
     )
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
-        left_key, right_key = version_pair_parse(
-            request.query_params.get("left"), request.query_params.get("right")
+        left, right = selectors.version_pair_get(
+            left=request.query_params.get("left"),
+            right=request.query_params.get("right"),
         )
-        left = selectors.version_get(key=left_key)
-        right = selectors.version_get(key=right_key)
         result = selectors.side_by_side(campaign=campaign, left=left, right=right)
         rate = result["win_rate"]
         return Response(

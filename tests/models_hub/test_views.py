@@ -164,6 +164,8 @@ def test_malformed_blind_and_generate_posts_are_400_not_500(
         assert response.status_code == 400
         assert b"not a model version" in response.content
     assert not Lease.objects.exists() and not Preference.objects.exists()
+    huge = client.post(blind, {"lease": "9" * 30, "choice": "left"})
+    assert huge.status_code == 200 and not Preference.objects.exists()
 
 
 @pytest.mark.django_db
