@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
@@ -137,6 +139,17 @@ def _row_counts() -> dict[str, int]:
     }
 
 
+WRITE = re.compile(
+    r"^\s*(INSERT|UPDATE|DELETE|TRUNCATE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)",
+    re.I | re.S,
+)
+
+
+def _writes(sql: str) -> bool:
+    # Sessions are the framework's bookkeeping (messages read on GET).
+    return bool(WRITE.match(sql)) and '"django_session"' not in sql
+
+
 def _get(client: Client, url: str) -> int:
     response = client.get(url)
     if getattr(response, "streaming", False):
@@ -147,16 +160,25 @@ def _get(client: Client, url: str) -> int:
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", [ADMIN, ANNOTATOR])
 def test_no_get_request_writes_a_row_or_fails(world: dict[str, Any], role: str) -> None:
-    """Every GET URL, as ``role``: no table gains or loses a row, no 5xx."""
+    """Every GET URL, as ``role``: no table gains or loses a row, no
+    statement writes (the session table aside), no 5xx."""
     client = Client()
     client.force_login(world["admin" if role == ADMIN else "annotator"])
     urls = _urls(world)
     assert len(urls) > 40
     before = _row_counts()
-    statuses = {url: _get(client, url) for url in urls}
+    writes: dict[str, list[str]] = {}
+    statuses = {}
+    for url in urls:
+        with CaptureQueriesContext(connection) as queries:
+            statuses[url] = _get(client, url)
+        written = [q["sql"] for q in queries.captured_queries if _writes(q["sql"])]
+        if written:
+            writes[url] = written
     assert {u: s for u, s in statuses.items() if s >= 500} == {}
     after = _row_counts()
     assert {k: (before[k], after[k]) for k in before if before[k] != after[k]} == {}
+    assert writes == {}
     if role == ADMIN:
         ok = [u for u, s in statuses.items() if s == 200]
         assert len(ok) > len(urls) // 2, statuses
