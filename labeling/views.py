@@ -151,13 +151,16 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
         user=request.user, campaign_id=campaign_id
     )
     report = quality_selectors.quality_report_cached(campaign=campaign)
+    payload = report.payload or {}
     context = {
         "campaign": campaign,
-        "stats": selectors.campaign_stats(campaign=campaign),
+        "stats": quality_selectors.quality_page_counts(campaign=campaign),
         "report": report,
-        "agreement": (report.payload or {}).get("agreement"),
-        "annotators": (report.payload or {}).get("annotators", []),
-        "disagreements": quality_selectors.disagreements(campaign=campaign, limit=20),
+        "agreement": payload.get("agreement"),
+        "annotators": payload.get("annotators", []),
+        "disagreements": quality_selectors.disagreements(
+            campaign=campaign, limit=20, among=payload.get("disagreement_ids", [])
+        ),
     }
     return render(request, "labeling/quality.html", context)
 

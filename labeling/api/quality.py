@@ -86,11 +86,16 @@ class AnnotatorTimelineApi(APIView):
 
 
 class DisagreementListApi(APIView):
+    """Pairs whose annotators disagree and that nobody adjudicated yet: those
+    the cached quality report found (empty until its first refresh), less
+    any adjudicated since."""
+
     permission_classes = [IsReviewer]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        report = q.quality_report_cached(campaign=campaign)
         return Response(
             [
                 {
@@ -107,7 +112,10 @@ class DisagreementListApi(APIView):
                         for p in d["labels"]
                     ],
                 }
-                for d in q.disagreements(campaign=campaign)
+                for d in q.disagreements(
+                    campaign=campaign,
+                    among=(report.payload or {}).get("disagreement_ids", []),
+                )
             ]
         )
 

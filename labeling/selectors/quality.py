@@ -12,7 +12,7 @@ from itertools import combinations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -250,27 +250,61 @@ def annotator_daily_chart(*, timeline: Sequence[Mapping[str, Any]]) -> charts.Ch
     )
 
 
-def disagreements(*, campaign: Campaign, limit: int = 100) -> list[dict[str, Any]]:
-    """Pairs whose annotators disagree and that nobody adjudicated yet."""
+def disagreements(
+    *,
+    campaign: Campaign,
+    limit: int = 100,
+    among: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Pairs whose annotators disagree and that nobody adjudicated yet, most
+    recently changed first. ``among`` restricts the search to those
+    comparison ids, in that order (the cached quality report's
+    ``disagreement_ids``), so that a page need not scan the campaign; a pair
+    adjudicated since the report was computed is still left out."""
     candidates = (
         Comparison.objects.filter(campaign=campaign, is_gold=False, label_count__gte=2)
         .exclude(preferences__source=Preference.Source.ADJUDICATION)
         .select_related("prompt", "completion_a", "completion_b")
-        .prefetch_related("preferences__annotator")
-        .order_by("-updated_at")
+        .prefetch_related(
+            Prefetch(
+                "preferences",
+                queryset=Preference.objects.filter(
+                    source=Preference.Source.ANNOTATOR
+                ).select_related("annotator"),
+                to_attr="annotator_labels",
+            )
+        )
     )
+    if among is not None:
+        # A few spare ids for pairs adjudicated since the report was computed.
+        order = {pk: i for i, pk in enumerate(among[: limit + 10])}
+        ordered = sorted(candidates.filter(pk__in=order), key=lambda c: order[c.pk])
+    else:
+        ordered = list(candidates.order_by("-updated_at")[: limit * 5])
     out = []
-    for comparison in candidates[: limit * 5]:
-        labels = [
-            p
-            for p in comparison.preferences.all()
-            if p.source == Preference.Source.ANNOTATOR
-        ]
+    for comparison in ordered:
+        labels = comparison.annotator_labels
         if len({p.choice for p in labels}) > 1:
             out.append({"comparison": comparison, "labels": labels})
             if len(out) >= limit:
                 break
     return out
+
+
+def quality_page_counts(*, campaign: Campaign) -> dict[str, int]:
+    """The live counters above the quality page's cached figures: labels in
+    the last hour (a range on the ``created_at`` index) and open pairs. The
+    total comes with the cached report; ``campaign_stats`` would group every
+    label by choice and annotator on each view."""
+    since = timezone.now() - timedelta(hours=1)
+    return {
+        "preferences_last_hour": Preference.objects.filter(
+            comparison__campaign=campaign, created_at__gte=since
+        ).count(),
+        "comparisons_open": Comparison.objects.filter(
+            campaign=campaign, status=Comparison.Status.OPEN
+        ).count(),
+    }
 
 
 def annotator_reliability(*, campaign: Campaign) -> dict[int, float]:
@@ -296,8 +330,8 @@ def annotator_reliability(*, campaign: Campaign) -> dict[int, float]:
 
 
 def quality_report(*, campaign: Campaign) -> dict[str, Any]:
-    """The parts of the quality page that walk every label (agreement and the
-    per-annotator rows), as JSON for the cached report. Computed by the
+    """The parts of the quality page that walk every label (agreement, the
+    per-annotator rows, the open disagreements), as JSON for the cached report. Computed by the
     reports refresh task, never in a request (see ``core.reports``)."""
     annotators = [
         {
@@ -310,6 +344,9 @@ def quality_report(*, campaign: Campaign) -> dict[str, Any]:
     return {
         "agreement": campaign_agreement(campaign=campaign),
         "annotators": annotators,
+        "disagreement_ids": [
+            d["comparison"].pk for d in disagreements(campaign=campaign, limit=100)
+        ],
     }
 
 
