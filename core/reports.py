@@ -11,9 +11,10 @@ A campaign has one :class:`~core.models.Report` row per kind. The protocol:
 * Pages call :func:`report_for_page`: it reads the row and writes none;
   when there is no report yet (or a stale one whose refresh looks lost) it
   sends a refresh to the broker, and the task creates the rows.
-* The task calls :func:`reports_refresh_claim` (clears the request, so labels
-  arriving from then on queue the next refresh), computes, then
-  :func:`report_store`; a report stays stale when labels arrived meanwhile.
+* The task calls :func:`reports_ensure` (creates missing rows) and
+  :func:`reports_refresh_claim` (clears the request, so labels arriving from
+  then on queue the next refresh), computes, then :func:`report_store`; a
+  report stays stale when labels arrived meanwhile.
 
 A request older than ``REQUEST_RETRY_AFTER`` counts as lost (a broker
 restart, a worker killed), so the next label or page view queues another.
@@ -147,11 +148,19 @@ def report_for_page(*, campaign_id: int, kind: str) -> CachedReport:
     return _cached(row)
 
 
+def reports_ensure(*, campaign_id: int) -> None:
+    """Create the campaign's missing report rows (stale, nothing computed)."""
+    Report.objects.bulk_create(
+        [Report(campaign_id=campaign_id, kind=kind) for kind in Report.Kind.values],
+        ignore_conflicts=True,
+    )
+
+
 def reports_refresh_claim(*, campaign_id: int) -> bool:
     """Start a refresh of ``campaign_id``: clear its queued request, so labels
     recorded from now on queue the next one. Returns ``False`` when no report
-    is stale (a duplicate or redelivered message: nothing to do). A campaign
-    with no report rows yet is refreshed (a direct call creates them)."""
+    is stale (a duplicate or redelivered message: nothing to do). Call
+    :func:`reports_ensure` first; a campaign without rows is refreshed."""
     with transaction.atomic():
         rows = list(
             Report.objects.select_for_update()

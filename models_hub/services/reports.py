@@ -17,7 +17,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from core.models import Report
-from core.reports import report_store, reports_refresh_claim
+from core.reports import report_store, reports_ensure, reports_refresh_claim
 from core.stats import Outcome, win_rates
 from labeling.models import Campaign, Preference
 from labeling.selectors.quality import quality_report
@@ -84,6 +84,11 @@ def campaign_reports_refresh(*, campaign_id: int) -> bool:
     campaign is gone. All reads share one REPEATABLE READ snapshot, so the
     stored label count and last preference id describe exactly the labels
     the figures come from."""
+    if not Campaign.objects.filter(pk=campaign_id).exists():
+        return False
+    # The rows exist before the snapshot, so a label recorded while this
+    # computes finds them, marks them stale and queues the next refresh.
+    reports_ensure(campaign_id=campaign_id)
     if not reports_refresh_claim(campaign_id=campaign_id):
         return False
     started = time.perf_counter()

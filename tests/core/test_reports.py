@@ -253,3 +253,28 @@ def test_labels_refresh_the_leaderboard_through_the_worker(
             "id", flat=True
         )
     )
+
+
+@pytest.mark.django_db
+def test_a_page_resends_a_refresh_that_looks_lost(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A stale report nobody touched for REQUEST_RETRY_AFTER (its message was
+    lost) gets a new refresh from the next page view, once per guard period;
+    a fresh stale one (refresh on its way) does not."""
+    setup = _versions_with_pairs(2)
+    campaign_id = setup["campaign"].pk
+    assert campaign_reports_refresh(campaign_id=campaign_id)
+    Report.objects.filter(campaign_id=campaign_id).update(stale=True)
+    with django_capture_on_commit_callbacks() as sent:
+        reports.report_for_page(campaign_id=campaign_id, kind=Report.Kind.QUALITY)
+    assert sent == []
+    Report.objects.filter(campaign_id=campaign_id).update(
+        updated_at=timezone.now() - reports.REQUEST_RETRY_AFTER * 2
+    )
+    with django_capture_on_commit_callbacks() as sent:
+        for _ in range(3):
+            report = reports.report_for_page(
+                campaign_id=campaign_id, kind=Report.Kind.QUALITY
+            )
+    assert len(sent) == 1 and report.status == "updating"
