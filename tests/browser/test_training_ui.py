@@ -4,7 +4,6 @@ while the page polls."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,11 @@ LENGTHS = """(chartId) => Chart.getChart(
 ).data.datasets.map((d) => d.data.length)"""
 
 
-def wait_for_polls(page: Any, responses: list[str], path: str, count: int) -> None:
-    """Let the page poll ``path`` ``count`` more times."""
-    start = responses.count(path)
-    deadline = time.monotonic() + 15
-    while responses.count(path) < start + count:
-        assert time.monotonic() < deadline, f"no poll of {path}: {responses}"
-        page.wait_for_timeout(100)
+def wait_for_polls(page: Any, kind: str, count: int) -> None:
+    """Let the page handle ``count`` more answers of its ``kind`` poll
+    (counted in the page: Playwright's response events may come late)."""
+    start = page.evaluate(f"window.polls.{kind}")
+    page.wait_for_function(f"window.polls.{kind} >= {start + count}", timeout=15_000)
 
 
 def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
@@ -86,11 +83,12 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
     )
     make_user(REVIEWER, username="rita")
     login_with_cookie(page.context, live_server, "rita")
-    responses: list[str] = []
-    page.on("response", lambda r: responses.append(r.url.split("?")[0]))
-    detail = f"{live_server.url}/training/jobs/{job.pk}/"
-    metrics = f"{detail}metrics/"
-
+    detail = f"/training/jobs/{job.pk}/"
+    page.add_init_script(
+        "window.polls = {metrics: 0, status: 0};"
+        "document.addEventListener('charts:polled', () => window.polls.metrics++);"
+        "document.addEventListener('htmx:afterRequest', () => window.polls.status++);"
+    )
     page.goto(detail)
     page.wait_for_function(
         "() => document.querySelectorAll('figure[data-chart] canvas').length"
@@ -127,8 +125,8 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
     TrainingJob.objects.filter(pk=job.pk).update(
         progress_step=4, log_tail="01:00:00 step 2: loss=0.6\n01:00:02 step 3 done"
     )
-    wait_for_polls(page, responses, metrics, 2)
-    wait_for_polls(page, responses, detail, 1)
+    wait_for_polls(page, "metrics", 2)
+    wait_for_polls(page, "status", 1)
     assert page.locator("#job-config").get_attribute("open") is not None
     assert page.locator("#job-log").text_content().endswith("step 3 done")
     assert page.locator("#job-log").is_visible()
@@ -145,7 +143,7 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
             ("rewards/chosen", 3, 0.1),
         ],
     )
-    wait_for_polls(page, responses, metrics, 1)
+    wait_for_polls(page, "metrics", 1)
     page.wait_for_function(
         "() => Chart.getChart(document.querySelector("
         "'figure[data-chart=loss] canvas')).data.datasets[0].data.length === 4"
@@ -157,15 +155,12 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
     # A finished job stops both polls.
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress_step=10)
     page.wait_for_function(
-        "() => !document.querySelector('[data-chart-feed]').dataset.chartLive"
+        "() => !('chartLive' in document.querySelector('[data-chart-feed]').dataset)"
     )
     page.locator("#job-status .status-succeeded").wait_for()
-    # Counted in the page: Playwright may report a response event late.
-    polls = "() => performance.getEntriesByType('resource').filter((e) =>"
-    polls += " e.name.includes('/training/jobs/')).length"
-    polled = page.evaluate(polls)
+    polled = page.evaluate("window.polls.metrics + window.polls.status")
     page.wait_for_timeout(2500)
-    assert page.evaluate(polls) == polled
+    assert page.evaluate("window.polls.metrics + window.polls.status") == polled
     assert page.locator("#job-config").get_attribute("open") is not None
     assert page.js_errors == []
 
