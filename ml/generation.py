@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ class AdapterGenerator:
         prompts: Sequence[Prompt],
         params: DecodingParams,
         seed: int,
-    ) -> list[str]:
+    ) -> list[tuple[str, bool, int]]:
+        """(text, finished, new tokens) per prompt; ``finished`` is False when
+        the output was cut at ``max_new_tokens`` before its end token."""
         enc = self._encode(prompts)
         torch.manual_seed(seed)
         kwargs: dict[str, Any] = {
@@ -133,10 +136,23 @@ class AdapterGenerator:
             kwargs.update(do_sample=False)
         out = model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        return [
-            t.strip()
-            for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        ]
+        stops = self._stop_ids()
+        rows = []
+        for ids, text in zip(
+            new_tokens.tolist(),
+            self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True),
+            strict=True,
+        ):
+            ended = next((i for i, t in enumerate(ids) if t in stops), None)
+            length = ended + 1 if ended is not None else len(ids)
+            rows.append((text.strip(), ended is not None, length))
+        return rows
+
+    def _stop_ids(self) -> set[int]:
+        ids = self.base.generation_config.eos_token_id
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        return set(ids if isinstance(ids, list) else [ids])
 
     def generate(
         self,
@@ -146,7 +162,9 @@ class AdapterGenerator:
         params: DecodingParams,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Completions for ``prompts`` with ``adapter`` ``(key, path)``, or the
-        base alone when None. Returns (text, generation record) per prompt."""
+        base alone when None. Returns (text, generation record) per prompt; the
+        record holds the decoding parameters, the batch seed, ``finished``
+        (False: cut at ``max_new_tokens``) and ``new_tokens``."""
         results: list[tuple[str, dict[str, Any]]] = []
         with self.lock:
             if adapter is not None:
@@ -154,19 +172,83 @@ class AdapterGenerator:
             for start in range(0, len(prompts), params.batch_size):
                 batch = prompts[start : start + params.batch_size]
                 seed = params.seed + start
-                if adapter is None:
-                    if self.model is not None:
-                        with self.model.disable_adapter():
-                            texts = self._generate_batch(
-                                self.model, batch, params, seed
-                            )
-                    else:
-                        texts = self._generate_batch(self.base, batch, params, seed)
-                else:
-                    assert self.model is not None
-                    texts = self._generate_batch(self.model, batch, params, seed)
+                with self._version(adapter) as model:
+                    rows = self._generate_batch(model, batch, params, seed)
                 record = {**params.as_dict(), "batch_seed": seed, "device": self.device}
-                results.extend((text, record) for text in texts)
+                results.extend(
+                    (text, {**record, "finished": finished, "new_tokens": length})
+                    for text, finished, length in rows
+                )
+        return results
+
+    @contextmanager
+    def _version(self, adapter: tuple[str, str] | None) -> Iterator[torch.nn.Module]:
+        """The model to run: the active adapter, or the base alone."""
+        if adapter is not None:
+            assert self.model is not None
+            yield self.model
+        elif self.model is not None:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.base
+
+    @torch.inference_mode()
+    def negative_log_likelihood(
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        *,
+        adapter: tuple[str, str] | None = None,
+        batch_size: int = 8,
+    ) -> list[float]:
+        """Mean negative log-likelihood per completion token under a version
+        (the base alone by default), each completion read after its prompt
+        as the generator wrote it. Under the base, a candidate's outputs
+        scoring far above the base's own outputs means it drifted (a KL
+        proxy)."""
+        tok = self.tokenizer
+        results: list[float] = []
+        with self.lock:
+            if adapter is not None:
+                self._activate(*adapter)
+            for start in range(0, len(prompts), batch_size):
+                batch = list(prompts[start : start + batch_size])
+                texts = completions[start : start + batch_size]
+                enc = self._encode(batch)
+                prompt_ids = [
+                    ids[mask.bool()].tolist()
+                    for ids, mask in zip(
+                        enc["input_ids"], enc["attention_mask"], strict=True
+                    )
+                ]
+                sequences = []
+                for ids, text in zip(prompt_ids, texts, strict=True):
+                    reply = tok(text, add_special_tokens=False)["input_ids"]
+                    sequences.append((ids, reply[: max(1, len(reply))]))
+                width = max(len(p) + len(r) for p, r in sequences)
+                input_ids = torch.full(
+                    (len(sequences), width), tok.pad_token_id, dtype=torch.long
+                )
+                attention = torch.zeros_like(input_ids)
+                labels = torch.full_like(input_ids, -100)
+                for row, (p, r) in enumerate(sequences):
+                    ids = torch.tensor(p + r)
+                    input_ids[row, : len(ids)] = ids
+                    attention[row, : len(ids)] = 1
+                    labels[row, len(p) : len(ids)] = torch.tensor(r)
+                with self._version(adapter) as model:
+                    logits = model(
+                        input_ids=input_ids.to(self.device),
+                        attention_mask=attention.to(self.device),
+                    ).logits.float()
+                shifted = logits[:, :-1].transpose(1, 2)
+                target = labels[:, 1:].to(self.device)
+                losses = torch.nn.functional.cross_entropy(
+                    shifted, target, ignore_index=-100, reduction="none"
+                )
+                counts = (target != -100).sum(dim=1).clamp(min=1)
+                results.extend((losses.sum(dim=1) / counts).tolist())
         return results
 
 

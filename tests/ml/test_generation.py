@@ -110,3 +110,46 @@ def test_sampling_is_reproducible_from_the_recorded_seed(tiny_model_dir: Path) -
         PROMPTS, adapter=None, params=params
     )
     assert first == second
+
+
+def test_records_say_whether_an_output_was_cut_and_how_long_it_is(
+    tiny_model_dir: Path,
+) -> None:
+    """A one-token budget cuts every output; a generous one lets outputs end."""
+    generator = get_generator(str(tiny_model_dir))
+    cut = generator.generate(
+        PROMPTS,
+        adapter=None,
+        params=DecodingParams(max_new_tokens=1, do_sample=False, batch_size=3),
+    )
+    assert all(not r["finished"] and r["new_tokens"] == 1 for _, r in cut)
+    long = generator.generate(
+        PROMPTS,
+        adapter=None,
+        params=DecodingParams(max_new_tokens=64, do_sample=False, batch_size=3),
+    )
+    assert all(1 <= r["new_tokens"] <= 64 for _, r in long)
+    # Stopping before the budget means the end token was generated.
+    assert all(r["finished"] for _, r in long if r["new_tokens"] < 64)
+
+
+def test_the_base_finds_its_own_outputs_likelier_than_another_versions(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
+    """Drift proxy: the base's NLL of a random adapter's greedy outputs is
+    higher than of its own greedy outputs, and matches a direct computation."""
+    generator = AdapterGenerator(str(tiny_model_dir))
+    own = [t for t, _ in generator.generate(PROMPTS, adapter=None, params=GREEDY)]
+    other = [
+        t
+        for t, _ in generator.generate(
+            PROMPTS, adapter=("a0", str(adapters["a0"])), params=GREEDY
+        )
+    ]
+    own_nll = generator.negative_log_likelihood(PROMPTS, own)
+    other_nll = generator.negative_log_likelihood(PROMPTS, other)
+    assert sum(other_nll) > sum(own_nll)
+    under_adapter = generator.negative_log_likelihood(
+        PROMPTS, other, adapter=("a0", str(adapters["a0"]))
+    )
+    assert sum(under_adapter) < sum(other_nll)
