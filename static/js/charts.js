@@ -152,7 +152,7 @@
           {
             label: "95% interval",
             data: s.points.map(function (p) { return [p[2], p[3]]; }),
-            backgroundColor: COLORS[0],
+            backgroundColor: "rgba(48, 86, 211, 0.45)",
             barThickness: 3,
           },
         ],
