@@ -314,7 +314,8 @@
         credentials: "same-origin",
       })
         .then(function (response) {
-          if (response.status >= 400 && response.status < 500) {
+          // Signed out (sent to the login page) or not allowed: stop asking.
+          if (response.redirected || (response.status >= 400 && response.status < 500)) {
             stop();
             return null;
           }
