@@ -219,7 +219,7 @@ def runner_alone(
     Celery or database. Separates the runner's own cost from the job plumbing."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from training import runners
+    from ml import runners
 
     config: dict[str, Any] = {
         "base_model": model_path,

@@ -90,8 +90,11 @@ TEMPLATES = [
 _database_url = env.str("DATABASE_URL", default="")
 if not _database_url:
     raise ImproperlyConfigured(
-        "DATABASE_URL is not set. Start Arbiter through ./arbiter or manage.py, "
-        "which run an embedded PostgreSQL, or point DATABASE_URL at a server."
+        "DATABASE_URL is not set. In production (DJANGO_DEBUG=false) set "
+        "DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/NAME and "
+        "CELERY_BROKER_URL=redis://HOST:6379/0 (see .env.example); for a local "
+        "run, leave DJANGO_DEBUG unset and start through ./arbiter, which runs "
+        "an embedded PostgreSQL and Redis."
     )
 DATABASES = {"default": env.db_url_config(_database_url)}
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
@@ -229,10 +232,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "training.sweep_stale_jobs",
         "schedule": 30.0,
     },
-    # every 10 minutes: boost open pairs where the reward champion is least sure
+    # every 10 minutes: boost open pairs where the reward champion is least sure.
+    # It waits on the gpu queue behind training jobs: a copy not started within
+    # the period expires instead of piling up behind them.
     "models-hub-active-selection": {
         "task": "models_hub.active_selection",
         "schedule": 600.0,
+        "options": {"expires": 540},
     },
     # every minute: launch scheduled training pipelines whose thresholds are met
     "training-scheduler-tick": {

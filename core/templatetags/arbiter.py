@@ -46,9 +46,11 @@ _ALLOWED_ATTRIBUTES = {
 
 # html=False: raw HTML in a completion is shown as text, exactly as the model
 # wrote it, instead of being interpreted or silently dropped.
-_md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
-    ["table", "strikethrough"]
-)
+# breaks=True: a single line break the model wrote stays a line break (a poem
+# and the same words on one line must not look identical to annotators).
+_md = MarkdownIt(
+    "commonmark", {"html": False, "linkify": False, "breaks": True}
+).enable(["table", "strikethrough"])
 
 
 @register.filter(name="markdown")

@@ -239,6 +239,9 @@ def _decode(lines: Iterable[bytes | str]) -> Iterable[tuple[int, str]]:
                 raise ImportFailed(
                     line=number, field="(line)", message="is not valid UTF-8"
                 ) from None
+        if number == 1:
+            # Editors on Windows save UTF-8 with a byte-order mark.
+            raw = raw.removeprefix("\ufeff")
         yield number, raw
 
 

@@ -31,7 +31,18 @@
     if (typing(event.target)) {
       if (event.key === "Escape") {
         event.target.blur();
+      } else if (event.key === "Enter" && event.target.hasAttribute("data-rationale")) {
+        // Enter in the reason never labels: only an explicit choice does.
+        event.preventDefault();
+        var hint = document.querySelector("[data-rationale-hint]");
+        if (hint) {
+          hint.textContent = "Reason kept. Press Esc, then 1, 2, 3 or 4 to choose.";
+        }
       }
+      return;
+    }
+    // A held key repeats: one press is one label, never the next card's too.
+    if (event.repeat) {
       return;
     }
     var root = card();

@@ -334,6 +334,48 @@ def test_labeling_works_without_javascript(new_context: Any, make_user: Any) -> 
     assert lease.status == Lease.Status.SUBMITTED
 
 
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_enter_in_the_reason_never_chooses_a_side(
+    new_context: Any, make_user: Any, javascript: bool
+) -> None:
+    """R, a reason, Enter: nothing is stored (with or without JavaScript); the
+    reason stays, and the label is what the annotator then picks."""
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    page = new_context(java_script_enabled=javascript).new_page()
+    login_with_form(page, annotator.username)
+    lease_id = start_labeling(page, campaign.name)
+
+    if javascript:
+        wait_for_paint(page)
+        page.keyboard.press("r")
+        expect(page.locator("[data-rationale]")).to_be_focused()
+    else:
+        page.locator("[data-rationale]").click()
+    page.keyboard.type("the right one cites its source")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+
+    assert not Preference.objects.filter(annotator=annotator).exists()
+    assert form_lease_id(page) == lease_id
+    assert page.locator("[data-rationale]").input_value() == (
+        "the right one cites its source"
+    )
+    if javascript:
+        expect(page.locator("[data-rationale-hint]")).to_contain_text("Esc")
+
+    page.get_by_role("button", name="Right is better").click()
+    if javascript:
+        wait_for_next_card(page, lease_id)
+    else:
+        page.wait_for_url(lambda url: not url.endswith(f"/label/{lease_id}/"))
+    pref = Preference.objects.get(annotator=annotator)
+    lease = Lease.objects.get(pk=lease_id)
+    assert pref.choice == EXPECTED["right"](lease.a_on_left)
+    assert pref.rationale == "the right one cites its source"
+
+
 GUIDELINES = """Compare the two answers to the prompt.
 
 * Prefer the answer that is **correct** and actually answers the question.

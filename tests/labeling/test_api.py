@@ -461,3 +461,19 @@ def test_openapi_schema_is_served_and_names_every_endpoint(
         "/api/v1/leases/{lease_id}/preference/",
     ):
         assert expected in paths
+
+
+@pytest.mark.django_db
+def test_import_accepts_a_utf8_byte_order_mark(clients: dict[str, Any]) -> None:
+    """A file saved "UTF-8 with BOM" imports like the same file without it."""
+    campaign = CampaignFactory()
+    line = json.dumps({"prompt": "Größe?", "completions": ["groß", "klein"]})
+    payload = io.BytesIO(b"\xef\xbb\xbf" + f"{line}\n".encode())
+    payload.name = "bom.jsonl"
+    response = clients[ADMIN].post(
+        reverse("api-campaign-import", args=[campaign.pk]),
+        {"file": payload},
+        format="multipart",
+    )
+    assert response.status_code == 201, response.content
+    assert Prompt.objects.get(campaign=campaign).content == "Größe?"

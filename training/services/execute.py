@@ -213,13 +213,15 @@ def training_job_execute(*, job_id: int) -> None:
     job = _claim(job_id)
     if job is None:
         return
-    from training import runners
-
     storage = Path(settings.STORAGE_ROOT)
     tmp = storage / "tmp" / f"job-{job.pk}-{uuid.uuid4().hex}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     reporter = JobReporter(job.pk)
     try:
+        # Inside the try: a worker whose training stack cannot load fails the
+        # job with the reason instead of leaving it running for the sweeper.
+        from ml import runners
+
         result = runners.run(
             job.method,
             runtime_config(job),
