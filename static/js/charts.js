@@ -51,6 +51,12 @@
 
   function lineConfig(spec) {
     const colorOf = colorsByLabel(spec.series);
+    const xScale = scale(spec.x, "linear");
+    // Steps are whole numbers: no tick at step 0.5.
+    const wholeX = spec.series.every(function (s) {
+      return s.points.every(function (p) { return Number.isInteger(p[0]); });
+    });
+    if (wholeX) xScale.ticks = { precision: 0 };
     return {
       type: "line",
       data: {
@@ -73,7 +79,7 @@
       options: {
         aspectRatio: 2,
         interaction: { mode: "nearest", axis: "x", intersect: false },
-        scales: { x: scale(spec.x, "linear"), y: scale(spec.y, "linear") },
+        scales: { x: xScale, y: scale(spec.y, "linear") },
         plugins: {
           legend: {
             display: spec.series.length > 1,
