@@ -56,7 +56,11 @@
     const wholeX = spec.series.every(function (s) {
       return s.points.every(function (p) { return Number.isInteger(p[0]); });
     });
-    if (wholeX) xScale.ticks = { precision: 0 };
+    if (wholeX) {
+      xScale.ticks = { precision: 0 };
+      // One point at step 0 would otherwise get an axis from -1.
+      xScale.afterDataLimits = function (axis) { if (axis.min < 0) axis.min = 0; };
+    }
     return {
       type: "line",
       data: {

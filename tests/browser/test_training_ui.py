@@ -150,7 +150,12 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
     )
     assert page.evaluate(LENGTHS, "loss") == [4, 1]
     assert page.locator("figure[data-chart=accuracy]").is_visible()
+    page.wait_for_function(f"({PAINTED})('accuracy') > 500")
     assert page.evaluate(LENGTHS, "metric:rewards/chosen") == [1]
+    # Charts drawn inside the closed "All metrics" section size themselves
+    # when it opens.
+    page.get_by_text("All metrics", exact=True).click()
+    page.wait_for_function(f"({PAINTED})('metric:grad_norm') > 500")
 
     # A finished job stops both polls.
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress_step=10)
