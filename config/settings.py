@@ -183,13 +183,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.job_run": {"queue": "gpu"},
-    "models_hub.generate_for_adapter": {"queue": "gpu"},
-    "models_hub.generate_versions": {"queue": "gpu"},
+    "models_hub.generation_job_run": {"queue": "gpu"},
     "models_hub.merge_export": {"queue": "gpu"},
     "models_hub.active_selection": {"queue": "gpu"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
     "models_hub.reports_refresh": {"queue": "default"},
+    "models_hub.bootstrap_tick": {"queue": "default"},
+    "models_hub.sweep_stale_generation_jobs": {"queue": "default"},
+    "models_hub.promotion_tick": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -244,6 +246,21 @@ CELERY_BEAT_SCHEDULE = {
     "training-scheduler-tick": {
         "task": "training.scheduler_tick",
         "schedule": 60.0,
+    },
+    # every 30 seconds: keep each campaign at its low-water mark of open pairs
+    "models-hub-bootstrap-tick": {
+        "task": "models_hub.bootstrap_tick",
+        "schedule": 30.0,
+    },
+    # every 30 seconds: fail running generation jobs whose worker went silent
+    "models-hub-sweep-stale-generation-jobs": {
+        "task": "models_hub.sweep_stale_generation_jobs",
+        "schedule": 30.0,
+    },
+    # every 30 seconds: promote candidates that passed the gate, retire losers
+    "models-hub-promotion-tick": {
+        "task": "models_hub.promotion_tick",
+        "schedule": 30.0,
     },
 }
 

@@ -126,6 +126,7 @@ class AdapterEvent(BaseModel):
         PROMOTED = "promoted", "promoted"
         ROLLED_BACK = "rolled_back", "rolled back"
         RETIRED = "retired", "retired"
+        REFUSED = "refused", "refused by its guardrails"
 
     adapter = models.ForeignKey(
         Adapter, on_delete=models.CASCADE, related_name="events"
@@ -157,7 +158,12 @@ class AdapterEvent(BaseModel):
 
 
 class GenerationSettings(BaseModel):
-    """How new adapters of a campaign write completions for the queue."""
+    """How a campaign's loop writes completions, and when it promotes.
+
+    The defaults make a new campaign's loop run from imported prompts alone:
+    bootstrap pairs from the base, a DPO policy (see ``training``), automatic
+    promotion behind the gate and the guardrails.
+    """
 
     campaign = models.OneToOneField(
         "labeling.Campaign",
@@ -180,13 +186,162 @@ class GenerationSettings(BaseModel):
     temperature = models.FloatField(default=0.7)
     top_p = models.FloatField(default=0.9)
     seed = models.PositiveIntegerField(default=0)
+    # -- bootstrap: pairs written from prompts alone
+    bootstrap_enabled = models.BooleanField(
+        default=True,
+        help_text="Write pairs for prompts that have none whenever the open pairs fall below the low-water mark.",
+    )
+    low_water_mark = models.PositiveIntegerField(
+        default=20,
+        help_text="Keep at least this many open pairs in the queue (bootstrap).",
+    )
+    bootstrap_prompts = models.PositiveIntegerField(
+        default=16, help_text="Prompts answered by one bootstrap round."
+    )
+    samples_per_prompt = models.PositiveIntegerField(
+        default=2,
+        help_text="Samples per prompt in a bootstrap round (each with its own seed); every two distinct samples make a pair.",
+    )
+    # -- promotion
     require_significant_win = models.BooleanField(
-        default=False,
-        help_text="Promotion gate: the candidate's lower 95% bound of win rate against the champion must exceed 0.5.",
+        default=True,
+        help_text="Promotion gate: the candidate's lower 95% bound of win rate against the champion (or the base) must exceed 0.5.",
+    )
+    auto_promote = models.BooleanField(
+        default=True,
+        help_text="Promote a candidate automatically once it passes the gate and its guardrails.",
+    )
+    gate_min_comparisons = models.PositiveIntegerField(
+        default=20,
+        help_text="Labeled comparisons against the champion (or the base) the gate needs before it decides.",
+    )
+    retire_losers = models.BooleanField(
+        default=True,
+        help_text="Retire a candidate whose upper 95% bound of win rate is below 0.5 after the gate's comparisons, so it stops filling the queue.",
+    )
+    # -- guardrails
+    max_extra_degenerate = models.FloatField(
+        default=0.05,
+        help_text="Share of empty or looping outputs a candidate may have above its opponent's.",
+    )
+    max_length_ratio = models.FloatField(
+        default=2.0, help_text="Mean output length allowed relative to the opponent."
+    )
+    max_nll_increase = models.FloatField(
+        default=1.0,
+        help_text="Drift from the base: nats per token the base's NLL of the candidate's outputs may exceed that of the opponent's.",
     )
 
     class Meta:
         verbose_name_plural = "generation settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(samples_per_prompt__gte=2),
+                name="models_hub_two_samples_or_more",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_extra_degenerate__gte=0)
+                & models.Q(max_length_ratio__gt=0)
+                & models.Q(max_nll_increase__gte=0),
+                name="models_hub_guardrail_limits_valid",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"generation settings for {self.campaign}"
+
+
+class GenerationJob(BaseModel):
+    """One generation round, visible like a training job.
+
+    ``bootstrap`` answers prompts that have no open pair with the champion
+    (else the base); ``candidate`` writes a new policy adapter's outputs and
+    its opponent's, measures their guardrails and queues candidate-vs-opponent
+    pairs; ``review`` writes golden-prompt outputs for side-by-side review.
+    At most one job per campaign and version is queued or running.
+    """
+
+    class Kind(models.TextChoices):
+        BOOTSTRAP = "bootstrap", "bootstrap pairs from prompts"
+        CANDIDATE = "candidate", "new adapter's round"
+        REVIEW = "review", "outputs for review"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="generation_jobs"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="generation_jobs",
+        help_text="The version that writes (empty: the base, or several for review).",
+    )
+    versions = models.JSONField(
+        default=list, blank=True, help_text="Version keys a review job writes for."
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    phase = models.CharField(
+        max_length=64, blank=True, help_text="What the job is doing right now."
+    )
+    cancel_requested = models.BooleanField(default=False)
+    prompts_done = models.PositiveIntegerField(default=0)
+    prompts_total = models.PositiveIntegerField(default=0)
+    new_tokens = models.PositiveIntegerField(
+        default=0, help_text="Tokens generated so far."
+    )
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    eta_seconds = models.PositiveIntegerField(null=True, blank=True)
+    comparisons_created = models.PositiveIntegerField(default=0)
+    guardrails = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Guardrail figures per version and the violations found.",
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "kind", "adapter"],
+                condition=models.Q(status__in=["queued", "running"]),
+                nulls_distinct=False,
+                name="models_hub_one_active_generation_per_version",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "heartbeat_at"], name="models_hub_genjob_sweep_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE

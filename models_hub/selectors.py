@@ -222,7 +222,12 @@ def campaign_leaderboard(
     }
 
 
-def adapter_win_rate_against_champion(*, adapter: Adapter) -> dict[str, Any]:
+def adapter_gate_evidence(*, adapter: Adapter) -> dict[str, Any]:
+    """Human win rate of ``adapter`` against what it would replace: its
+    campaign's champion for the role, else the base model. The promotion
+    gate reads ``n`` and the 95% bootstrap interval (``lower``/``upper``)."""
+    if adapter.campaign is None:
+        return {}
     champion = (
         Adapter.objects.filter(
             campaign=adapter.campaign, role=adapter.role, status=Adapter.Status.CHAMPION
@@ -230,15 +235,19 @@ def adapter_win_rate_against_champion(*, adapter: Adapter) -> dict[str, Any]:
         .exclude(pk=adapter.pk)
         .first()
     )
-    if champion is None or adapter.campaign is None:
-        return {}
+    opponent = (
+        VersionKey.adapter(champion.pk)
+        if champion is not None
+        else VersionKey.base(adapter.base_model_id)
+    )
     result = win_rate(
         version_outcomes(campaign=adapter.campaign),
         str(VersionKey.adapter(adapter.pk)),
-        str(VersionKey.adapter(champion.pk)),
+        str(opponent),
     )
     return {
-        "champion": champion.pk,
+        "opponent": str(opponent),
+        "champion": champion.pk if champion is not None else None,
         "n": result.n,
         "rate": result.rate,
         "lower": result.lower,

@@ -1,22 +1,36 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from celery import shared_task
 
 from models_hub.services.exports import adapter_merge_export_run
-from models_hub.services.generation import generation_round_run, versions_generate
+from models_hub.services.generation import (
+    bootstrap_tick,
+    generation_job_execute,
+    generation_job_sweep_stale,
+)
+from models_hub.services.promotion import promotion_tick
 from models_hub.services.reports import campaign_reports_refresh
 
 
-@shared_task(name="models_hub.generate_for_adapter", acks_late=True, ignore_result=True)
-def generate_for_adapter(adapter_id: int) -> int:
-    return generation_round_run(adapter_id=adapter_id)
+@shared_task(name="models_hub.generation_job_run", acks_late=True, ignore_result=True)
+def generation_job_run(job_id: int) -> None:
+    """Run one generation job on the gpu queue. Idempotent: only a QUEUED job starts."""
+    generation_job_execute(job_id=job_id)
 
 
-@shared_task(name="models_hub.generate_versions", acks_late=True, ignore_result=True)
-def generate_versions(campaign_id: int, version_keys: Sequence[str]) -> None:
-    versions_generate(campaign_id=campaign_id, version_keys=version_keys)
+@shared_task(name="models_hub.bootstrap_tick", ignore_result=True)
+def generation_bootstrap_tick() -> int:
+    return bootstrap_tick()
+
+
+@shared_task(name="models_hub.sweep_stale_generation_jobs", ignore_result=True)
+def generation_sweep_stale_jobs() -> int:
+    return generation_job_sweep_stale()
+
+
+@shared_task(name="models_hub.promotion_tick", ignore_result=True)
+def adapter_promotion_tick() -> int:
+    return promotion_tick()
 
 
 @shared_task(name="models_hub.merge_export", acks_late=True, ignore_result=True)

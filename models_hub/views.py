@@ -66,6 +66,8 @@ def _rollback(request: HttpRequest, adapter: Adapter) -> str:
         actor=request.user,
         reason=request.POST.get("reason", ""),
     )
+    if back is None:
+        return "Rolled back: the base model serves again (no champion)."
     return f"Rolled back: {back} is the champion again."
 
 

@@ -171,7 +171,8 @@ class AdapterRetireApi(APIView):
 
 
 class ChampionRollbackApi(APIView):
-    """The previous champion of this campaign and role returns, in one step."""
+    """The previous champion of this campaign and role returns, in one step
+    (the base model when the current champion was the first)."""
 
     permission_classes = [IsAdmin]
 
@@ -184,7 +185,14 @@ class ChampionRollbackApi(APIView):
             max_length=500, required=False, allow_blank=True, default=""
         )
 
-    @extend_schema(request=InputSerializer, responses=AdapterOutputSerializer)
+    @extend_schema_serializer(component_name="ChampionRollbackOutput")
+    class OutputSerializer(serializers.Serializer):
+        champion = AdapterOutputSerializer(
+            allow_null=True,
+            help_text="The champion after the rollback; null when the base model serves again.",
+        )
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         data = self.InputSerializer(data=request.data)
@@ -192,7 +200,7 @@ class ChampionRollbackApi(APIView):
         adapter = registry.adapter_rollback(
             campaign=campaign, actor=request.user, **data.validated_data
         )
-        return Response(AdapterOutputSerializer(adapter).data)
+        return Response(self.OutputSerializer({"champion": adapter}).data)
 
 
 class AdapterEventListApi(APIView):

@@ -1,28 +1,62 @@
-"""The closed loop's last step: a new policy adapter writes completions that
-go straight back into the comparison queue, paired against the champion.
+"""Generation rounds, each a visible job: the loop's writing half.
 
-``generation_round_run`` and ``versions_generate`` run on a GPU worker: they
-(and ``_generate``/``_score`` under them) load models through the ``ml``
-package, imported inside the functions so that the web process, which
-imports this module to enqueue, never loads torch.
+- **bootstrap**: prompts that have no open pair are answered by the champion
+  (else the base), ``samples_per_prompt`` times with a seed per sample;
+  distinct samples become pairs (the reward model's best against its worst
+  when there is one), identical texts never. The beat keeps each campaign at
+  or above its low-water mark of open pairs (``bootstrap_tick``).
+- **candidate**: a new policy adapter and its opponent (the champion, else
+  the base) answer the golden prompts and a sample of the pool; their
+  guardrails are measured (repetition, empty and cut outputs, length, drift
+  from the base) and, when they pass, candidate-vs-opponent pairs are queued.
+  A candidate beyond its campaign's limits is refused and retired, with the
+  reasons recorded.
+- **review**: golden-prompt outputs of two versions for side-by-side review.
+
+``generation_job_launch`` writes the record and enqueues it after commit;
+``generation_job_execute`` runs on a GPU worker: it (and the helpers under
+it) loads models through the ``ml`` package, imported inside functions so
+that the web process, which imports this module to launch, never loads
+torch. A job is claimed QUEUED → RUNNING under a row lock (a redelivered
+message does nothing), sends heartbeats, reports progress and tokens/s, and
+honours cancel between batches. Completions are looked up before they are
+written, so a job re-run after a crash duplicates nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import random
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from core.enqueue import enqueue
+from core.exceptions import Conflict
+from core.heartbeat import Heartbeat
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
-from models_hub.models import Adapter, BaseModelVersion
-from models_hub.selectors import campaign_reward_model
+from models_hub.models import (
+    Adapter,
+    AdapterEvent,
+    BaseModelVersion,
+    GenerationJob,
+    GenerationSettings,
+)
+from models_hub.selectors import campaign_reward_model, version_get
 from models_hub.services.registry import (
     adapter_champion,
     adapter_path,
+    base_model_default,
     base_model_local_path,
     generation_settings_for,
 )
@@ -30,25 +64,351 @@ from models_hub.versions import VersionKey
 
 logger = logging.getLogger(__name__)
 
-
-def generation_round_enqueue(*, adapter: Adapter) -> None:
-    """Schedule completions for a new policy adapter (after commit)."""
-    if adapter.role != Adapter.Role.POLICY or adapter.campaign_id is None:
-        return
-    enqueue("models_hub.generate_for_adapter", adapter.pk)
+EMPTY_TEXT = "(empty completion)"
+PROGRESS_SECONDS = 1.0
 
 
-def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]:
-    golden = list(
-        Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
+class JobCancelled(Exception):
+    """Raised between batches once a cancel was requested."""
+
+
+# ---------------------------------------------------------------- launching
+
+
+def generation_job_launch(
+    *,
+    campaign: Campaign,
+    kind: str,
+    adapter: Adapter | None = None,
+    versions: Sequence[VersionKey] = (),
+    actor: AbstractBaseUser | None = None,
+) -> GenerationJob:
+    """Record a generation job and queue it on the gpu worker after commit.
+
+    Raises ``Conflict`` when the same campaign already has a queued or
+    running job of this kind for this version.
+    """
+    job = GenerationJob(
+        campaign=campaign,
+        kind=kind,
+        adapter=adapter,
+        versions=[str(v) for v in versions],
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        phase="queued",
     )
-    pool_ids = list(
+    job.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            job.save()
+    except IntegrityError:
+        active = GenerationJob.objects.filter(
+            campaign=campaign,
+            kind=kind,
+            adapter=adapter,
+            status__in=GenerationJob.ACTIVE,
+        ).first()
+        raise Conflict(
+            f"A {job.get_kind_display()} job for this version is already "
+            f"{active.status if active else 'queued'} (job #{active.pk if active else '?'})."
+        ) from None
+    enqueue("models_hub.generation_job_run", job.pk)
+    logger.info(
+        "models_hub.generation.queued job=%s kind=%s adapter=%s",
+        job.pk,
+        kind,
+        adapter and adapter.pk,
+    )
+    return job
+
+
+def generation_round_enqueue(*, adapter: Adapter) -> GenerationJob | None:
+    """Queue a new policy adapter's round (after commit); None for others."""
+    if adapter.role != Adapter.Role.POLICY or adapter.campaign is None:
+        return None
+    if not generation_settings_for(adapter.campaign).enabled:
+        return None
+    return generation_job_launch(
+        campaign=adapter.campaign, kind=GenerationJob.Kind.CANDIDATE, adapter=adapter
+    )
+
+
+def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
+    """Ask a queued or running job to stop (a queued one stops at once)."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+        if job.status == GenerationJob.Status.QUEUED:
+            job.status = GenerationJob.Status.CANCELLED
+            job.finished_at = timezone.now()
+            job.phase = "cancelled before it started"
+            job.save(update_fields=["status", "finished_at", "phase", "updated_at"])
+        elif job.status == GenerationJob.Status.RUNNING:
+            job.cancel_requested = True
+            job.save(update_fields=["cancel_requested", "updated_at"])
+        else:
+            raise Conflict(f"This job has already {job.status}.")
+    return job
+
+
+def open_pair_count(*, campaign: Campaign) -> int:
+    return Comparison.objects.filter(
+        campaign=campaign, status=Comparison.Status.OPEN, is_gold=False
+    ).count()
+
+
+def prompts_without_open_pairs(*, campaign: Campaign) -> Any:
+    """Non-golden prompts of the campaign that no open pair asks about, those
+    with the fewest pairs so far first."""
+    return (
         Prompt.objects.filter(campaign=campaign, is_golden=False)
-        .order_by("id")
-        .values_list("id", flat=True)
+        .annotate(
+            open_pairs=Count(
+                "comparisons", filter=Q(comparisons__status=Comparison.Status.OPEN)
+            ),
+            pairs=Count("comparisons"),
+        )
+        .filter(open_pairs=0)
+        .order_by("pairs", "id")
     )
-    picked = sorted(random.Random(seed).sample(pool_ids, min(count, len(pool_ids))))
-    return golden + list(Prompt.objects.filter(pk__in=picked).order_by("id"))
+
+
+def bootstrap_tick() -> int:
+    """Beat: launch a bootstrap round for every active campaign whose open
+    pairs fell below its low-water mark while prompts wait for pairs.
+    Returns how many were launched."""
+    launched = 0
+    rows = GenerationSettings.objects.filter(
+        bootstrap_enabled=True, campaign__status=Campaign.Status.ACTIVE
+    ).select_related("campaign")
+    for row in rows:
+        campaign = row.campaign
+        if GenerationJob.objects.filter(
+            campaign=campaign,
+            kind=GenerationJob.Kind.BOOTSTRAP,
+            status__in=GenerationJob.ACTIVE,
+        ).exists():
+            continue
+        if open_pair_count(campaign=campaign) >= row.low_water_mark:
+            continue
+        if not prompts_without_open_pairs(campaign=campaign).exists():
+            continue
+        try:
+            generation_job_launch(campaign=campaign, kind=GenerationJob.Kind.BOOTSTRAP)
+        except Conflict:
+            continue
+        launched += 1
+    return launched
+
+
+def generation_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
+    """Fail RUNNING generation jobs whose worker stopped sending heartbeats."""
+    timeout = timeout_seconds or settings.ARBITER_HEARTBEAT_TIMEOUT
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    failed = 0
+    for job_id in GenerationJob.objects.filter(
+        status=GenerationJob.Status.RUNNING, heartbeat_at__lt=cutoff
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            job = (
+                GenerationJob.objects.select_for_update(skip_locked=True)
+                .filter(
+                    pk=job_id,
+                    status=GenerationJob.Status.RUNNING,
+                    heartbeat_at__lt=cutoff,
+                )
+                .first()
+            )
+            if job is None:
+                continue
+            job.status = GenerationJob.Status.FAILED
+            job.finished_at = timezone.now()
+            job.error = (
+                f"The worker running this job ({job.worker or 'unknown'}) stopped sending "
+                f"heartbeats for more than {timeout} s; it was probably killed. The "
+                "completions it wrote are kept; launching the round again continues "
+                "without duplicating them."
+            )
+            job.save(update_fields=["status", "finished_at", "error", "updated_at"])
+            failed += 1
+            logger.warning("models_hub.generation.stale job=%s", job.pk)
+    return failed
+
+
+# ---------------------------------------------------------------- running
+
+
+class Progress:
+    """Progress, tokens/s and ETA written at most once a second; cancel polled."""
+
+    def __init__(self, job: GenerationJob, total: int) -> None:
+        self.job_id = job.pk
+        self.total = total
+        self.done = 0
+        self.tokens = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        GenerationJob.objects.filter(pk=job.pk).update(prompts_total=total)
+
+    def phase(self, text: str) -> None:
+        GenerationJob.objects.filter(pk=self.job_id).update(
+            phase=text, heartbeat_at=timezone.now()
+        )
+
+    def advance(self, prompts: int, tokens: int) -> None:
+        self.done += prompts
+        self.tokens += tokens
+        now = time.monotonic()
+        if now - self._last < PROGRESS_SECONDS and self.done < self.total:
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.done / elapsed
+        GenerationJob.objects.filter(pk=self.job_id).update(
+            prompts_done=self.done,
+            new_tokens=self.tokens,
+            tokens_per_second=round(self.tokens / elapsed, 2),
+            eta_seconds=int((self.total - self.done) / rate) if rate else None,
+            heartbeat_at=timezone.now(),
+        )
+
+    def check_cancel(self) -> None:
+        if GenerationJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+            raise JobCancelled
+
+
+def _claim(job_id: int) -> GenerationJob | None:
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != GenerationJob.Status.QUEUED:
+            return None
+        job.status = GenerationJob.Status.RUNNING
+        job.started_at = job.heartbeat_at = timezone.now()
+        job.worker = f"{socket.gethostname()}:{os.getpid()}"
+        job.phase = "loading the model"
+        job.save(
+            update_fields=[
+                "status",
+                "started_at",
+                "heartbeat_at",
+                "worker",
+                "phase",
+                "updated_at",
+            ]
+        )
+        return job
+
+
+def _finish(job: GenerationJob, status: str, *, phase: str, error: str = "") -> None:
+    GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.RUNNING).update(
+        status=status,
+        phase=phase,
+        error=error[-5000:],
+        finished_at=timezone.now(),
+        eta_seconds=0 if status == GenerationJob.Status.SUCCEEDED else None,
+        updated_at=timezone.now(),
+    )
+
+
+def generation_job_execute(*, job_id: int) -> None:
+    """Run one generation job (the ``models_hub.generation_job_run`` task)."""
+    job = _claim(job_id)
+    if job is None:
+        logger.info("models_hub.generation.skip job=%s", job_id)
+        return
+    runners: dict[str, Callable[[GenerationJob], int]] = {
+        GenerationJob.Kind.BOOTSTRAP: _run_bootstrap,
+        GenerationJob.Kind.CANDIDATE: _run_candidate,
+        GenerationJob.Kind.REVIEW: _run_review,
+    }
+    with Heartbeat(GenerationJob, job.pk):
+        try:
+            created = runners[job.kind](job)
+        except JobCancelled:
+            close_old_connections()
+            _finish(job, GenerationJob.Status.CANCELLED, phase="cancelled")
+            logger.info("models_hub.generation.cancelled job=%s", job.pk)
+            return
+        except Exception as exc:  # noqa: BLE001 - process edge: record, never crash the worker
+            logger.exception("models_hub.generation.failed job=%s", job.pk)
+            close_old_connections()
+            _finish(
+                job,
+                GenerationJob.Status.FAILED,
+                phase="failed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return
+    GenerationJob.objects.filter(pk=job.pk).update(comparisons_created=created)
+    _finish(job, GenerationJob.Status.SUCCEEDED, phase="done")
+    logger.info("models_hub.generation.succeeded job=%s pairs=%s", job.pk, created)
+
+
+def _params(row: GenerationSettings, *, seed: int | None = None) -> Any:
+    from ml.generation import DecodingParams
+
+    return DecodingParams(
+        max_new_tokens=row.max_new_tokens,
+        temperature=row.temperature,
+        top_p=row.top_p,
+        seed=row.seed if seed is None else seed,
+    )
+
+
+def _lineage(adapter: Adapter | None, base: BaseModelVersion) -> dict[str, Any]:
+    lineage: dict[str, Any] = {"base_model": base.pk, "base_source": base.source}
+    if adapter is not None:
+        lineage.update(
+            adapter=adapter.pk,
+            adapter_version=adapter.version,
+            adapter_name=adapter.name,
+            method=adapter.method,
+        )
+    return lineage
+
+
+def _write(
+    prompts: Sequence[Prompt],
+    *,
+    adapter: Adapter | None,
+    base: BaseModelVersion,
+    params: Any,
+    progress: Progress,
+    extra: dict[str, Any] | None = None,
+) -> list[Completion]:
+    """One completion per prompt from this version, batch by batch (progress
+    and cancel between batches). Identical texts of a prompt and version are
+    one completion row."""
+    from ml.generation import get_generator
+
+    generator = get_generator(base_model_local_path(base))
+    key = str(VersionKey.adapter(adapter.pk) if adapter else VersionKey.base(base.pk))
+    spec = (key, str(adapter_path(adapter))) if adapter is not None else None
+    lineage = {**_lineage(adapter, base), **(extra or {})}
+    written: list[Completion] = []
+    for start in range(0, len(prompts), params.batch_size):
+        progress.check_cancel()
+        batch = list(prompts[start : start + params.batch_size])
+        outputs = generator.generate(
+            [p.content for p in batch],
+            adapter=spec,
+            params=dataclasses.replace(params, seed=params.seed + start),
+        )
+        for prompt, (text, record) in zip(batch, outputs, strict=True):
+            stored = text or EMPTY_TEXT
+            completion, _ = Completion.objects.get_or_create(
+                prompt=prompt,
+                content_hash=content_hash(stored),
+                source_label=key,
+                defaults={
+                    "text": stored,
+                    "origin": Completion.Origin.MODEL,
+                    "adapter": adapter,
+                    "base_model": base,
+                    "generation": {**record, **lineage},
+                },
+            )
+            written.append(completion)
+        progress.advance(len(batch), sum(r["new_tokens"] for _, r in outputs))
+    return written
 
 
 def _existing(
@@ -61,60 +421,36 @@ def _existing(
         else qs.filter(adapter__isnull=True, base_model=base)
     )
     found: dict[int, Completion] = {}
-    for completion in qs.order_by("created_at"):
+    for completion in qs.order_by("created_at", "id"):
         found.setdefault(completion.prompt_id, completion)
     return found
 
 
-def _generate(
+def _answers(
     prompts: Sequence[Prompt],
     *,
     adapter: Adapter | None,
     base: BaseModelVersion,
     params: Any,
+    progress: Progress,
 ) -> dict[int, Completion]:
-    """Completions for the prompts this version has not answered yet."""
-    from ml.generation import get_generator
-
+    """This version's answer to each prompt: the one it wrote before, else a
+    new one (so a re-run never duplicates)."""
     have = _existing(prompts, adapter=adapter, base=base)
     todo = [p for p in prompts if p.pk not in have]
-    if not todo:
-        return have
-    generator = get_generator(base_model_local_path(base))
-    key = str(VersionKey.adapter(adapter.pk) if adapter else VersionKey.base(base.pk))
-    spec = (key, str(adapter_path(adapter))) if adapter is not None else None
-    outputs = generator.generate([p.content for p in todo], adapter=spec, params=params)
-    lineage: dict[str, Any] = {"base_model": base.pk, "base_source": base.source}
-    if adapter is not None:
-        lineage.update(
-            adapter=adapter.pk,
-            adapter_version=adapter.version,
-            adapter_name=adapter.name,
-            method=adapter.method,
-        )
-    for prompt, (text, record) in zip(todo, outputs, strict=True):
-        text = text or "(empty completion)"
-        completion, _ = Completion.objects.get_or_create(
-            prompt=prompt,
-            content_hash=content_hash(text),
-            source_label=key,
-            defaults={
-                "text": text,
-                "origin": Completion.Origin.MODEL,
-                "adapter": adapter,
-                "base_model": base,
-                "generation": {**record, **lineage},
-            },
-        )
-        have[prompt.pk] = completion
+    progress.advance(len(prompts) - len(todo), 0)
+    for completion in _write(
+        todo, adapter=adapter, base=base, params=params, progress=progress
+    ):
+        have.setdefault(completion.prompt_id, completion)
     return have
 
 
 def _score(
     campaign: Campaign, completions: Sequence[Completion], reward: Adapter | None = None
 ) -> None:
-    """Record ``reward``'s score (default: the champion, else the newest
-    reward model) on each completion that lacks one from that model."""
+    """Record ``reward``'s score (default: the campaign's reward model) on
+    each completion that lacks one from that model."""
     reward = reward or campaign_reward_model(campaign=campaign)
     todo = [
         c
@@ -138,98 +474,237 @@ def _score(
         completion.save(update_fields=["metadata", "updated_at"])
 
 
-def generation_round_run(*, adapter_id: int) -> int:
-    """Generate for a candidate policy adapter and its opponents (the
-    champion, else the base; plus the base when configured) on the golden
-    prompts and a sample of the pool, then queue candidate-vs-opponent
-    comparisons with lineage. Idempotent. Returns comparisons created."""
-    from ml.generation import DecodingParams
-
-    adapter = (
-        Adapter.objects.select_related("campaign", "base_model")
-        .filter(pk=adapter_id)
-        .first()
+def _pair(
+    campaign: Campaign, prompt: Prompt, a: Completion, b: Completion, priority: int
+) -> bool:
+    """Queue a pair of two different completions once; False if it exists or
+    the texts are the same."""
+    if a.pk == b.pk or a.content_hash == b.content_hash:
+        return False
+    if Comparison.objects.filter(
+        completion_a__in=[a, b], completion_b__in=[a, b]
+    ).exists():
+        return False
+    Comparison.objects.create(
+        campaign=campaign,
+        prompt=prompt,
+        completion_a=a,
+        completion_b=b,
+        priority=priority,
     )
-    if (
-        adapter is None
-        or adapter.role != Adapter.Role.POLICY
-        or adapter.campaign is None
-    ):
+    return True
+
+
+# ---------------------------------------------------------------- the kinds
+
+
+def _run_bootstrap(job: GenerationJob) -> int:
+    campaign = job.campaign
+    row = generation_settings_for(campaign)
+    champion = adapter_champion(campaign=campaign, role=Adapter.Role.POLICY)
+    base = champion.base_model if champion is not None else base_model_default()
+    prompts = list(
+        prompts_without_open_pairs(campaign=campaign)[: row.bootstrap_prompts]
+    )
+    progress = Progress(job, len(prompts) * row.samples_per_prompt)
+    samples: dict[int, list[Completion]] = {p.pk: [] for p in prompts}
+    for sample in range(row.samples_per_prompt):
+        progress.phase(f"writing sample {sample + 1} of {row.samples_per_prompt}")
+        # Its own seed per sample (and per job, so a later round differs).
+        params = _params(row, seed=row.seed + 7919 * (sample + 1) + 104_729 * job.pk)
+        for completion in _write(
+            prompts,
+            adapter=champion,
+            base=base,
+            params=params,
+            progress=progress,
+            extra={"sample": sample, "bootstrap_job": job.pk},
+        ):
+            if all(c.pk != completion.pk for c in samples[completion.prompt_id]):
+                samples[completion.prompt_id].append(completion)
+    reward = campaign_reward_model(campaign=campaign)
+    if reward is not None and row.samples_per_prompt >= 3:
+        progress.phase("scoring samples with the reward model")
+        _score(campaign, [c for group in samples.values() for c in group], reward)
+    created = 0
+    with transaction.atomic():
+        for prompt in prompts:
+            group = samples[prompt.pk]
+            if reward is not None and len(group) >= 3:
+                # Rejection-sampling pairs: the reward model's best vs its worst.
+                ranked = sorted(group, key=lambda c: c.metadata.get("reward_score", 0))
+                pairs = [(ranked[-1], ranked[0])]
+            else:
+                pairs = list(zip(group[0::2], group[1::2], strict=False))
+            for a, b in pairs:
+                created += _pair(campaign, prompt, a, b, row.priority)
+    return created
+
+
+def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]:
+    """Golden prompts, then a seeded sample of the others, held-out test
+    prompts first (guardrail figures should come from prompts no model
+    trained on)."""
+    golden = list(
+        Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
+    )
+    rng = random.Random(seed)
+    picked: list[int] = []
+    for split_filter in (Q(split=Prompt.Split.TEST), ~Q(split=Prompt.Split.TEST)):
+        ids = list(
+            Prompt.objects.filter(campaign=campaign, is_golden=False)
+            .filter(split_filter)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+        take = min(count - len(picked), len(ids))
+        if take > 0:
+            picked.extend(rng.sample(ids, take))
+    return golden + list(Prompt.objects.filter(pk__in=picked).order_by("id"))
+
+
+def _guardrails(
+    prompts: Sequence[Prompt],
+    candidate: dict[int, Completion],
+    opponent: dict[int, Completion],
+    *,
+    base: BaseModelVersion,
+    row: GenerationSettings,
+) -> dict[str, Any]:
+    from ml.generation import get_generator
+    from ml.guardrails import GuardrailLimits, summarize, violations
+
+    generator = get_generator(base_model_local_path(base))
+    common = [p for p in prompts if p.pk in candidate and p.pk in opponent]
+    figures = {}
+    for name, answers in (("candidate", candidate), ("opponent", opponent)):
+        texts = [answers[p.pk].text for p in common]
+        raw = ["" if t == EMPTY_TEXT else t for t in texts]
+        nll = generator.negative_log_likelihood([p.content for p in common], raw)
+        figures[name] = summarize(
+            raw,
+            finished=[answers[p.pk].generation.get("finished", True) for p in common],
+            nll_under_base=sum(nll) / len(nll) if nll else None,
+        )
+    limits = GuardrailLimits(
+        max_extra_degenerate=row.max_extra_degenerate,
+        max_length_ratio=row.max_length_ratio,
+        max_nll_increase=row.max_nll_increase,
+    )
+    reasons = violations(figures["candidate"], figures["opponent"], limits)
+    return {
+        "candidate": figures["candidate"].as_dict(),
+        "opponent": figures["opponent"].as_dict(),
+        "violations": reasons,
+        "passed": not reasons,
+    }
+
+
+def _run_candidate(job: GenerationJob) -> int:
+    adapter = job.adapter
+    if adapter is None or adapter.campaign is None:
         return 0
     campaign = adapter.campaign
-    settings_row = generation_settings_for(campaign)
-    if not settings_row.enabled:
-        return 0
-    params = DecodingParams(
-        max_new_tokens=settings_row.max_new_tokens,
-        temperature=settings_row.temperature,
-        top_p=settings_row.top_p,
-        seed=settings_row.seed,
-    )
-    prompts = _round_prompts(
-        campaign, count=settings_row.prompts_per_round, seed=adapter.pk
-    )
+    row = generation_settings_for(campaign)
+    prompts = _round_prompts(campaign, count=row.prompts_per_round, seed=adapter.pk)
     champion = adapter_champion(campaign=campaign, role=Adapter.Role.POLICY)
     opponents: list[Adapter | None] = (
         [champion] if champion is not None and champion.pk != adapter.pk else [None]
     )
-    if settings_row.compare_against_base and None not in opponents:
+    if row.compare_against_base and None not in opponents:
         opponents.append(None)
-
-    candidate = _generate(
-        prompts, adapter=adapter, base=adapter.base_model, params=params
+    progress = Progress(job, len(prompts) * (1 + len(opponents)))
+    params = _params(row)
+    progress.phase("writing the candidate's answers")
+    mine = _answers(
+        prompts,
+        adapter=adapter,
+        base=adapter.base_model,
+        params=params,
+        progress=progress,
     )
-    created = 0
+    answers: list[tuple[Adapter | None, dict[int, Completion]]] = []
     for opponent in opponents:
+        progress.phase(
+            f"writing {'the champion' if opponent is not None else 'the base model'}'s answers"
+        )
         base = opponent.base_model if opponent is not None else adapter.base_model
-        theirs = _generate(prompts, adapter=opponent, base=base, params=params)
-        _score(campaign, [*candidate.values(), *theirs.values()])
-        with transaction.atomic():
-            for prompt in prompts:
-                mine, other = candidate.get(prompt.pk), theirs.get(prompt.pk)
-                if mine is None or other is None or mine.pk == other.pk:
-                    continue
-                if Comparison.objects.filter(
-                    completion_a__in=[mine, other], completion_b__in=[mine, other]
-                ).exists():
-                    continue
-                Comparison.objects.create(
-                    campaign=campaign,
-                    prompt=prompt,
-                    completion_a=mine,
-                    completion_b=other,
-                    priority=settings_row.priority,
-                )
-                created += 1
-    logger.info(
-        "models_hub.generation.round adapter=%s comparisons=%s", adapter.pk, created
+        answers.append(
+            (
+                opponent,
+                _answers(
+                    prompts,
+                    adapter=opponent,
+                    base=base,
+                    params=params,
+                    progress=progress,
+                ),
+            )
+        )
+    progress.phase("measuring guardrails")
+    report = _guardrails(prompts, mine, answers[0][1], base=adapter.base_model, row=row)
+    report["opponent_key"] = str(
+        VersionKey.adapter(answers[0][0].pk)
+        if answers[0][0] is not None
+        else VersionKey.base(adapter.base_model_id)
     )
+    GenerationJob.objects.filter(pk=job.pk).update(guardrails=report)
+    if not report["passed"]:
+        _refuse(adapter, report["violations"])
+        return 0
+    progress.phase("queueing pairs")
+    _score(campaign, [*mine.values(), *(c for _, a in answers for c in a.values())])
+    created = 0
+    with transaction.atomic():
+        for _, theirs in answers:
+            for prompt in prompts:
+                a, b = mine.get(prompt.pk), theirs.get(prompt.pk)
+                if a is not None and b is not None:
+                    created += _pair(campaign, prompt, a, b, row.priority)
     return created
 
 
-def versions_generate(*, campaign_id: int, version_keys: Sequence[str]) -> None:
-    """Outputs on the golden prompts for the given versions (side-by-side review)."""
-    from ml.generation import DecodingParams
-    from models_hub.selectors import version_get
-
-    campaign = Campaign.objects.get(pk=campaign_id)
-    settings_row = generation_settings_for(campaign)
-    params = DecodingParams(
-        max_new_tokens=settings_row.max_new_tokens,
-        temperature=settings_row.temperature,
-        top_p=settings_row.top_p,
-        seed=settings_row.seed,
+def _refuse(adapter: Adapter, reasons: Sequence[str]) -> None:
+    """Guardrails failed: no pairs, the candidate retired, the reasons kept."""
+    with transaction.atomic():
+        locked = Adapter.objects.select_for_update().get(pk=adapter.pk)
+        reason = "; ".join(reasons)[:500]
+        AdapterEvent.objects.create(
+            adapter=locked,
+            action=AdapterEvent.Action.REFUSED,
+            reason=reason,
+            evidence={"violations": list(reasons)},
+        )
+        if locked.status == Adapter.Status.CANDIDATE:
+            locked.status = Adapter.Status.RETIRED
+            locked.save(update_fields=["status", "updated_at"])
+    logger.warning(
+        "models_hub.generation.refused adapter=%s reasons=%s", adapter.pk, reasons
     )
+
+
+def _run_review(job: GenerationJob) -> int:
+    campaign = job.campaign
+    row = generation_settings_for(campaign)
+    params = _params(row)
     prompts = list(
         Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
     )
-    made = []
-    for key in version_keys:
+    progress = Progress(job, len(prompts) * len(job.versions))
+    made: list[Completion] = []
+    for key in job.versions:
         version = version_get(key=VersionKey.parse(key))
         assert version.base_model is not None
+        progress.phase(f"writing {version.label}'s answers")
         made.extend(
-            _generate(
-                prompts, adapter=version.adapter, base=version.base_model, params=params
+            _answers(
+                prompts,
+                adapter=version.adapter,
+                base=version.base_model,
+                params=params,
+                progress=progress,
             ).values()
         )
+    progress.phase("scoring with the reward model")
     _score(campaign, made)
+    return 0

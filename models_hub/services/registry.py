@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -100,6 +101,26 @@ def adapter_champion(*, campaign: Campaign | None, role: str) -> Adapter | None:
     ).first()
 
 
+def gate_decision(
+    evidence: dict[str, Any], *, settings_row: GenerationSettings
+) -> str | None:
+    """Why the gate says no (None: it says yes). The gate needs at least
+    ``gate_min_comparisons`` labeled comparisons against the champion (or the
+    base) and a lower 95% bound of the win rate above 0.5."""
+    n, needed = evidence.get("n", 0), settings_row.gate_min_comparisons
+    if n < max(needed, 1):
+        return (
+            f"the gate needs {max(needed, 1)} labeled comparisons against "
+            f"{evidence.get('opponent', 'the champion')}; it has {n}"
+        )
+    if evidence["lower"] <= 0.5:
+        return (
+            "the gate needs the lower 95% bound of the win rate above 0.5; it is "
+            f"{evidence['lower']:.2f} (win rate {evidence['rate']:.2f} over {n} labels)"
+        )
+    return None
+
+
 @transaction.atomic
 def adapter_promote(
     *,
@@ -111,11 +132,13 @@ def adapter_promote(
     """Make ``adapter`` its campaign's champion for its role; the previous
     champion becomes a candidate again (so a rollback can bring it back).
 
-    When the campaign's promotion gate is on, the candidate's lower 95% bound
-    of human win rate against the champion must exceed 0.5, unless
-    ``override`` (recorded with ``reason``). Locks the campaign row.
+    A policy promotion records its evidence: the human win rate against the
+    champion, or against the base when there is none yet. When the
+    campaign's gate is on and the evidence does not pass it, only an
+    ``override`` with a ``reason`` promotes (recorded as such). A reward
+    model's evidence is its held-out metrics. Locks the campaign row.
     """
-    from models_hub.selectors import adapter_win_rate_against_champion
+    from models_hub.selectors import adapter_gate_evidence
 
     Campaign.objects.select_for_update().filter(pk=adapter.campaign_id).first()
     adapter = Adapter.objects.select_for_update().get(pk=adapter.pk)
@@ -124,18 +147,23 @@ def adapter_promote(
     if adapter.status == Adapter.Status.RETIRED:
         raise Conflict("A retired adapter cannot be promoted.")
     previous = adapter_champion(campaign=adapter.campaign, role=adapter.role)
-    evidence = adapter_win_rate_against_champion(adapter=adapter) if previous else {}
-    gate = (
-        adapter.campaign is not None
-        and generation_settings_for(adapter.campaign).require_significant_win
+    settings_row = (
+        generation_settings_for(adapter.campaign) if adapter.campaign else None
     )
-    if gate and previous is not None and not override:
-        if evidence.get("n", 0) == 0 or evidence["lower"] <= 0.5:
-            raise PromotionBlocked(
-                "The promotion gate needs the candidate's lower 95% bound of win rate against the "
-                f"champion above 0.5; it is {evidence.get('lower', 0):.2f} over {evidence.get('n', 0)} labels.",
-                extra={"evidence": evidence},
-            )
+    refusal = None
+    if adapter.role == Adapter.Role.POLICY:
+        evidence = adapter_gate_evidence(adapter=adapter)
+        if settings_row is not None and settings_row.require_significant_win:
+            refusal = gate_decision(evidence, settings_row=settings_row)
+    else:
+        # A reward model writes no completions for people to compare: its
+        # evidence is its held-out accuracy, and the human gate does not apply.
+        evidence = {"metrics": adapter.metrics}
+    if refusal and not override:
+        raise PromotionBlocked(
+            f"Not promoted: {refusal}. Promote anyway only as an override with a reason.",
+            extra={"evidence": evidence},
+        )
     if override and not reason.strip():
         raise Conflict("Say why when overriding the promotion gate.")
     if previous is not None:
@@ -148,14 +176,15 @@ def adapter_promote(
         action=AdapterEvent.Action.PROMOTED,
         previous_champion=previous,
         actor=actor,
-        override=override,
+        override=bool(refusal) and override,
         reason=reason.strip(),
         evidence=evidence,
     )
     logger.info(
-        "models_hub.adapter.promoted adapter=%s previous=%s",
+        "models_hub.adapter.promoted adapter=%s previous=%s automatic=%s",
         adapter.pk,
         previous and previous.pk,
+        actor is None,
     )
     return adapter
 
@@ -163,14 +192,15 @@ def adapter_promote(
 @transaction.atomic
 def adapter_rollback(
     *, campaign: Campaign, role: str, actor: AbstractBaseUser | None, reason: str = ""
-) -> Adapter:
-    """Bring back the champion that the current one replaced, in one step.
-    The demoted champion is retired. Raises ``Conflict`` when there is
-    nothing to roll back to."""
+) -> Adapter | None:
+    """Bring back what the current champion replaced, in one step: the
+    previous champion, or the base model (no champion) when it was the
+    first. The demoted champion is retired. Returns the champion after the
+    rollback (None: the base). Raises ``Conflict`` when there is no champion."""
     Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
     current = adapter_champion(campaign=campaign, role=role)
     if current is None:
-        raise Conflict("There is no champion to roll back.")
+        raise Conflict("There is no champion to roll back; the base model serves.")
     promotion = (
         AdapterEvent.objects.filter(
             adapter=current, action=AdapterEvent.Action.PROMOTED
@@ -179,10 +209,20 @@ def adapter_rollback(
         .first()
     )
     previous = promotion.previous_champion if promotion else None
-    if previous is None or previous.status == Adapter.Status.RETIRED:
-        raise Conflict("The champion has no earlier champion to return to.")
+    if previous is not None and previous.status == Adapter.Status.RETIRED:
+        previous = None  # retired since: fall back to the base
     current.status = Adapter.Status.RETIRED
     current.save(update_fields=["status", "updated_at"])
+    if previous is None:
+        AdapterEvent.objects.create(
+            adapter=current,
+            action=AdapterEvent.Action.ROLLED_BACK,
+            actor=actor,
+            reason=reason,
+            evidence={"to": "base"},
+        )
+        logger.info("models_hub.adapter.rolled_back to=base from=%s", current.pk)
+        return None
     previous.status = Adapter.Status.CHAMPION
     previous.save(update_fields=["status", "updated_at"])
     AdapterEvent.objects.create(

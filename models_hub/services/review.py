@@ -6,14 +6,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from core.enqueue import enqueue
 from labeling.models import Campaign, Comparison, Lease, Prompt
 from labeling.services.queue import lease_create_for
+from models_hub.models import GenerationJob
 from models_hub.selectors import (
     review_blind_lease_live,
     version_get,
     version_latest_completion,
 )
+from models_hub.services.generation import generation_job_launch
 from models_hub.versions import SameVersion, VersionKey
 
 
@@ -27,7 +28,9 @@ def review_outputs_enqueue(
         raise SameVersion(f"Pick two different versions: both sides are {left}.")
     for key in (left, right):
         version_get(key=key)
-    enqueue("models_hub.generate_versions", campaign.pk, [str(left), str(right)])
+    generation_job_launch(
+        campaign=campaign, kind=GenerationJob.Kind.REVIEW, versions=[left, right]
+    )
 
 
 @transaction.atomic

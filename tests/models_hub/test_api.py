@@ -63,11 +63,22 @@ def test_annotators_cannot_see_models_and_reviewers_cannot_change_them(
 @pytest.mark.django_db
 def test_promote_and_rollback_through_the_api(setup: dict[str, Any]) -> None:
     admin, (v1, v2) = setup[ADMIN], setup["adapters"]
+    blocked = admin.post(reverse("api-adapter-promote", args=[v1.pk]))
+    assert blocked.status_code == 409 and "gate needs" in blocked.json()["detail"]
+    assert blocked.json()["evidence"]["n"] == 0
+    override = {"override": True, "reason": "first version, reviewed by hand"}
     assert (
-        admin.post(reverse("api-adapter-promote", args=[v1.pk])).json()["status"]
+        admin.post(
+            reverse("api-adapter-promote", args=[v1.pk]), override, format="json"
+        ).json()["status"]
         == "champion"
     )
-    assert admin.post(reverse("api-adapter-promote", args=[v2.pk])).status_code == 200
+    assert (
+        admin.post(
+            reverse("api-adapter-promote", args=[v2.pk]), override, format="json"
+        ).status_code
+        == 200
+    )
     again = admin.post(reverse("api-adapter-promote", args=[v2.pk]))
     assert again.status_code == 409 and "already the champion" in again.json()["detail"]
     back = admin.post(
@@ -75,9 +86,15 @@ def test_promote_and_rollback_through_the_api(setup: dict[str, Any]) -> None:
         {"reason": "worse"},
         format="json",
     )
-    assert back.status_code == 200 and back.json()["id"] == v1.pk
+    assert back.status_code == 200 and back.json()["champion"]["id"] == v1.pk
     events = setup[REVIEWER].get(reverse("api-adapter-events", args=[v1.pk])).json()
     assert [e["action"] for e in events][:2] == ["rolled_back", "promoted"]
+    to_base = admin.post(
+        reverse("api-champion-rollback", args=[setup["campaign"].pk]),
+        {"reason": "back to the base"},
+        format="json",
+    )
+    assert to_base.status_code == 200 and to_base.json() == {"champion": None}
 
 
 @pytest.mark.django_db

@@ -14,7 +14,7 @@ import pytest
 
 from labeling.models import Comparison, Completion
 from labeling.services.queue import comparison_lease_next
-from models_hub.models import Adapter
+from models_hub.models import Adapter, GenerationJob
 from models_hub.services.registry import (
     BUILTIN_SMOLLM2,
     base_model_default,
@@ -63,21 +63,44 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
     job = TrainingJob.objects.get(campaign=campaign)
 
     deadline = time.monotonic() + 420
-    new: list[Comparison] = []
+    round_job = None
     while time.monotonic() < deadline:
         job.refresh_from_db()
         if job.status in ("failed", "cancelled"):
             pytest.fail(f"job {job.status}: {job.error}\n{job.log_tail}")
-        new = list(Comparison.objects.filter(campaign=campaign, priority=50))
-        if len(new) >= 3:
+        round_job = GenerationJob.objects.filter(
+            campaign=campaign, kind="candidate"
+        ).first()
+        if round_job is not None and not round_job.is_active:
             break
         time.sleep(1)
     assert job.status == "succeeded", job.log_tail
+    assert round_job is not None and round_job.status == "succeeded", (
+        round_job and round_job.error
+    )
     candidate = Adapter.objects.get(campaign=campaign, role="policy")
     assert candidate.status == "candidate" and candidate.job.pk == job.pk
-    assert (
-        len(new) == 3
-    )  # 1 golden + 2 pool prompts, candidate vs the base (no champion yet)
+    assert round_job.adapter_id == candidate.pk
+    # 1 golden + 2 pool prompts, answered by the candidate and the base.
+    assert round_job.prompts_done == round_job.prompts_total == 6
+    assert round_job.new_tokens > 0 and round_job.tokens_per_second > 0
+    assert round_job.guardrails["passed"] is True
+    assert round_job.guardrails["opponent_key"] == f"base:{base.pk}"
+    answers = Completion.objects.filter(
+        prompt__campaign=campaign, origin=Completion.Origin.MODEL
+    )
+    assert answers.filter(adapter=candidate).count() == 3
+    assert answers.filter(adapter=None, base_model=base).count() == 3
+    assert answers.filter(prompt=golden).count() == 2
+    # A pair for every prompt where the two versions wrote different texts
+    # (two DPO steps change little: identical answers are never paired).
+    differing = sum(
+        answers.get(prompt=p, adapter=candidate).text
+        != answers.get(prompt=p, adapter=None).text
+        for p in {a.prompt for a in answers}
+    )
+    new = list(Comparison.objects.filter(campaign=campaign, priority=50))
+    assert len(new) == differing == round_job.comparisons_created
     for comparison in new:
         mine = comparison.completion_a
         theirs = comparison.completion_b
@@ -95,7 +118,7 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
             mine.generation["adapter_version"] == 1
             and mine.generation["method"] == "dpo"
         )
-    assert any(c.prompt_id == golden.pk for c in new)
     # The new pairs are first in line for annotators.
-    lease = comparison_lease_next(campaign=campaign, annotator=make_user())
-    assert lease.comparison.priority == 50
+    if new:
+        lease = comparison_lease_next(campaign=campaign, annotator=make_user())
+        assert lease.comparison.priority == 50

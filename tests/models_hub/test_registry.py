@@ -22,7 +22,20 @@ from tests.labeling.factories import CampaignFactory, PromptFactory
 
 @pytest.fixture
 def campaign(db: None) -> Any:
-    return CampaignFactory()
+    """A campaign whose promotion gate is off: these tests are about the
+    registry's mechanics; the gate tests turn it on."""
+    campaign = CampaignFactory()
+    settings_row = generation_settings_for(campaign)
+    settings_row.require_significant_win = False
+    settings_row.save()
+    return campaign
+
+
+def _gate_on(campaign: Any, *, min_comparisons: int = 5) -> None:
+    settings_row = generation_settings_for(campaign)
+    settings_row.require_significant_win = True
+    settings_row.gate_min_comparisons = min_comparisons
+    settings_row.save()
 
 
 @pytest.fixture
@@ -76,7 +89,13 @@ def test_promote_then_roll_back_restores_the_previous_champion_in_one_step(
         and event.previous_champion_id == v2.pk
         and event.actor == admin_user
     )
-    with pytest.raises(Conflict, match="no earlier champion"):
+    # v1 was the first champion: rolling it back leaves the base serving.
+    assert adapter_rollback(campaign=campaign, role="policy", actor=admin_user) is None
+    assert not Adapter.objects.filter(campaign=campaign, status="champion").exists()
+    assert AdapterEvent.objects.filter(action="rolled_back").first().evidence == {
+        "to": "base"
+    }
+    with pytest.raises(Conflict, match="no champion to roll back"):
         adapter_rollback(campaign=campaign, role="policy", actor=admin_user)
 
 
@@ -97,7 +116,7 @@ def test_one_champion_per_role(campaign: Any, base: BaseModelVersion) -> None:
 def _human_labels(
     campaign: Any,
     winner: Adapter,
-    loser: Adapter,
+    loser: Adapter | BaseModelVersion,
     *,
     wins: int,
     losses: int,
@@ -119,8 +138,8 @@ def _human_labels(
             text=f"l{i}",
             content_hash=f"l{i}",
             origin="model",
-            adapter=loser,
-            base_model=loser.base_model,
+            adapter=loser if isinstance(loser, Adapter) else None,
+            base_model=loser.base_model if isinstance(loser, Adapter) else loser,
             source_label="l",
         )
         comparison = Comparison.objects.create(
@@ -138,11 +157,9 @@ def _human_labels(
 def test_promotion_gate_needs_a_significant_win_or_a_recorded_override(
     campaign: Any, base: BaseModelVersion, make_user: Any
 ) -> None:
-    settings_row = generation_settings_for(campaign)
-    settings_row.require_significant_win = True
-    settings_row.save()
     champion, candidate = _adapter(campaign, base), _adapter(campaign, base)
     adapter_promote(adapter=champion, actor=None)
+    _gate_on(campaign)
     _human_labels(campaign, candidate, champion, wins=6, losses=4, make_user=make_user)
     with pytest.raises(PromotionBlocked, match="lower 95% bound"):
         adapter_promote(adapter=candidate, actor=None)
@@ -157,11 +174,9 @@ def test_promotion_gate_needs_a_significant_win_or_a_recorded_override(
 def test_promotion_gate_passes_a_clear_winner(
     campaign: Any, base: BaseModelVersion, make_user: Any
 ) -> None:
-    settings_row = generation_settings_for(campaign)
-    settings_row.require_significant_win = True
-    settings_row.save()
     champion, candidate = _adapter(campaign, base), _adapter(campaign, base)
     adapter_promote(adapter=champion, actor=None)
+    _gate_on(campaign)
     _human_labels(
         campaign, candidate, champion, wins=40, losses=10, make_user=make_user
     )
@@ -172,3 +187,40 @@ def test_promotion_gate_passes_a_clear_winner(
         AdapterEvent.objects.get(adapter=candidate, action="promoted").evidence["lower"]
         > 0.5
     )
+
+
+@pytest.mark.django_db
+def test_the_first_candidate_needs_evidence_against_the_base(
+    campaign: Any, base: BaseModelVersion, make_user: Any
+) -> None:
+    """With no champion the gate compares against the base model: no labels,
+    no promotion (only an override with a reason); enough wins, promotion
+    with the evidence recorded."""
+    _gate_on(campaign, min_comparisons=20)
+    first = _adapter(campaign, base)
+    with pytest.raises(PromotionBlocked, match="needs 20 labeled comparisons"):
+        adapter_promote(adapter=first, actor=None)
+    _human_labels(campaign, first, base, wins=22, losses=3, make_user=make_user)
+    adapter_promote(adapter=first, actor=None)
+    event = AdapterEvent.objects.get(adapter=first, action="promoted")
+    assert event.evidence["opponent"] == f"base:{base.pk}"
+    assert event.evidence["n"] == 25 and event.evidence["lower"] > 0.5
+    assert not event.override
+
+
+@pytest.mark.django_db
+def test_a_new_campaign_gates_promotion_by_default(
+    base: BaseModelVersion, make_user: Any
+) -> None:
+    """The default gate is on: a candidate that won 41% of 40 comparisons
+    against the champion does not take its place."""
+    campaign = CampaignFactory()
+    settings_row = generation_settings_for(campaign)
+    assert settings_row.require_significant_win and settings_row.auto_promote
+    champion, candidate = _adapter(campaign, base), _adapter(campaign, base)
+    adapter_promote(adapter=champion, actor=None, override=True, reason="seed")
+    _human_labels(
+        campaign, candidate, champion, wins=16, losses=24, make_user=make_user
+    )
+    with pytest.raises(PromotionBlocked, match="lower 95% bound"):
+        adapter_promote(adapter=candidate, actor=None)

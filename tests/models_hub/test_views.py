@@ -117,7 +117,11 @@ def test_model_pages_are_for_reviewers_and_actions_for_admins(
     two_versions["adapter"].refresh_from_db()
     assert two_versions["adapter"].status == "candidate"
     admin = _client(make_user(ADMIN))
-    admin.post(promote)
+    refused = admin.post(promote, follow=True)
+    assert b"gate needs" in refused.content
+    two_versions["adapter"].refresh_from_db()
+    assert two_versions["adapter"].status == "candidate"
+    admin.post(promote, {"override": "1", "reason": "reviewed by hand"})
     two_versions["adapter"].refresh_from_db()
     assert two_versions["adapter"].status == "champion"
 

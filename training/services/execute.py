@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from core.heartbeat import Heartbeat
 from models_hub.services.generation import generation_round_enqueue
 from models_hub.services.registry import (
     adapter_path,
@@ -35,7 +35,6 @@ from training.services.snapshots import snapshot_data_dir
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
 LOG_TAIL_LINES = 60
@@ -60,24 +59,10 @@ class JobReporter:
         self._progress: dict[str, Any] | None = None
         self._metrics: list[TrainingMetric] = []
         self._log_dirty = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"heartbeat-{job_id}", daemon=True
-        )
-        self._thread.start()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                TrainingJob.objects.filter(pk=self.job_id).update(
-                    heartbeat_at=timezone.now()
-                )
-            finally:
-                connection.close()
+        self._heartbeat = Heartbeat(TrainingJob, job_id)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._heartbeat.stop()
         self.flush()
 
     def flush(self) -> None:
