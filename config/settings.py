@@ -223,6 +223,10 @@ LOGGING = {
 }
 
 # Periodic work, in one place. Celery beat runs it.
+# How often the loop's beat tasks look for work (training thresholds, the
+# low-water mark of open pairs, promotions). Tests shorten it.
+ARBITER_LOOP_TICK_SECONDS = env.float("ARBITER_LOOP_TICK_SECONDS", default=30.0)
+
 CELERY_BEAT_SCHEDULE = {
     # every 5 minutes: mark expired leases and prune their expiry stamps
     "labeling-lease-release-expired": {
@@ -242,25 +246,25 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "options": {"expires": 540},
     },
-    # every minute: launch scheduled training pipelines whose thresholds are met
+    # every loop tick (30 s): launch training pipelines whose thresholds are met
     "training-scheduler-tick": {
         "task": "training.scheduler_tick",
-        "schedule": 60.0,
+        "schedule": ARBITER_LOOP_TICK_SECONDS,
     },
-    # every 30 seconds: keep each campaign at its low-water mark of open pairs
+    # every loop tick: keep each campaign at its low-water mark of open pairs
     "models-hub-bootstrap-tick": {
         "task": "models_hub.bootstrap_tick",
-        "schedule": 30.0,
+        "schedule": ARBITER_LOOP_TICK_SECONDS,
     },
     # every 30 seconds: fail running generation jobs whose worker went silent
     "models-hub-sweep-stale-generation-jobs": {
         "task": "models_hub.sweep_stale_generation_jobs",
         "schedule": 30.0,
     },
-    # every 30 seconds: promote candidates that passed the gate, retire losers
+    # every loop tick: promote candidates that passed the gate, retire losers
     "models-hub-promotion-tick": {
         "task": "models_hub.promotion_tick",
-        "schedule": 30.0,
+        "schedule": ARBITER_LOOP_TICK_SECONDS,
     },
 }
 

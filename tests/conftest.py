@@ -177,3 +177,50 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for s in SUBJECTS
     ]
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", extra_text=texts)
+
+
+@pytest.fixture
+def tiny_base(tiny_model_dir: Path, db: None) -> Any:
+    """The tiny random Llama registered as the default base model."""
+    from models_hub.models import BaseModelVersion
+
+    # migrate registers the built-in default; this tiny model replaces it.
+    BaseModelVersion.objects.filter(is_default=True).update(is_default=False)
+    return BaseModelVersion.objects.create(
+        name="tiny-llama", source=str(tiny_model_dir), is_default=True
+    )
+
+
+@pytest.fixture
+def celery_beat(
+    celery_workers: dict[str, Any], tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Real Celery beat with the product's schedule, its loop tick shortened
+    to 2 s, sending to the real workers. The loop's automatic steps
+    (training thresholds, bootstrap rounds, promotions) then happen as in
+    production, with no call from the test."""
+    env = {**celery_workers["env"], "ARBITER_LOOP_TICK_SECONDS": "2"}
+    log = tmp_path / "beat.log"
+    beat = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "config",
+            "beat",
+            "--schedule",
+            str(tmp_path / "celerybeat-schedule"),
+            "--loglevel",
+            "INFO",
+            "--logfile",
+            str(log),
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    yield beat
+    beat.terminate()
+    try:
+        beat.wait(20)
+    except subprocess.TimeoutExpired:
+        beat.kill()

@@ -222,24 +222,28 @@ class TrainingMetric(models.Model):
 
 
 class TrainingPolicy(BaseModel):
-    """Per-campaign scheduler settings, edited in the admin."""
+    """Per-campaign scheduler settings. Every active campaign has one: the
+    scheduler creates it with these defaults (a DPO round after 40 new labels,
+    at most one every 10 minutes) the first time it sees the campaign."""
 
     campaign = models.OneToOneField(
         "labeling.Campaign", on_delete=models.CASCADE, related_name="training_policy"
     )
-    enabled = models.BooleanField(default=False)
+    enabled = models.BooleanField(
+        default=True, help_text="Train automatically when the thresholds are met."
+    )
     pipeline = models.CharField(
         max_length=16,
         choices=TrainingPipeline.Kind.choices,
         default=TrainingPipeline.Kind.DPO,
     )
     min_new_preferences = models.PositiveIntegerField(
-        default=200,
+        default=40,
         validators=[MinValueValidator(1)],
         help_text="New labels since the last snapshot.",
     )
     min_interval_minutes = models.PositiveIntegerField(
-        default=60, help_text="At least this long between two scheduled pipelines."
+        default=10, help_text="At least this long between two scheduled pipelines."
     )
     base_model = models.ForeignKey(
         "models_hub.BaseModelVersion",

@@ -12,19 +12,29 @@ from typing import Any
 
 import pytest
 
+from labeling.exceptions import NothingToLabel
 from labeling.models import Comparison, Completion
-from labeling.services.queue import comparison_lease_next
+from labeling.services.queue import comparison_lease_next, preference_record
 from models_hub.models import Adapter, GenerationJob
 from models_hub.services.registry import (
     BUILTIN_SMOLLM2,
     base_model_default,
     generation_settings_for,
 )
+from tests.labeling.factories import CampaignFactory, PromptFactory
 from tests.training.conftest import labeled_campaign
 from training.models import TrainingJob, TrainingPolicy
 from training.services.scheduler import scheduler_tick
 
 pytest.importorskip("torch")
+
+TINY_DPO = {
+    "max_steps": 3,
+    "per_device_train_batch_size": 2,
+    "max_length": 64,
+    "eval_each_epoch": False,
+    "logging_steps": 1,
+}
 
 
 @pytest.mark.celery
@@ -122,3 +132,88 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
     if new:
         lease = comparison_lease_next(campaign=campaign, annotator=make_user())
         assert lease.comparison.priority == 50
+
+
+def _side_to_pick(lease: Any) -> str:
+    """The scripted annotator's rule: prefer the newer model version (the base
+    is version 0); between two samples of one version, the shorter answer."""
+    a, b = lease.comparison.completion_a, lease.comparison.completion_b
+
+    def rank(c: Completion) -> tuple[int, int]:
+        return (c.generation.get("adapter_version", 0), -len(c.text))
+
+    a_wins = rank(a) >= rank(b)
+    return "left" if a_wins == lease.a_on_left else "right"
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_the_loop_runs_itself_from_prompts_to_a_promoted_champion(
+    celery_workers: Any, celery_beat: Any, tiny_base: Any, make_user: Any
+) -> None:
+    """Prompts only, then nothing but labeling: beat bootstraps pairs from the
+    base, the labels trigger a DPO job, the candidate's pairs arrive, it
+    passes a test-sized gate and is promoted automatically, and the next
+    round writes with the new champion."""
+    campaign = CampaignFactory(overlap_k=1)
+    for i in range(30):
+        PromptFactory(campaign=campaign, text=f"tell me about the thing number {i} .")
+    # Test-sized settings; the defaults are sized for real runs.
+    row = generation_settings_for(campaign)
+    row.low_water_mark, row.bootstrap_prompts, row.samples_per_prompt = 6, 8, 2
+    row.max_new_tokens, row.prompts_per_round, row.priority = 8, 8, 50
+    row.gate_min_comparisons = 3
+    # The tiny random model writes noise: only the mechanics are under test.
+    row.max_extra_degenerate, row.max_length_ratio, row.max_nll_increase = 1, 1e3, 1e3
+    row.save()
+    TrainingPolicy.objects.create(
+        campaign=campaign,
+        min_new_preferences=8,
+        min_interval_minutes=0,
+        config_overrides={"dpo": {**TINY_DPO}},
+    )
+    annotator = make_user()
+
+    deadline = time.monotonic() + 420
+    champion = promoted_at = None
+    labels = 0
+    while time.monotonic() < deadline:
+        try:
+            lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+        except NothingToLabel:
+            time.sleep(0.5)
+        else:
+            preference_record(
+                lease_id=lease.pk, annotator=annotator, choice=_side_to_pick(lease)
+            )
+            labels += 1
+        if champion is None:
+            champion = Adapter.objects.filter(
+                campaign=campaign, role="policy", status="champion"
+            ).first()
+            if champion is not None:
+                promoted_at = champion.events.get(action="promoted").created_at
+        elif Comparison.objects.filter(
+            campaign=campaign,
+            created_at__gt=promoted_at,
+            completion_a__adapter=champion,
+        ).exists():
+            break
+    else:
+        jobs = list(GenerationJob.objects.filter(campaign=campaign).values())
+        pytest.fail(f"the loop stalled after {labels} labels; generation jobs: {jobs}")
+
+    # Bootstrap pairs came first: two base samples of one prompt, never equal.
+    bootstrap = Comparison.objects.filter(
+        campaign=campaign, completion_a__generation__has_key="bootstrap_job"
+    )
+    assert bootstrap.exists()
+    assert all(c.completion_a.text != c.completion_b.text for c in bootstrap)
+    # The promotion was automatic and carries its evidence against the base.
+    event = champion.events.get(action="promoted")
+    assert event.actor is None and not event.override
+    assert event.evidence["opponent"] == f"base:{tiny_base.pk}"
+    assert event.evidence["n"] >= 3 and event.evidence["lower"] > 0.5
+    assert champion.job.pipeline.triggered_by == "scheduler"
+    round_job = GenerationJob.objects.get(kind="candidate", adapter=champion)
+    assert round_job.guardrails["passed"] and round_job.comparisons_created >= 3

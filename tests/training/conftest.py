@@ -1,25 +1,12 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from labeling.models import Campaign, Comparison
 from labeling.services.queue import comparison_lease_next, preference_record
-from models_hub.models import BaseModelVersion
 from tests.conftest import SUBJECTS
 from tests.labeling.factories import CampaignFactory, CompletionFactory, PromptFactory
-
-
-@pytest.fixture
-def tiny_base(tiny_model_dir: Path, db: None) -> BaseModelVersion:
-    # migrate registers the built-in default; this tiny model replaces it.
-    BaseModelVersion.objects.filter(is_default=True).update(is_default=False)
-    return BaseModelVersion.objects.create(
-        name="tiny-llama", source=str(tiny_model_dir), is_default=True
-    )
 
 
 def labeled_campaign(

@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import Preference
+from labeling.models import Campaign, Preference
 from training.exceptions import NoTrainingData, PipelineAlreadyRunning
 from training.models import DatasetSnapshot, TrainingPipeline, TrainingPolicy
 from training.services.jobs import pipeline_launch
@@ -30,10 +30,23 @@ def policy_new_preferences(*, policy: TrainingPolicy) -> int:
     ).count()
 
 
+def policies_ensure() -> int:
+    """Give every active campaign without a policy the default one, so a new
+    campaign trains with no setting touched. Returns how many were created."""
+    missing = Campaign.objects.filter(
+        status=Campaign.Status.ACTIVE, training_policy__isnull=True
+    ).values_list("pk", flat=True)
+    created = TrainingPolicy.objects.bulk_create(
+        [TrainingPolicy(campaign_id=pk) for pk in missing], ignore_conflicts=True
+    )
+    return len(created)
+
+
 def scheduler_tick() -> int:
     """Launch a pipeline for every enabled policy whose thresholds are met
     and whose campaign has no pipeline running. Safe to run concurrently:
     each policy row is locked (SKIP LOCKED) while it is decided."""
+    policies_ensure()
     launched = 0
     for policy_id in TrainingPolicy.objects.filter(enabled=True).values_list(
         "pk", flat=True
