@@ -1,7 +1,9 @@
 """Run the whole product on one machine: embedded PostgreSQL and Redis (unless
 DATABASE_URL / CELERY_BROKER_URL are set), migrations, demo data, the web
-server, a Celery worker per queue and Celery beat. Ctrl-C stops everything
-in order; the data under .data/ persists for the next start.
+server, a Celery worker per queue and Celery beat, kept running by
+``core.supervisor`` (a crashed process is restarted with back-off while the
+rest keeps serving). Ctrl-C stops everything in order; the data under .data/
+persists for the next start.
 
     python -m core.launch demo [--host 127.0.0.1] [--port 8000]
 """
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from core.embedded import BASE_DIR, default_data_dir, ensure_services
+from core.supervisor import Supervisor
 
 logger = logging.getLogger("arbiter.launch")
 
@@ -29,15 +32,6 @@ def _manage(*args: str, env: dict[str, str]) -> None:
         check=True,
         cwd=BASE_DIR,
     )
-
-
-def _spawn(
-    name: str, args: list[str], env: dict[str, str], log_dir: Path
-) -> subprocess.Popen[bytes]:
-    print(f"  starting {name}: {' '.join(args)}")
-    # Own session: the terminal's Ctrl-C reaches only the launcher, which then
-    # stops the children in order (web first, workers get a warm shutdown).
-    return subprocess.Popen(args, env=env, cwd=BASE_DIR, start_new_session=True)
 
 
 def demo(host: str, port: int) -> int:
@@ -57,80 +51,62 @@ def demo(host: str, port: int) -> int:
 
     bin_dir = Path(sys.executable).parent
     celery = str(bin_dir / "celery")
-    processes = {
-        "web": _spawn(
-            "web",
-            [
-                str(bin_dir / "gunicorn"),
-                "config.wsgi",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
-            env,
-            data_dir,
-        ),
-        "worker-default": _spawn(
-            "worker-default",
-            [
-                celery,
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "default",
-                "-n",
-                "default@%h",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-            ],
-            env,
-            data_dir,
-        ),
-        "worker-gpu": _spawn(
-            "worker-gpu",
-            [
-                celery,
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "gpu",
-                "-n",
-                "gpu@%h",
-                "--concurrency",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "--loglevel",
-                "INFO",
-            ],
-            env,
-            data_dir,
-        ),
-        "beat": _spawn(
-            "beat",
-            [
-                celery,
-                "-A",
-                "config",
+    worker = [celery, "-A", "config", "worker", "--loglevel", "INFO"]
+    # Stop order is start order: web first, then beat, then the workers.
+    supervisor = Supervisor(
+        [
+            (
+                "web",
+                [
+                    str(bin_dir / "gunicorn"),
+                    "config.wsgi",
+                    "--bind",
+                    f"{host}:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                ],
+            ),
+            (
                 "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(data_dir / "celerybeat-schedule"),
-            ],
-            env,
-            data_dir,
-        ),
-    }
+                [
+                    celery,
+                    "-A",
+                    "config",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(data_dir / "celerybeat-schedule"),
+                ],
+            ),
+            (
+                "worker-default",
+                [*worker, "-Q", "default", "-n", "default@%h", "--concurrency", "2"],
+            ),
+            (
+                "worker-gpu",
+                [
+                    *worker,
+                    "-Q",
+                    "gpu",
+                    "-n",
+                    "gpu@%h",
+                    "--concurrency",
+                    "1",
+                    "--prefetch-multiplier",
+                    "1",
+                ],
+            ),
+        ],
+        env=env,
+        cwd=BASE_DIR,
+        say=print,
+    )
+    supervisor.start()
     print(f"\nArbiter is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
 
     stopping = False
@@ -141,30 +117,15 @@ def demo(host: str, port: int) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    exit_code = 0
     while not stopping:
-        for name, proc in processes.items():
-            if proc.poll() is not None:
-                print(f"{name} exited with {proc.returncode}; stopping Arbiter.")
-                stopping, exit_code = True, 1
-                break
+        supervisor.poll()
         time.sleep(0.5)
 
     print("\nStopping Arbiter…")
-    for name in ("web", "beat", "worker-default", "worker-gpu"):
-        proc = processes[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    for name, proc in processes.items():
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in time; killing it.")
-            proc.kill()
+    supervisor.stop()
     services.stop()
     print("Stopped. Data kept in", data_dir)
-    return exit_code
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
