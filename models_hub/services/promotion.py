@@ -17,7 +17,7 @@ from django.db import transaction
 
 from core.exceptions import Conflict
 from models_hub.exceptions import PromotionBlocked
-from models_hub.models import Adapter, GenerationJob, GenerationSettings
+from models_hub.models import Adapter, AdapterEvent, GenerationJob, GenerationSettings
 from models_hub.selectors import adapter_gate_evidence
 from models_hub.services.registry import adapter_promote, adapter_retire, gate_decision
 
@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 
 
 def promotion_candidates(*, settings_row: GenerationSettings) -> list[Adapter]:
-    """Policy candidates of the campaign whose latest round passed its guardrails."""
+    """Policy candidates of the campaign whose round passed its guardrails.
+
+    A former champion is left out: it is a candidate again only so that a
+    rollback can bring it back, and it lost to its successor by definition,
+    so judging it here would retire the rollback target."""
     passed = GenerationJob.objects.filter(
         campaign=settings_row.campaign,
         kind=GenerationJob.Kind.CANDIDATE,
@@ -39,6 +43,7 @@ def promotion_candidates(*, settings_row: GenerationSettings) -> list[Adapter]:
             status=Adapter.Status.CANDIDATE,
             pk__in=passed,
         )
+        .exclude(events__action=AdapterEvent.Action.PROMOTED)
         .select_related("campaign", "base_model")
         .order_by("version")
     )
