@@ -174,13 +174,14 @@ def prompts_without_open_pairs(*, campaign: Campaign) -> Any:
 def bootstrap_tick() -> int:
     """Beat: launch a bootstrap round for every active campaign whose open
     pairs fell below its low-water mark while prompts wait for pairs.
-    Returns how many were launched."""
+    Returns how many were launched. A campaign whose settings were never
+    saved runs on the defaults (bootstrap on): prompts alone start its loop."""
     launched = 0
-    rows = GenerationSettings.objects.filter(
-        bootstrap_enabled=True, campaign__status=Campaign.Status.ACTIVE
-    ).select_related("campaign")
-    for row in rows:
-        campaign = row.campaign
+    campaigns = Campaign.objects.filter(status=Campaign.Status.ACTIVE).exclude(
+        generation_settings__bootstrap_enabled=False
+    )
+    for campaign in campaigns:
+        row = generation_settings_for(campaign)
         if GenerationJob.objects.filter(
             campaign=campaign,
             kind=GenerationJob.Kind.BOOTSTRAP,
