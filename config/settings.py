@@ -171,6 +171,10 @@ SPECTACULAR_SETTINGS = {
         "CampaignStatusEnum": "labeling.models.Campaign.Status",
         "TrainingJobStatusEnum": "training.models.TrainingJob.Status",
         "AdapterStatusEnum": "models_hub.models.Adapter.Status",
+        # GenerationJob.Status has TrainingJob.Status's choices, so it shares
+        # that enum; its Kind gets its own and the pipeline's keeps its name.
+        "GenerationJobKindEnum": "models_hub.models.GenerationJob.Kind",
+        "KindEnum": "training.models.TrainingPipeline.Kind",
     },
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ from core.stats import (
     win_rate_matrix,
 )
 from labeling.models import Campaign, Completion, Lease, Preference, Prompt
-from models_hub.models import Adapter, BaseModelVersion
+from models_hub.models import Adapter, BaseModelVersion, GenerationJob
 from models_hub.versions import SameVersion, VersionKey, version_pair_parse
 
 RESULT = {
@@ -368,4 +369,125 @@ def leaderboard_chart(board: dict[str, Any]) -> charts.Chart:
                 ],
             )
         ],
+    )
+
+
+# ---------------------------------------------------------------- generation jobs
+
+# A running job's worker beats every few seconds; silence this long is worth a
+# warning on its page well before the sweeper fails the job.
+GENERATION_HEARTBEAT_STALE_SECONDS = 30
+
+# Each guardrail measure: its key in ``GuardrailSummary.as_dict()``, its name
+# on the page, and how a value is written.
+GUARDRAIL_MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("n", "outputs compared", "{:.0f}"),
+    ("degenerate", "degenerate (empty or looping)", "{:.1%}"),
+    ("repetition_mean", "repetition (mean)", "{:.3f}"),
+    ("distinct_2", "distinct-2", "{:.3f}"),
+    ("empty", "empty", "{:.1%}"),
+    ("truncated", "cut at max new tokens", "{:.1%}"),
+    ("length_mean", "length, mean (characters)", "{:.0f}"),
+    ("length_median", "length, median (characters)", "{:.0f}"),
+    ("length_p90", "length, 90th percentile (characters)", "{:.0f}"),
+    ("nll_under_base", "NLL under the base (nats/token)", "{:.2f}"),
+)
+
+
+@dataclass(frozen=True)
+class GuardrailRow:
+    measure: str
+    candidate: str
+    opponent: str
+
+
+@dataclass(frozen=True)
+class GenerationJobSummary:
+    """What a generation job's pages show besides the row itself."""
+
+    job: GenerationJob
+    version: str
+    eta_minutes: int | None
+    heartbeat_stale: bool
+    can_cancel: bool
+    guardrails: list[GuardrailRow]
+    opponent: str
+    violations: list[str]
+
+
+def generation_job_list(*, campaign: Campaign | None = None) -> QuerySet[GenerationJob]:
+    """Generation jobs, newest first; only ``campaign``'s when given."""
+    qs = GenerationJob.objects.select_related("campaign", "adapter").order_by(
+        "-created_at", "-id"
+    )
+    return qs.filter(campaign=campaign) if campaign is not None else qs
+
+
+def generation_job_get(*, job_id: int) -> GenerationJob:
+    """The job ``job_id``; ``NotFound`` when there is none. Jobs are read by
+    reviewers, who see every campaign, so no narrower scope applies."""
+    job = generation_job_list().filter(pk=job_id).first()
+    if job is None:
+        raise NotFound("No such generation job.")
+    return job
+
+
+def generation_job_heartbeat_stale(
+    *, job: GenerationJob, now: datetime | None = None
+) -> bool:
+    """Whether a running job's last heartbeat (else its start) is older than
+    ``GENERATION_HEARTBEAT_STALE_SECONDS``: its worker may be gone."""
+    if job.status != GenerationJob.Status.RUNNING:
+        return False
+    last = job.heartbeat_at or job.started_at or job.updated_at
+    now = now or timezone.now()
+    return (now - last).total_seconds() > GENERATION_HEARTBEAT_STALE_SECONDS
+
+
+def _generation_version_label(job: GenerationJob) -> str:
+    if job.adapter is not None:
+        return job.adapter.name
+    if job.versions:
+        return " and ".join(job.versions)
+    return "the champion, else the base model"
+
+
+def _guardrail_value(figures: dict[str, Any], key: str, template: str) -> str:
+    value = figures.get(key)
+    return "—" if value is None else template.format(value)
+
+
+def generation_job_summary(
+    *, job: GenerationJob, now: datetime | None = None
+) -> GenerationJobSummary:
+    """The job's version in words, its ETA in whole minutes (rounded up;
+    only while running), whether its heartbeat is stale, whether it can be
+    cancelled, and its guardrails table (candidate against opponent, empty
+    until measured) with the violations found."""
+    report = job.guardrails or {}
+    candidate, opponent = report.get("candidate"), report.get("opponent")
+    rows = (
+        [
+            GuardrailRow(
+                measure=label,
+                candidate=_guardrail_value(candidate, key, template),
+                opponent=_guardrail_value(opponent, key, template),
+            )
+            for key, label, template in GUARDRAIL_MEASURES
+        ]
+        if isinstance(candidate, dict) and isinstance(opponent, dict)
+        else []
+    )
+    running = job.status == GenerationJob.Status.RUNNING
+    return GenerationJobSummary(
+        job=job,
+        version=_generation_version_label(job),
+        eta_minutes=math.ceil(job.eta_seconds / 60)
+        if running and job.eta_seconds is not None
+        else None,
+        heartbeat_stale=generation_job_heartbeat_stale(job=job, now=now),
+        can_cancel=job.is_active and not job.cancel_requested,
+        guardrails=rows,
+        opponent=str(report.get("opponent_key") or "the opponent"),
+        violations=[str(v) for v in report.get("violations") or []],
     )

@@ -32,4 +32,20 @@ urlpatterns = [
         views.blind_review,
         name="blind-review",
     ),
+    path(
+        "campaigns/<int:campaign_id>/bootstrap/",
+        views.campaign_bootstrap,
+        name="campaign-bootstrap",
+    ),
+    path("generation/", views.generation_job_list, name="generation-job-list"),
+    path(
+        "generation/<int:generation_job_id>/",
+        views.generation_job_detail,
+        name="generation-job-detail",
+    ),
+    path(
+        "generation/<int:generation_job_id>/cancel/",
+        views.generation_job_cancel,
+        name="generation-job-cancel",
+    ),
 ]

@@ -16,8 +16,8 @@ from labeling.models import Campaign, Lease, Preference
 from labeling.selectors import lease_blind_pair
 from labeling.services.queue import preference_record
 from models_hub import selectors
-from models_hub.models import Adapter
-from models_hub.services import exports, registry
+from models_hub.models import Adapter, GenerationJob
+from models_hub.services import exports, generation, registry
 from models_hub.services.review import review_blind_lease_next, review_outputs_enqueue
 from models_hub.versions import VersionKey, version_pair_parse
 
@@ -231,3 +231,93 @@ def _blind_vote_and_lease_next(
     return review_blind_lease_next(
         campaign=campaign, reviewer=request.user, left_key=left, right_key=right
     )
+
+
+# ---------------------------------------------------------------- generation jobs
+
+
+def _campaign_filter(request: HttpRequest) -> Campaign | None:
+    """The campaign ``?campaign=<id>`` names; None when absent or malformed
+    (the list then shows every campaign's jobs)."""
+    raw = request.GET.get("campaign", "")
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    return Campaign.objects.filter(pk=int(raw)).first()
+
+
+def _generation_list_url(campaign: Campaign) -> str:
+    return f"{reverse('models_hub:generation-job-list')}?campaign={campaign.pk}"
+
+
+@reviewer_required
+@require_GET
+def generation_job_list(request: HttpRequest) -> HttpResponse:
+    campaign = _campaign_filter(request)
+    jobs = [
+        selectors.generation_job_summary(job=job)
+        for job in selectors.generation_job_list(campaign=campaign)[:100]
+    ]
+    context = {
+        "jobs": jobs,
+        "any_active": any(s.job.is_active for s in jobs),
+        "campaign": campaign,
+        "campaigns": Campaign.objects.order_by("name"),
+    }
+    if campaign is not None:
+        context["open_pairs"] = generation.open_pair_count(campaign=campaign)
+        context["prompts_waiting"] = generation.prompts_without_open_pairs(
+            campaign=campaign
+        ).count()
+    template = "models_hub/generation_job_list.html"
+    return render(
+        request, f"{template}#job-table" if request.htmx else template, context
+    )
+
+
+@admin_required
+@require_POST
+def campaign_bootstrap(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    try:
+        job = generation.generation_bootstrap_launch(
+            campaign=campaign, actor=request.user
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect(_generation_list_url(campaign))
+    messages.success(
+        request,
+        f"Bootstrap round queued as job {job.pk}: the GPU worker answers the prompts "
+        "that have no open pair and queues the new pairs.",
+    )
+    return redirect("models_hub:generation-job-detail", job.pk)
+
+
+@reviewer_required
+@require_GET
+def generation_job_detail(request: HttpRequest, generation_job_id: int) -> HttpResponse:
+    job = selectors.generation_job_get(job_id=generation_job_id)
+    template = "models_hub/generation_job_detail.html"
+    return render(
+        request,
+        f"{template}#job-status" if request.htmx else template,
+        {"job": job, "summary": selectors.generation_job_summary(job=job)},
+    )
+
+
+@admin_required
+@require_POST
+def generation_job_cancel(request: HttpRequest, generation_job_id: int) -> HttpResponse:
+    job = selectors.generation_job_get(job_id=generation_job_id)
+    try:
+        job = generation.generation_job_cancel(job=job)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Job {job.pk} cancelled before it started."
+            if job.status == GenerationJob.Status.CANCELLED
+            else f"Cancel requested: job {job.pk} stops after the batch it is writing.",
+        )
+    return redirect("models_hub:generation-job-detail", job.pk)

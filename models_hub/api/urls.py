@@ -50,4 +50,24 @@ urlpatterns = [
         views.CompareApi.as_view(),
         name="api-compare",
     ),
+    path(
+        "models/campaigns/<int:campaign_id>/bootstrap/",
+        views.CampaignBootstrapApi.as_view(),
+        name="api-campaign-bootstrap",
+    ),
+    path(
+        "models/generation-jobs/",
+        views.GenerationJobListApi.as_view(),
+        name="api-generation-job-list",
+    ),
+    path(
+        "models/generation-jobs/<int:generation_job_id>/",
+        views.GenerationJobDetailApi.as_view(),
+        name="api-generation-job-detail",
+    ),
+    path(
+        "models/generation-jobs/<int:generation_job_id>/cancel/",
+        views.GenerationJobCancelApi.as_view(),
+        name="api-generation-job-cancel",
+    ),
 ]

@@ -4,6 +4,7 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
 )
@@ -16,8 +17,8 @@ from core.exceptions import NotFound
 from core.permissions import AdminToWrite, IsAdmin, IsReviewer
 from labeling.selectors import campaign_get_for_user
 from models_hub import selectors
-from models_hub.models import Adapter, AdapterEvent, BaseModelVersion
-from models_hub.services import exports, registry
+from models_hub.models import Adapter, AdapterEvent, BaseModelVersion, GenerationJob
+from models_hub.services import exports, generation, registry
 
 
 def _adapter(adapter_id: int) -> Adapter:
@@ -353,4 +354,174 @@ class CompareApi(APIView):
                     for row in result["rows"]
                 ],
             }
+        )
+
+
+# ---------------------------------------------------------------- generation jobs
+
+
+@extend_schema_serializer(component_name="ErrorDetail")
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why the request was refused.")
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+NOT_LOGGED_IN = _error("No credentials (or invalid ones).")
+NOT_REVIEWER = _error("The user lacks the reviewer role.")
+NOT_ADMIN = _error("The user lacks the admin role.")
+NO_SUCH_JOB = _error("No generation job has this id.")
+
+
+class GenerationJobOutputSerializer(serializers.ModelSerializer):
+    heartbeat_stale = serializers.SerializerMethodField(
+        help_text="Running, and no heartbeat for more than 30 s: the worker may "
+        "be gone (the sweeper fails the job after the heartbeat timeout)."
+    )
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id",
+            "campaign",
+            "kind",
+            "adapter",
+            "versions",
+            "status",
+            "phase",
+            "cancel_requested",
+            "prompts_done",
+            "prompts_total",
+            "new_tokens",
+            "tokens_per_second",
+            "eta_seconds",
+            "comparisons_created",
+            "guardrails",
+            "heartbeat_at",
+            "heartbeat_stale",
+            "worker",
+            "started_at",
+            "finished_at",
+            "error",
+            "created_by",
+            "created_at",
+        ]
+
+    def get_heartbeat_stale(self, job: GenerationJob) -> bool:
+        return selectors.generation_job_heartbeat_stale(job=job)
+
+
+class GenerationJobListApi(APIView):
+    """Generation rounds (bootstrap, a candidate's round, review outputs),
+    newest first, at most 200."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema_serializer(component_name="GenerationJobListFilter")
+    class FilterSerializer(serializers.Serializer):
+        campaign = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=2**63 - 1,
+            help_text="Only this campaign's jobs.",
+        )
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={
+            200: GenerationJobOutputSerializer(many=True),
+            400: _error("The campaign filter is not a positive integer."),
+            401: NOT_LOGGED_IN,
+            403: _error(
+                "The user lacks the reviewer role, or the campaign does not exist."
+            ),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        campaign_id = params.validated_data.get("campaign")
+        campaign = (
+            campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+            if campaign_id is not None
+            else None
+        )
+        jobs = selectors.generation_job_list(campaign=campaign)[:200]
+        return Response(GenerationJobOutputSerializer(jobs, many=True).data)
+
+
+class GenerationJobDetailApi(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(
+        responses={
+            200: GenerationJobOutputSerializer,
+            401: NOT_LOGGED_IN,
+            403: NOT_REVIEWER,
+            404: NO_SUCH_JOB,
+        }
+    )
+    def get(self, request: Request, generation_job_id: int) -> Response:
+        job = selectors.generation_job_get(job_id=generation_job_id)
+        return Response(GenerationJobOutputSerializer(job).data)
+
+
+class GenerationJobCancelApi(APIView):
+    """Cancel a generation job: a queued one is cancelled at once, a running
+    one stops after the batch it is writing (``cancel_requested``). What it
+    already wrote is kept; launching the round again duplicates nothing."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: GenerationJobOutputSerializer,
+            401: NOT_LOGGED_IN,
+            403: NOT_ADMIN,
+            404: NO_SUCH_JOB,
+            409: _error(
+                "The job has already finished (succeeded, failed or cancelled)."
+            ),
+        },
+    )
+    def post(self, request: Request, generation_job_id: int) -> Response:
+        job = generation.generation_job_cancel(
+            job=selectors.generation_job_get(job_id=generation_job_id)
+        )
+        return Response(
+            GenerationJobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class CampaignBootstrapApi(APIView):
+    """Queue a bootstrap round: prompts without an open pair are answered by
+    the champion (else the base model) and distinct answers become pairs.
+    The job is queued for the GPU worker; follow it at its detail URL."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        request=None,
+        responses={
+            201: GenerationJobOutputSerializer,
+            400: _error("Every prompt of the campaign already has an open pair."),
+            401: NOT_LOGGED_IN,
+            403: _error(
+                "The user lacks the admin role, or the campaign does not exist."
+            ),
+            409: _error(
+                "A bootstrap round of this campaign is already queued or running."
+            ),
+        },
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
+        job = generation.generation_bootstrap_launch(
+            campaign=campaign, actor=request.user
+        )
+        return Response(
+            GenerationJobOutputSerializer(job).data, status=status.HTTP_201_CREATED
         )

@@ -42,7 +42,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from core.enqueue import enqueue
-from core.exceptions import Conflict
+from core.exceptions import ApplicationError, Conflict
 from core.heartbeat import Heartbeat
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import (
@@ -168,6 +168,36 @@ def prompts_without_open_pairs(*, campaign: Campaign) -> Any:
         )
         .filter(open_pairs=0)
         .order_by("pairs", "id")
+    )
+
+
+def generation_bootstrap_launch(
+    *, campaign: Campaign, actor: AbstractBaseUser | None = None
+) -> GenerationJob:
+    """Start a bootstrap round by hand (an admin, from a page or the API).
+
+    Raises ``Conflict`` when a bootstrap round of this campaign is already
+    queued or running, and ``ApplicationError`` (400) when every non-golden
+    prompt already has an open pair, so the round would write nothing.
+    """
+    active = GenerationJob.objects.filter(
+        campaign=campaign,
+        kind=GenerationJob.Kind.BOOTSTRAP,
+        status__in=GenerationJob.ACTIVE,
+    ).first()
+    if active is not None:
+        raise Conflict(
+            f"A bootstrap round of this campaign is already {active.status} "
+            f"(job #{active.pk}); cancel it or wait for it to finish."
+        )
+    if not prompts_without_open_pairs(campaign=campaign).exists():
+        raise ApplicationError(
+            "Every prompt of this campaign already has an open pair (or it has "
+            "no prompts): a bootstrap round would write nothing. Import prompts "
+            "or wait for the open pairs to be labeled."
+        )
+    return generation_job_launch(
+        campaign=campaign, kind=GenerationJob.Kind.BOOTSTRAP, actor=actor
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,11 +16,13 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.models import Campaign, Completion, Lease, Preference
 from labeling.services.queue import comparison_lease_next
-from models_hub.models import Adapter, BaseModelVersion
+from models_hub.models import Adapter, BaseModelVersion, GenerationJob
+from models_hub.services.generation import generation_job_launch
 from models_hub.services.registry import adapter_promote, adapter_register
 from tests.labeling.factories import PromptFactory, make_pairs
 from tests.training.conftest import labeled_campaign
@@ -55,7 +58,8 @@ def _fill(route: str, values: dict[str, Any]) -> str:
 def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
     """A campaign with prompts, pairs, labels, a live lease, policy and reward
     adapters (one champion), completions of two versions on a golden prompt,
-    a training job with metrics."""
+    a training job with metrics, a running generation round with a stale
+    heartbeat and its guardrails."""
     settings.STORAGE_ROOT = str(tmp_path)
     admin = make_user(ADMIN)
     annotator = make_user(ANNOTATOR)
@@ -94,6 +98,21 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
     lease = comparison_lease_next(campaign=campaign, annotator=annotator)
     job = training_job_launch(campaign=campaign, method="dpo", created_by=admin)
     TrainingMetric.objects.create(job=job, step=1, name="train/loss", value=0.7)
+    generation_job = generation_job_launch(
+        campaign=campaign, kind=GenerationJob.Kind.CANDIDATE, adapter=policy
+    )
+    figures = {"n": 2, "degenerate": 0.5, "length_mean": 10.0, "nll_under_base": None}
+    GenerationJob.objects.filter(pk=generation_job.pk).update(
+        status=GenerationJob.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+        eta_seconds=90,
+        guardrails={
+            "candidate": figures,
+            "opponent": figures,
+            "violations": ["a reason"],
+            "opponent_key": f"base:{base.pk}",
+        },
+    )
     preference = Preference.objects.filter(comparison__campaign=campaign).first()
     assert preference is not None
     return {
@@ -107,6 +126,7 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "comparison_id": preference.comparison_id,
             "annotator_id": preference.annotator_id,
             "job_id": job.pk,
+            "generation_job_id": generation_job.pk,
             "method": "dpo",
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
@@ -128,6 +148,8 @@ def _urls(world: dict[str, Any]) -> list[str]:
         reverse("api-compare", args=[campaign_id]) + versions,
         reverse("models_hub:adapter-list") + f"?campaign={campaign_id}",
         reverse("api-adapter-list") + f"?campaign={campaign_id}",
+        reverse("models_hub:generation-job-list") + f"?campaign={campaign_id}",
+        reverse("api-generation-job-list") + f"?campaign={campaign_id}",
         reverse("training:job-launch") + f"?campaign={campaign_id}",
     ]
     return urls
@@ -216,6 +238,8 @@ REVIEWER_PAGES = [
     ("labeling:annotator-detail", ("campaign_id", "annotator_id")),
     ("training:job-list", ()),
     ("training:job-detail", ("job_id",)),
+    ("models_hub:generation-job-list", ()),
+    ("models_hub:generation-job-detail", ("generation_job_id",)),
 ]
 ADMIN_PAGES = [("training:job-launch", ())]
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.models import Completion, Lease, Preference
-from models_hub.models import BaseModelVersion
+from models_hub.models import BaseModelVersion, GenerationJob
+from models_hub.services.generation import generation_job_launch
 from models_hub.services.registry import adapter_register
 from tests.conftest import PASSWORD
-from tests.labeling.factories import CampaignFactory, PromptFactory
+from tests.labeling.factories import CampaignFactory, PromptFactory, make_pairs
 
 
 def _client(user: Any) -> Client:
@@ -192,3 +195,211 @@ def test_unknown_adapter_actions_are_404_and_next_never_leaves_the_site(
     assert response["Location"] == leaderboard
     adapter.refresh_from_db()
     assert adapter.status == "retired"
+
+
+# ---------------------------------------------------------------- generation jobs
+
+POLL = 'hx-trigger="load delay:2s"'
+FIGURES = {
+    "n": 12,
+    "degenerate": 0.25,
+    "repetition_mean": 0.4,
+    "distinct_1": 0.5,
+    "distinct_2": 0.61,
+    "empty": 0.0,
+    "truncated": 0.5,
+    "length_mean": 900.0,
+    "length_median": 850.0,
+    "length_p90": 1400.0,
+    "nll_under_base": 3.5,
+}
+GUARDRAILS = {
+    "candidate": FIGURES,
+    "opponent": {**FIGURES, "degenerate": 0.0, "length_mean": 300.0},
+    "violations": [
+        "25% of its outputs are empty or loops against 0% for the opponent "
+        "(allowed: 5% more)"
+    ],
+    "passed": False,
+    "opponent_key": "base:1",
+}
+
+
+def _job_set(job: GenerationJob, **fields: Any) -> None:
+    """Move a job the way its worker would (no worker runs here)."""
+    GenerationJob.objects.filter(pk=job.pk).update(**fields)
+
+
+@pytest.fixture
+def generation(make_user: Any, two_versions: dict[str, Any]) -> dict[str, Any]:
+    """A candidate round of the adapter (queued), with clients for an admin
+    and a reviewer."""
+    job = generation_job_launch(
+        campaign=two_versions["campaign"],
+        kind=GenerationJob.Kind.CANDIDATE,
+        adapter=two_versions["adapter"],
+    )
+    return {
+        "job": job,
+        "url": reverse("models_hub:generation-job-detail", args=[job.pk]),
+        "admin": _client(make_user(ADMIN)),
+        "reviewer": _client(make_user(REVIEWER)),
+        **two_versions,
+    }
+
+
+@pytest.mark.django_db
+def test_the_generation_job_page_shows_each_state_and_polls_only_while_active(
+    generation: dict[str, Any],
+) -> None:
+    """Queued and running pages poll; finished ones do not. Running shows
+    progress, tokens/s, the ETA in minutes and, after 30 s without a
+    heartbeat, a warning; failed shows the error; the guardrails table
+    compares the candidate with its opponent and says what failed."""
+    job, url, admin = generation["job"], generation["url"], generation["admin"]
+    queued = admin.get(url).content.decode()
+    assert POLL in queued and "queued" in queued and "dpo-v1" in queued
+    assert "measured once both versions" in queued
+
+    now = timezone.now()
+    _job_set(
+        job,
+        status="running",
+        phase="writing the candidate's answers",
+        heartbeat_at=now,
+        started_at=now,
+        prompts_done=3,
+        prompts_total=8,
+        new_tokens=1234,
+        tokens_per_second=41.5,
+        eta_seconds=150,
+    )
+    running = admin.get(url).content.decode()
+    assert POLL in running and "writing the candidate&#x27;s answers" in running
+    assert "<strong>3</strong> / 8" in running and "41.5" in running
+    assert "ETA <strong>3 min</strong>" in running and "1,234" in running
+    assert "No heartbeat" not in running
+    _job_set(job, heartbeat_at=now - timedelta(seconds=45))
+    stale = admin.get(url).content.decode()
+    assert "No heartbeat from the worker" in stale and POLL in stale
+
+    _job_set(
+        job,
+        status="succeeded",
+        phase="done",
+        eta_seconds=0,
+        guardrails=GUARDRAILS,
+        finished_at=now,
+    )
+    done = admin.get(url).content.decode()
+    assert POLL not in done and "ETA" not in done and "No heartbeat" not in done
+    assert "the candidate against base:1" in done
+    for cell in ("25.0%", "0.0%", "0.610", "900", "300", "1400", "3.50"):
+        assert f"<td>{cell}</td>" in done, cell
+    assert "failed its guardrails" in done and "25% of its outputs" in done
+
+    _job_set(job, status="failed", error="RuntimeError: CUDA out of memory")
+    failed = admin.get(url).content.decode()
+    assert POLL not in failed and "CUDA out of memory" in failed
+    _job_set(job, status="cancelled", error="")
+    assert POLL not in admin.get(url).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_status_poll_is_one_fragment_that_drops_the_cancel_box_once_final(
+    generation: dict[str, Any],
+) -> None:
+    """htmx gets the status card alone; while the job can be cancelled the
+    confirmation outside the card is left alone, after that it is emptied
+    out of band."""
+    job, url, admin = generation["job"], generation["url"], generation["admin"]
+    fragment = admin.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert fragment.lstrip().startswith('<section id="job-status"')
+    assert "<html" not in fragment and "hx-swap-oob" not in fragment
+    _job_set(job, status="succeeded")
+    final = admin.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert '<div id="job-cancel" hx-swap-oob="true"></div>' in final
+    assert POLL not in final
+
+
+@pytest.mark.django_db
+def test_cancel_is_a_confirmed_admin_post_with_distinct_messages(
+    generation: dict[str, Any],
+) -> None:
+    """Admins get a second-step form that says what cancelling does;
+    reviewers see no form and are refused. Cancelling reports success; a
+    second cancel reports the job already ended, styled as an error."""
+    job, url = generation["job"], generation["url"]
+    cancel = reverse("models_hub:generation-job-cancel", args=[job.pk])
+    page = generation["admin"].get(url).content.decode()
+    assert '<details class="card confirm">' in page and "are kept" in page
+    assert f'action="{cancel}"' in page and "onclick" not in page
+    assert 'action="' + cancel not in generation["reviewer"].get(url).content.decode()
+    assert generation["reviewer"].post(cancel).status_code == 403
+    job.refresh_from_db()
+    assert job.status == "queued"
+
+    done = generation["admin"].post(cancel, follow=True)
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    html = done.content.decode()
+    assert '<li class="success" role="status">' in html
+    assert "cancelled before it started" in html and "Cancel this job" not in html
+    again = generation["admin"].post(cancel, follow=True).content.decode()
+    assert '<li class="error" role="alert">This job has already cancelled.' in again
+
+
+@pytest.mark.django_db
+def test_write_pairs_now_queues_a_bootstrap_job_for_admins_only(
+    make_user: Any, generation: dict[str, Any]
+) -> None:
+    """The list filtered by campaign offers admins the bootstrap button;
+    pressing it writes a QUEUED job and opens its page; pressing it again
+    while that one is queued, or for a campaign whose prompts all have open
+    pairs, says why in an error message and writes nothing."""
+    campaign = generation["campaign"]
+    PromptFactory(campaign=campaign)
+    listing = reverse("models_hub:generation-job-list") + f"?campaign={campaign.pk}"
+    bootstrap = reverse("models_hub:campaign-bootstrap", args=[campaign.pk])
+    admin, reviewer = generation["admin"], generation["reviewer"]
+    assert "Write pairs now" in admin.get(listing).content.decode()
+    seen = reviewer.get(listing).content.decode()
+    assert "Write pairs now" not in seen and "dpo-v1" in seen
+    assert reviewer.post(bootstrap).status_code == 403
+    annotator = _client(make_user(ANNOTATOR))
+    assert annotator.get(listing).status_code == 403
+
+    response = admin.post(bootstrap)
+    job = GenerationJob.objects.get(kind=GenerationJob.Kind.BOOTSTRAP)
+    assert job.status == GenerationJob.Status.QUEUED and job.campaign == campaign
+    detail = reverse("models_hub:generation-job-detail", args=[job.pk])
+    assert response.status_code == 302 and response["Location"] == detail
+    twice = admin.post(bootstrap, follow=True).content.decode()
+    assert '<li class="error" role="alert">A bootstrap round' in twice
+    paired = CampaignFactory()
+    make_pairs(paired, 1)
+    nothing = admin.post(
+        reverse("models_hub:campaign-bootstrap", args=[paired.pk]), follow=True
+    ).content.decode()
+    assert "already has an open pair" in nothing
+    assert GenerationJob.objects.filter(kind="bootstrap").count() == 1
+
+
+@pytest.mark.django_db
+def test_reviewers_find_generation_in_the_nav_and_from_the_model_pages(
+    make_user: Any, generation: dict[str, Any]
+) -> None:
+    campaign = generation["campaign"]
+    listing = reverse("models_hub:generation-job-list")
+    reviewer_page = generation["reviewer"].get(
+        reverse("models_hub:adapter-list") + f"?campaign={campaign.pk}"
+    )
+    assert f'href="{listing}">Generation</a>' in reviewer_page.content.decode()
+    assert f'href="{listing}?campaign={campaign.pk}"' in reviewer_page.content.decode()
+    board = generation["reviewer"].get(
+        reverse("models_hub:leaderboard", args=[campaign.pk])
+    )
+    assert f'href="{listing}?campaign={campaign.pk}"' in board.content.decode()
+    annotator = _client(make_user(ANNOTATOR))
+    home = annotator.get(reverse("labeling:campaign-list")).content.decode()
+    assert ">Generation</a>" not in home
