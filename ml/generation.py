@@ -35,7 +35,11 @@ class DecodingParams:
     top_p: float = 0.9
     do_sample: bool = True
     seed: int = 0
-    batch_size: int = 8
+    # 32 rows per batch: on 2 CPU cores a decoding step of SmolLM2 is bound by
+    # per-call overhead at 8 rows; 32 rows gave 1.8x the tokens/s (66 -> 113-131
+    # tok/s, LoRA adapter, 48 new tokens). Merging the LoRA into the base for a
+    # round gave nothing measurable there, so adapters stay unmerged (exact).
+    batch_size: int = 32
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
