@@ -71,7 +71,7 @@ SUBJECTS = [
     "song",
     "train",
 ]
-# LoRA targets the runner picks for Llama-like bases (ml/runners/base.py LLAMA_LORA).
+# LoRA targets the runner picks for Llama-like bases (ml/adapters.py LLAMA_LORA; a copy, so the bare-TRL side imports nothing of ours).
 LLAMA_LORA = [
     "q_proj",
     "k_proj",
