@@ -28,9 +28,28 @@ def pytest_load_initial_conftests(
         os.environ.get("ARBITER_TEST_DATA_DIR", BASE_DIR / ".data" / "test")
     )
     _services = ensure_services(data_dir)
+    if "DATABASE_URL" in _services.env:
+        _without_autovacuum(_services.env["DATABASE_URL"])
     os.environ.setdefault("DJANGO_DEBUG", "true")
     os.environ["ARBITER_DATA_DIR"] = str(data_dir)
     yield
+
+
+def _without_autovacuum(database_url: str) -> None:
+    """Turn autovacuum off on the test server this plugin runs.
+
+    Tests insert hundreds of rows inside one uncommitted transaction, which
+    autovacuum cannot see: analysing between tests records "empty" tables,
+    and PostgreSQL then plans joins over the uncommitted rows as nested loops
+    over whole index scans (minutes where milliseconds are normal). Without
+    statistics it falls back to its size heuristics, which plan sanely. A
+    production server keeps autovacuum: its statistics follow its data.
+    """
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET autovacuum = off")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
