@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.template.defaultfilters import filesizeformat
 
 from labeling.models import Campaign
 from labeling.services.queue import SCREEN_CHOICES
@@ -58,3 +62,78 @@ class PreferenceForm(forms.Form):
             "time_spent_ms": data.get("time_spent_ms"),
             "client_request_id": data.get("client_request_id") or "",
         }
+
+
+CRITERIA_EXAMPLE = '[{"name": "helpfulness", "description": "Answers the question"}]'
+
+
+class CampaignForm(forms.Form):
+    """Create and edit a campaign. Shapes and limits are checked by the
+    services (the API uses the same ones); this form only parses text."""
+
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(
+        max_length=500, required=False, help_text="One line shown in lists."
+    )
+    guidelines = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12}),
+        required=False,
+        max_length=100_000,
+        help_text="What annotators read beside every pair; Markdown.",
+    )
+    criteria = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        required=False,
+        max_length=20_000,
+        help_text=f"Optional criteria judged separately, as a JSON list: {CRITERIA_EXAMPLE}",
+    )
+    status = forms.ChoiceField(choices=Campaign.Status.choices)
+
+    @classmethod
+    def initial_for(cls, campaign: Campaign) -> dict[str, Any]:
+        return {
+            "name": campaign.name,
+            "description": campaign.description,
+            "guidelines": campaign.guidelines,
+            "criteria": json.dumps(campaign.criteria, indent=2, ensure_ascii=False)
+            if campaign.criteria
+            else "",
+            "status": campaign.status,
+        }
+
+    def clean_criteria(self) -> list[Any]:
+        raw = self.cleaned_data["criteria"].strip()
+        if not raw:
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                f"Not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                f"{exc.colno}). Expected a list like {CRITERIA_EXAMPLE}."
+            ) from None
+        except RecursionError:
+            raise ValidationError("Nested too deeply.") from None
+        if not isinstance(value, list):
+            raise ValidationError(f"Expected a JSON list like {CRITERIA_EXAMPLE}.")
+        return value
+
+
+class CampaignImportForm(forms.Form):
+    file = forms.FileField(
+        label="JSONL file",
+        help_text="UTF-8, one JSON object per line; a byte-order mark is fine.",
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".jsonl,.json,.ndjson,.txt,application/jsonl"}
+        ),
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.ARBITER_IMPORT_MAX_BYTES
+        if upload.size > limit:
+            raise ValidationError(
+                f"The file is {filesizeformat(upload.size)}; the limit is "
+                f"{filesizeformat(limit)}. Split it into smaller files."
+            )
+        return upload

@@ -6,6 +6,16 @@ app_name = "labeling"
 
 urlpatterns = [
     path("", views.campaign_list, name="campaign-list"),
+    path("campaigns/new/", views.campaign_create, name="campaign-create"),
+    path("campaigns/<int:campaign_id>/", views.campaign_detail, name="campaign-detail"),
+    path(
+        "campaigns/<int:campaign_id>/edit/", views.campaign_edit, name="campaign-edit"
+    ),
+    path(
+        "campaigns/<int:campaign_id>/import/",
+        views.campaign_import,
+        name="campaign-import",
+    ),
     path("campaigns/<int:campaign_id>/label/", views.label_start, name="label-start"),
     path(
         "campaigns/<int:campaign_id>/label/done/", views.label_done, name="label-done"

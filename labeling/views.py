@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.exceptions import ApplicationError
-from core.roles import reviewer_required
+from core.roles import admin_required, reviewer_required
 from labeling import selectors
-from labeling.exceptions import ComparisonFull, NothingToLabel
-from labeling.forms import PreferenceForm
-from labeling.models import Comparison
+from labeling.exceptions import ComparisonFull, ImportFailed, NothingToLabel
+from labeling.forms import CampaignForm, CampaignImportForm, PreferenceForm
+from labeling.models import Campaign, Comparison
+from labeling.selectors import campaigns as campaign_selectors
 from labeling.selectors import quality as quality_selectors
+from labeling.services import campaigns as campaign_services
 from labeling.services import queue
+from labeling.services.imports import ImportResult, campaign_import_jsonl
 from labeling.services.quality import comparison_adjudicate, comparison_gold_set
 
 
@@ -30,6 +35,154 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
         for c in campaigns
     ]
     return render(request, "labeling/campaign_list.html", {"rows": rows})
+
+
+# ---------------------------------------------------------------- campaigns (staff)
+
+
+def _campaign_page(
+    request: HttpRequest,
+    *,
+    campaign: Campaign,
+    import_form: CampaignImportForm | None = None,
+    import_result: ImportResult | None = None,
+    fragment: bool = False,
+) -> HttpResponse:
+    """The campaign page, or (``fragment``, for htmx) only its import card
+    plus the counts, swapped out of band."""
+    if import_form is None:
+        import_form = CampaignImportForm()
+    context = {
+        "campaign": campaign,
+        "counts": campaign_selectors.campaign_counts(campaign=campaign),
+        "import_form": import_form,
+        "import_result": import_result,
+        "import_summary": _import_summary(import_result) if import_result else "",
+        "import_max_bytes": settings.ARBITER_IMPORT_MAX_BYTES,
+    }
+    template = "labeling/campaign_detail.html"
+    if fragment:
+        template += "#import-response"
+    return render(request, template, context, status=400 if import_form.errors else 200)
+
+
+@reviewer_required
+@require_GET
+def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
+    return _campaign_page(request, campaign=campaign)
+
+
+def _save_campaign(
+    request: HttpRequest, form: CampaignForm, campaign: Campaign | None
+) -> Campaign | None:
+    """Create or update through the services; their errors land on the field
+    they name (a taken name, bad criteria) so nothing reaches a 500."""
+    try:
+        if campaign is None:
+            return campaign_services.campaign_create(
+                created_by=request.user, **form.cleaned_data
+            )
+        return campaign_services.campaign_update(
+            campaign=campaign, data=form.cleaned_data
+        )
+    except ValidationError as exc:
+        errors = (
+            exc.error_dict if hasattr(exc, "error_dict") else {None: exc.error_list}
+        )
+        for field, field_errors in errors.items():
+            form.add_error(field if field in form.fields else None, field_errors)
+    except ApplicationError as exc:
+        field = exc.extra.get("field")
+        form.add_error(field if field in form.fields else None, exc.message)
+    return None
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def campaign_create(request: HttpRequest) -> HttpResponse:
+    form = CampaignForm(request.POST or None, initial={"status": "active"})
+    if request.method == "POST" and form.is_valid():
+        campaign = _save_campaign(request, form, None)
+        if campaign is not None:
+            messages.success(request, f"Campaign {campaign.name} created.")
+            return redirect("labeling:campaign-detail", campaign.pk)
+    return render(
+        request,
+        "labeling/campaign_form.html",
+        {"form": form, "campaign": None},
+        status=400 if form.errors else 200,
+    )
+
+
+@admin_required
+@require_http_methods(["GET", "POST"])
+def campaign_edit(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
+    form = CampaignForm(
+        request.POST or None, initial=CampaignForm.initial_for(campaign)
+    )
+    if request.method == "POST" and form.is_valid():
+        if _save_campaign(request, form, campaign) is not None:
+            messages.success(request, "Campaign saved.")
+            return redirect("labeling:campaign-detail", campaign.pk)
+        # The failed update left its values on the instance; show the saved ones.
+        campaign.refresh_from_db()
+    return render(
+        request,
+        "labeling/campaign_form.html",
+        {"form": form, "campaign": campaign},
+        status=400 if form.errors else 200,
+    )
+
+
+@admin_required
+@require_POST
+def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Import a JSONL upload with the API's service: all lines or none. A
+    plain POST redirects to the campaign page on success; htmx gets the card."""
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
+    form = CampaignImportForm(request.POST, request.FILES)
+    result = None
+    if form.is_valid():
+        try:
+            result = campaign_import_jsonl(
+                campaign=campaign, lines=form.cleaned_data["file"]
+            )
+        except ImportFailed as exc:
+            form.add_error(
+                "file",
+                f"Line {exc.line}, field {exc.field}: {exc.reason}. "
+                "Nothing was imported.",
+            )
+    if result is not None and not request.htmx:
+        messages.success(request, _import_summary(result))
+        return redirect("labeling:campaign-detail", campaign.pk)
+    return _campaign_page(
+        request,
+        campaign=campaign,
+        import_form=form,
+        import_result=result,
+        fragment=bool(request.htmx),
+    )
+
+
+def _import_summary(result: ImportResult) -> str:
+    return (
+        f"Imported {result.lines} lines: {result.prompts_created} prompts, "
+        f"{result.completions_created} completions and "
+        f"{result.comparisons_created} pairs created; "
+        f"{result.duplicates_skipped} pairs were already there."
+    )
+
+
+# ---------------------------------------------------------------- labeling
 
 
 def _card(

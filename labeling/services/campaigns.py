@@ -21,9 +21,14 @@ EDITABLE_FIELDS = (
 )
 
 
+def _criteria_error(message: str) -> LabelingError:
+    # ``field`` lets the HTML form put the message under the criteria input.
+    return LabelingError(message, extra={"field": "criteria"})
+
+
 def _validate_criteria(criteria: Any) -> list[dict[str, str]]:
     if not isinstance(criteria, list):
-        raise LabelingError("criteria must be a list.")
+        raise _criteria_error("criteria must be a list.")
     names = set()
     for item in criteria:
         if (
@@ -31,14 +36,20 @@ def _validate_criteria(criteria: Any) -> list[dict[str, str]]:
             or not isinstance(item.get("name"), str)
             or not item["name"].strip()
         ):
-            raise LabelingError('criteria: each item needs a "name".')
+            raise _criteria_error('criteria: each item needs a "name".')
         if item["name"] in names:
-            raise LabelingError(f"criteria: {item['name']!r} appears twice.")
+            raise _criteria_error(f"criteria: {item['name']!r} appears twice.")
         names.add(item["name"])
-    return [
+    cleaned = [
         {"name": c["name"].strip(), "description": str(c.get("description", ""))}
         for c in criteria
     ]
+    # PostgreSQL's jsonb cannot store U+0000; refuse it here instead of a 500.
+    if any("\x00" in c["name"] + c["description"] for c in cleaned):
+        raise _criteria_error(
+            "criteria: a name or description contains a NUL character."
+        )
+    return cleaned
 
 
 @transaction.atomic
@@ -52,10 +63,14 @@ def campaign_create(
     overlap_k: int = 1,
     lease_ttl_seconds: int = 600,
     gold_rate: float = 0.0,
+    status: str = Campaign.Status.ACTIVE,
     annotator_ids: Sequence[int] = (),
 ) -> Campaign:
+    """Create a campaign. Raises ``ValidationError`` keyed by field (a taken
+    name, a value out of range) and ``LabelingError`` for bad criteria."""
     campaign = Campaign(
         name=name,
+        status=status,
         description=description,
         guidelines=guidelines,
         criteria=_validate_criteria(list(criteria)),

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 MAX_COMPLETIONS_PER_LINE = 8
 CHAT_ROLES = {"system", "user", "assistant"}
 LINE_KEYS = {"prompt", "completions", "golden", "priority", "metadata"}
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass
@@ -131,16 +132,57 @@ def _prompt(value: Any, *, line: int) -> str | list[dict[str, str]]:
     return messages
 
 
+def _refuse_constant(name: str) -> Any:
+    # json.loads reads NaN and Infinity, which PostgreSQL's jsonb refuses.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds U+0000, which jsonb
+    cannot store. A loop, not recursion: json.loads accepts nesting deeper
+    than Python's recursion limit would allow here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _json_object(value: Any, *, line: int, field_name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ImportFailed(line=line, field=field_name, message="must be an object")
+    if _has_nul(value):
+        raise ImportFailed(
+            line=line, field=field_name, message="contains a NUL character"
+        )
+    return value
+
+
 def parse_line(raw: str, *, number: int) -> ParsedLine | None:
     if not raw.strip():
         return None
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ImportFailed(
             line=number,
             field="(line)",
             message=f"not valid JSON ({exc.msg} at column {exc.colno})",
+        ) from None
+    except ValueError as exc:
+        raise ImportFailed(
+            line=number, field="(line)", message=f"not valid JSON ({exc})"
+        ) from None
+    except RecursionError:
+        raise ImportFailed(
+            line=number, field="(line)", message="is nested too deeply"
         ) from None
     if not isinstance(data, dict):
         raise ImportFailed(line=number, field="(line)", message="must be a JSON object")
@@ -192,16 +234,19 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
                 field=f"{name}.source",
                 message="must be a string of at most 200 characters",
             )
-        metadata = item.get("metadata", {})
-        if not isinstance(metadata, dict):
+        if "\x00" in source:
             raise ImportFailed(
-                line=number, field=f"{name}.metadata", message="must be an object"
+                line=number,
+                field=f"{name}.source",
+                message="contains a NUL character",
             )
         completions.append(
             ParsedCompletion(
                 text=_text(item.get("text"), line=number, field_name=f"{name}.text"),
                 source=source,
-                metadata=metadata,
+                metadata=_json_object(
+                    item.get("metadata", {}), line=number, field_name=f"{name}.metadata"
+                ),
             )
         )
     if len({(c.text, c.source) for c in completions}) != len(completions):
@@ -224,14 +269,20 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
             field="priority",
             message="must be an integer between -1000000 and 1000000",
         )
-    metadata = data.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ImportFailed(line=number, field="metadata", message="must be an object")
+    metadata = _json_object(
+        data.get("metadata", {}), line=number, field_name="metadata"
+    )
     return ParsedLine(number, prompt, completions, golden, priority, metadata)
 
 
 def _decode(lines: Iterable[bytes | str]) -> Iterable[tuple[int, str]]:
     for number, raw in enumerate(lines, start=1):
+        if number == 1 and isinstance(raw, bytes) and raw[:2] in UTF16_BOMS:
+            raise ImportFailed(
+                line=1,
+                field="(file)",
+                message="is UTF-16 text; save it as UTF-8 and import it again",
+            )
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
