@@ -520,3 +520,50 @@ def test_reading_a_new_campaign_creates_nothing_and_a_missing_one_is_not_found(
     assert not GenerationSettings.objects.filter(campaign=campaign).exists()
     with pytest.raises(NotFound, match="No such campaign"):
         campaign_loop_get(campaign_id=campaign.pk + 1000)
+
+
+@pytest.mark.django_db
+def test_a_failed_training_shows_as_the_next_round_and_labels_count_from_its_snapshot(
+    campaign: Campaign, base: BaseModelVersion, make_user: Any
+) -> None:
+    """The newest pipeline failed before it made an adapter: it is the
+    pending round with its job's error, nothing runs, and the labels the next
+    training needs count from that pipeline's snapshot (as the scheduler
+    counts them)."""
+    annotator = make_user()
+    first = trained_round(campaign, base)
+    labels(campaign, first, base, wins=3, losses=2, annotator=annotator)
+    AdapterEvent.objects.create(adapter=first, action=AdapterEvent.Action.RETIRED)
+    Adapter.objects.filter(pk=first.pk).update(status=Adapter.Status.RETIRED)
+    snap = snapshot(campaign)
+    pipeline = TrainingPipeline.objects.create(
+        campaign=campaign, kind="dpo", snapshot=snap, status="failed"
+    )
+    job = TrainingJob.objects.create(
+        campaign=campaign,
+        method="dpo",
+        base_model=base,
+        snapshot=snap,
+        pipeline=pipeline,
+        status=TrainingJob.Status.FAILED,
+        error="CUDA out of memory",
+    )
+    labels(campaign, first, base, wins=1, losses=1, annotator=annotator)
+
+    loop = campaign_loop_get(campaign_id=campaign.pk)
+
+    assert len(loop.rounds) == 1 and not loop.active
+    assert loop.next_round is not None
+    assert (loop.next_round.pipeline_id, loop.next_round.status) == (
+        pipeline.pk,
+        "failed",
+    )
+    assert loop.next_round.snapshot is not None
+    assert loop.next_round.snapshot.labels == 5
+    assert [(t.id, t.error) for t in loop.next_round.training] == [
+        (job.pk, "CUDA out of memory")
+    ]
+    assert (loop.waiting.state, loop.waiting.sentence) == (
+        "labels",
+        "38 more labels before the next training (no pair is open for labeling)",
+    )
