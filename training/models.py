@@ -111,6 +111,18 @@ class TrainingJob(BaseModel):
         FAILED = "failed", "failed"
         CANCELLED = "cancelled", "cancelled"
 
+    class Phase(models.TextChoices):
+        """What a job is doing, in the order a run goes through them. A job
+        that fails or is cancelled keeps the phase it stopped in."""
+
+        QUEUED = "queued", "waiting for a GPU worker"
+        CONVERTING = "converting", "converting the base model"
+        LOADING = "loading", "loading the base model"
+        TRAINING = "training", "training"
+        EVALUATING = "evaluating", "evaluating on the validation split"
+        SAVING = "saving", "saving the adapter"
+        DONE = "done", "done"
+
     FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     campaign = models.ForeignKey(
@@ -150,6 +162,13 @@ class TrainingJob(BaseModel):
     )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    phase = models.CharField(
+        max_length=16,
+        choices=Phase.choices,
+        default=Phase.QUEUED,
+        help_text="What the run is doing: queued, converting, loading, training, "
+        "evaluating, saving or done.",
     )
     cancel_requested = models.BooleanField(default=False)
     progress_step = models.PositiveIntegerField(default=0)

@@ -2,12 +2,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from core import charts
 from core.exceptions import NotFound
+from core.heartbeat import HEARTBEAT_SECONDS
 from training.models import TrainingJob, TrainingMetric
 
 
@@ -181,3 +186,109 @@ def training_job_metrics_since(*, job: TrainingJob, after_id: int) -> dict[str, 
             "percent": job.progress_percent,
         },
     }
+
+
+# ---------------------------------------------------------------- job status in words
+
+# The worker's heartbeat thread beats every HEARTBEAT_SECONDS; six missed
+# beats are worth a warning long before the sweeper fails the job (at
+# ARBITER_HEARTBEAT_TIMEOUT), and never after it.
+HEARTBEAT_MISSED_BEATS = 6
+
+_PHASE_WORDS = {
+    TrainingJob.Phase.QUEUED: "Waiting for a GPU worker",
+    TrainingJob.Phase.CONVERTING: "Converting the base model (first use only)",
+    TrainingJob.Phase.LOADING: "Loading the base model",
+    TrainingJob.Phase.EVALUATING: "Evaluating on the validation split",
+    TrainingJob.Phase.SAVING: "Saving the adapter",
+    TrainingJob.Phase.DONE: "Registering the adapter",
+}
+
+
+def heartbeat_warning_seconds() -> int:
+    """How long a running job's worker may stay silent before its page warns:
+    six missed heartbeats, capped at the sweeper's own timeout."""
+    return min(
+        settings.ARBITER_HEARTBEAT_TIMEOUT,
+        round(HEARTBEAT_MISSED_BEATS * HEARTBEAT_SECONDS),
+    )
+
+
+def eta_words(seconds: int | None) -> str:
+    """``"about 4 min left"`` (whole minutes, rounded up), seconds under a
+    minute; empty when there is no estimate."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"about {max(seconds, 1)} s left"
+    return f"about {math.ceil(seconds / 60)} min left"
+
+
+def _steps(job: TrainingJob) -> str:
+    if job.progress_total:
+        return f"step {job.progress_step} of {job.progress_total}"
+    return f"step {job.progress_step}" if job.progress_step else "starting"
+
+
+def training_job_phase_words(*, job: TrainingJob) -> str:
+    """What the job is doing, or where it stopped, as a sentence start:
+    "Loading the base model", "Training: step 12 of 28", "Failed while
+    loading the base model", "Cancelled before it started"."""
+    phase = job.phase
+    if job.status == TrainingJob.Status.SUCCEEDED:
+        return "Done"
+    if job.status == TrainingJob.Status.CANCELLED:
+        if phase == TrainingJob.Phase.QUEUED:
+            return "Cancelled before it started"
+        stopped = f"Cancelled while {TrainingJob.Phase(phase).label}"
+        if phase == TrainingJob.Phase.TRAINING:
+            return f"{stopped} ({_steps(job)})"
+        return stopped
+    if job.status == TrainingJob.Status.FAILED:
+        if phase in (TrainingJob.Phase.QUEUED, TrainingJob.Phase.DONE):
+            return "Failed"
+        return f"Failed while {TrainingJob.Phase(phase).label}"
+    if phase == TrainingJob.Phase.TRAINING:
+        return f"Training: {_steps(job)}"
+    if job.status == TrainingJob.Status.RUNNING and phase == TrainingJob.Phase.QUEUED:
+        return "Starting on the GPU worker"
+    return _PHASE_WORDS[TrainingJob.Phase(phase)]
+
+
+def training_job_heartbeat_stale(
+    *, job: TrainingJob, now: datetime | None = None
+) -> bool:
+    """Whether a running job's last heartbeat (else its start) is older than
+    ``heartbeat_warning_seconds()``: its worker may be gone."""
+    if job.status != TrainingJob.Status.RUNNING:
+        return False
+    last = job.heartbeat_at or job.started_at or job.updated_at
+    now = now or timezone.now()
+    return (now - last).total_seconds() > heartbeat_warning_seconds()
+
+
+@dataclass(frozen=True)
+class TrainingJobSummary:
+    job: TrainingJob
+    phase: str
+    eta: str
+    heartbeat_stale: bool
+    can_cancel: bool
+
+
+def training_job_summary(
+    *, job: TrainingJob, now: datetime | None = None
+) -> TrainingJobSummary:
+    """The job's phase in words, its ETA (only while training), whether its
+    heartbeat is stale and whether it can still be cancelled."""
+    training = (
+        job.status == TrainingJob.Status.RUNNING
+        and job.phase == TrainingJob.Phase.TRAINING
+    )
+    return TrainingJobSummary(
+        job=job,
+        phase=training_job_phase_words(job=job),
+        eta=eta_words(job.eta_seconds) if training else "",
+        heartbeat_stale=training_job_heartbeat_stale(job=job, now=now),
+        can_cancel=job.is_active and not job.cancel_requested,
+    )

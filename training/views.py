@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import (
-    require_GET,
-    require_http_methods,
-    require_POST,
-)
+from django.views.decorators.http import require_GET, require_http_methods
 
 from core.exceptions import ApplicationError
 from core.roles import admin_required, reviewer_required
@@ -19,12 +17,17 @@ from training.services import jobs as job_services
 
 @reviewer_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    jobs = selectors.training_job_list()[:100]
+    jobs = [
+        selectors.training_job_summary(job=job)
+        for job in selectors.training_job_list()[:100]
+    ]
     template = (
         "training/job_list.html#job-table" if request.htmx else "training/job_list.html"
     )
     return render(
-        request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)}
+        request,
+        template,
+        {"jobs": jobs, "any_active": any(s.job.is_active for s in jobs)},
     )
 
 
@@ -59,11 +62,17 @@ def job_launch(request: HttpRequest) -> HttpResponse:
 @reviewer_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = selectors.training_job_get(job_id=job_id)
+    status = {
+        "job": job,
+        "summary": selectors.training_job_summary(job=job),
+        "heartbeat_warning": selectors.heartbeat_warning_seconds(),
+        "heartbeat_timeout": settings.ARBITER_HEARTBEAT_TIMEOUT,
+    }
     if request.htmx:
         # The poll swaps only the status card; charts update from job_metrics.
-        return render(request, "training/job_detail.html#job-status", {"job": job})
+        return render(request, "training/job_detail.html#job-status", status)
     context = {
-        "job": job,
+        **status,
         "charts": selectors.training_job_charts(job=job),
         "config_json": json.dumps(job.config, indent=2, sort_keys=True),
     }
@@ -85,9 +94,26 @@ def job_metrics(request: HttpRequest, job_id: int) -> JsonResponse:
 
 
 @admin_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
-    job_services.training_job_cancel(job=selectors.training_job_get(job_id=job_id))
+    """GET asks for confirmation (the page a click without JavaScript opens);
+    a POST cancels only with ``confirm=yes``, which the confirmation form and
+    the htmx button (after ``hx-confirm``) send."""
+    job = selectors.training_job_get(job_id=job_id)
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        return render(
+            request,
+            "training/job_cancel.html",
+            {"job": job, "summary": selectors.training_job_summary(job=job)},
+        )
+    job = job_services.training_job_cancel(job=job)
     if request.htmx:
         return job_detail(request, job_id)
+    messages.success(
+        request,
+        f"Job {job.pk} cancelled before it started: no adapter was kept."
+        if job.status == job.Status.CANCELLED
+        else f"Cancel requested: job {job.pk} stops within a training step and "
+        "keeps no adapter.",
+    )
     return redirect("training:job-detail", job_id)

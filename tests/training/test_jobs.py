@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.roles import ADMIN, REVIEWER
-from models_hub.models import Adapter
+from models_hub.models import Adapter, BaseModelVersion
+from models_hub.services.registry import BUILTIN_SMOLLM2
 from tests.training.conftest import labeled_campaign
 from training.exceptions import (
     InvalidTrainingConfig,
@@ -27,6 +28,7 @@ from training.models import (
     TrainingPipeline,
     TrainingPolicy,
 )
+from training.services.execute import JobReporter, _needs_conversion
 from training.services.jobs import (
     pipeline_launch,
     training_config_validate,
@@ -173,11 +175,19 @@ def test_job_trains_on_a_real_worker_and_registers_its_adapter(
         format="json",
     )
     assert response.status_code == 201, response.content
-    job = _wait(
-        TrainingJob.objects.get(pk=response.json()["id"]),
-        lambda j: j.status not in ("queued", "running"),
-    )
+    seen: list[str] = []
+
+    def finished(j: TrainingJob) -> bool:
+        if not seen or seen[-1] != j.phase:
+            seen.append(j.phase)
+        return j.status not in ("queued", "running")
+
+    job = _wait(TrainingJob.objects.get(pk=response.json()["id"]), finished)
     assert job.status == "succeeded", job.error
+    # What a page polling the row saw: phases only ever move forward.
+    order = list(TrainingJob.Phase.values)
+    assert seen == sorted(seen, key=order.index) and seen[-1] == "done"
+    assert set(seen) <= set(order) and "converting" not in seen
     adapter = job.adapter
     assert adapter is not None and adapter.role == "policy" and adapter.version == 1
     folder = Path(settings.STORAGE_ROOT) / adapter.storage_path
@@ -185,6 +195,11 @@ def test_job_trains_on_a_real_worker_and_registers_its_adapter(
         folder / "adapter_model.safetensors"
     ).exists()
     assert job.progress_step == job.progress_total == 6
+    assert job.phase == TrainingJob.Phase.DONE
+    # Each phase change is logged once, in the order the run went through them.
+    phases = [line.split(" ", 1)[1] for line in job.log_tail.splitlines()]
+    phases = [p for p in phases if not p.startswith("step ")]
+    assert phases == ["loading", "training", "evaluating", "saving", "done"]
     assert TrainingMetric.objects.filter(job=job, name="loss").exists()
     detail = admin.get(reverse("api-training-job-detail", args=[job.pk])).json()
     assert detail["status"] == "succeeded" and detail["adapter_id"] == adapter.pk
@@ -271,3 +286,56 @@ def test_reward_then_rloo_pipeline_chains_on_the_worker(
     assert [j.method for j in jobs] == ["reward", "rloo"]
     assert jobs[1].reward_adapter_id == jobs[0].adapter_id
     assert jobs[0].adapter.role == "reward" and jobs[1].adapter.role == "policy"
+
+
+@pytest.mark.django_db
+def test_the_reporter_stores_phases_with_its_progress_writes(
+    make_user: Any, tiny_base: Any, django_assert_num_queries: Any
+) -> None:
+    """A phase change is written at once, in the same UPDATE as buffered
+    progress; steps within a flush window write nothing; a repeated phase
+    and the runner's "cancelled" (a status, not a phase) change nothing."""
+    campaign = labeled_campaign(make_user, pairs=8)
+    job = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, config=FAST
+    )
+    reporter = JobReporter(job.pk)
+    try:
+        with django_assert_num_queries(1):
+            reporter.on_event("status", {"phase": "loading", "train_rows": 8})
+        job.refresh_from_db()
+        assert job.phase == "loading" and job.heartbeat_at is not None
+        with django_assert_num_queries(1):
+            reporter.on_event("status", {"phase": "training"})
+            reporter.on_event("progress", {"step": 1, "total": 40})
+            reporter.on_event("progress", {"step": 2, "total": 40})
+        with django_assert_num_queries(0):
+            reporter.on_event("status", {"phase": "training"})
+        job.refresh_from_db()
+        assert job.phase == "training" and job.progress_step == 0  # buffered
+        with django_assert_num_queries(1):
+            reporter.on_event("status", {"phase": "cancelled", "step": 2})
+    finally:
+        reporter.close()
+    job.refresh_from_db()
+    assert job.phase == "training" and job.progress_step == 2
+    assert job.log_tail.splitlines()[-1].endswith(" cancelled")
+
+
+@pytest.mark.django_db
+def test_only_an_unconverted_builtin_base_reports_converting(
+    settings: Any, tmp_path: Path
+) -> None:
+    """The job says "converting" only while the built-in SmolLM2 folder has
+    no completion marker yet; any other base loads straight away."""
+    from ml import smollm2
+
+    settings.DATA_DIR = str(tmp_path)
+    builtin = BaseModelVersion(name="builtin", source=BUILTIN_SMOLLM2)
+    assert _needs_conversion(builtin)
+    folder = tmp_path / "models" / smollm2.FOLDER_NAME
+    folder.mkdir(parents=True)
+    assert _needs_conversion(builtin)  # a half-written folder is not converted
+    (folder / smollm2.MARKER).write_text("done", encoding="utf-8")
+    assert not _needs_conversion(builtin)
+    assert not _needs_conversion(BaseModelVersion(name="hub", source="org/model"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from models_hub.models import BaseModelVersion
@@ -105,11 +107,12 @@ def test_admin_cancels_from_the_job_page(make_user: Any, tiny_base: Any) -> None
         campaign=campaign, method="dpo", created_by=None, config={}
     )
     client = _client(make_user(ADMIN))
-    response = client.post(reverse("training:job-cancel", args=[job.pk]))
+    cancel = reverse("training:job-cancel", args=[job.pk])
+    response = client.post(cancel, {"confirm": "yes"})
     assert response.status_code == 302
     job.refresh_from_db()
     assert job.status == "cancelled"
-    again = client.post(reverse("training:job-cancel", args=[job.pk]))
+    again = client.post(cancel, {"confirm": "yes"})
     assert again.status_code == 409
 
 
@@ -262,3 +265,162 @@ def test_job_status_poll_refreshes_the_log_out_of_band(make_user: Any) -> None:
     fragment = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert '<pre id="job-log" class="log" hx-swap-oob="innerHTML">' in fragment
     assert "step 1: loss=0.7" in fragment
+
+
+@pytest.mark.django_db
+def test_job_page_says_the_phase_in_words_with_the_eta_in_minutes(
+    make_user: Any,
+) -> None:
+    """A running job's page names its phase ("Loading the base model",
+    "Training: step 12 of 28") and, while training, the time left in whole
+    minutes, or in seconds under a minute; the poll fragment says the same."""
+    now = timezone.now()
+    job = make_job(status="running", phase="loading", heartbeat_at=now, started_at=now)
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-detail", args=[job.pk])
+    loading = client.get(url).content.decode()
+    assert "Loading the base model" in loading and "left" not in loading
+    TrainingJob.objects.filter(pk=job.pk).update(
+        phase="training", progress_step=12, progress_total=28, eta_seconds=200
+    )
+    training = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "Training: step 12 of 28" in training
+    assert "about 4 min left" in training
+    TrainingJob.objects.filter(pk=job.pk).update(eta_seconds=40)
+    assert "about 40 s left" in client.get(url).content.decode()
+    TrainingJob.objects.filter(pk=job.pk).update(phase="saving", eta_seconds=0)
+    saving = client.get(url).content.decode()
+    assert "Saving the adapter" in saving and "left" not in saving
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="failed", phase="evaluating", error="RuntimeError: out of memory"
+    )
+    failed = client.get(url).content.decode()
+    assert "Failed while evaluating on the validation split" in failed
+
+
+@pytest.mark.django_db
+def test_job_list_shows_each_jobs_phase_eta_and_silent_workers(
+    make_user: Any,
+) -> None:
+    now = timezone.now()
+    make_job(
+        status="running",
+        phase="training",
+        progress_step=3,
+        progress_total=10,
+        eta_seconds=30,
+        heartbeat_at=now,
+    )
+    make_job(status="running", phase="converting", heartbeat_at=now)
+    make_job(status="queued")
+    page = _client(make_user(REVIEWER)).get(reverse("training:job-list"))
+    html = page.content.decode()
+    assert "Training: step 3 of 10" in html and "about 30 s left" in html
+    assert "Converting the base model (first use only)" in html
+    assert "Waiting for a GPU worker" in html
+    assert "⚠ silent" not in html
+    TrainingJob.objects.filter(phase="converting").update(
+        heartbeat_at=now - timedelta(minutes=2)
+    )
+    assert (
+        "⚠ silent"
+        in _client(make_user(REVIEWER))
+        .get(reverse("training:job-list"))
+        .content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_a_running_job_with_an_old_heartbeat_shows_a_warning(
+    make_user: Any, settings: Any
+) -> None:
+    """Six missed heartbeats (30 s) warn that the worker may be gone, and
+    say when the sweeper gives up on it; a fresh heartbeat or a finished
+    job shows none."""
+    settings.ARBITER_HEARTBEAT_TIMEOUT = 180
+    now = timezone.now()
+    job = make_job(status="running", phase="training", heartbeat_at=now, started_at=now)
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-detail", args=[job.pk])
+    assert "No heartbeat from the worker" not in client.get(url).content.decode()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=now - timedelta(seconds=45)
+    )
+    stale = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'role="alert">No heartbeat from the worker for over 30 s' in stale
+    assert "silent for 180 s, the sweeper marks the job failed" in stale
+    TrainingJob.objects.filter(pk=job.pk).update(status="failed")
+    assert "No heartbeat from the worker" not in client.get(url).content.decode()
+    # A sweeper timeout shorter than six beats moves the warning with it.
+    settings.ARBITER_HEARTBEAT_TIMEOUT = 20
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="running", heartbeat_at=now - timedelta(seconds=25)
+    )
+    assert "for over 20 s" in client.get(url).content.decode()
+
+
+@pytest.mark.django_db
+def test_cancel_asks_for_confirmation_with_and_without_javascript(
+    make_user: Any,
+) -> None:
+    """The job page's cancel link carries ``hx-confirm`` for htmx and, as a
+    plain link, opens a confirmation page; only a POST with ``confirm=yes``
+    cancels. Afterwards the page says that no adapter was kept."""
+    job = make_job(status="queued")
+    admin = _client(make_user(ADMIN))
+    url = reverse("training:job-detail", args=[job.pk])
+    cancel = reverse("training:job-cancel", args=[job.pk])
+    page = admin.get(url).content.decode()
+    assert f'href="{cancel}" hx-post="{cancel}"' in page
+    assert 'hx-confirm="Cancel job' in page and "onclick" not in page
+    reviewer = _client(make_user(REVIEWER))
+    assert cancel not in reviewer.get(url).content.decode()
+    assert reviewer.get(cancel).status_code == 403
+    assert reviewer.post(cancel, {"confirm": "yes"}).status_code == 403
+
+    confirm = admin.get(cancel)
+    html = confirm.content.decode()
+    assert confirm.status_code == 200 and "Yes, cancel job" in html
+    assert 'name="confirm" value="yes"' in html and "No adapter is kept" in html
+    unconfirmed = admin.post(cancel)
+    assert unconfirmed.status_code == 200 and "Yes, cancel job" in (
+        unconfirmed.content.decode()
+    )
+    job.refresh_from_db()
+    assert job.status == "queued" and not job.cancel_requested
+
+    done = admin.post(cancel, {"confirm": "yes"}, follow=True)
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    after = done.content.decode()
+    assert "cancelled before it started: no adapter was kept" in after
+    assert "Cancelled: no adapter was kept." in after and cancel not in after
+    assert "nothing to cancel" in admin.get(cancel).content.decode()
+
+
+@pytest.mark.django_db
+def test_an_htmx_cancel_of_a_running_job_returns_the_card_saying_it_stops(
+    make_user: Any,
+) -> None:
+    now = timezone.now()
+    job = make_job(
+        status="running",
+        phase="training",
+        progress_step=2,
+        progress_total=9,
+        heartbeat_at=now,
+        started_at=now,
+    )
+    admin = _client(make_user(ADMIN))
+    cancel = reverse("training:job-cancel", args=[job.pk])
+    card = admin.post(cancel, {"confirm": "yes"}, HTTP_HX_REQUEST="true")
+    html = card.content.decode()
+    assert html.lstrip().startswith('<section id="job-status"')
+    assert "keeps no adapter" in html and cancel not in html
+    job.refresh_from_db()
+    assert job.status == "running" and job.cancel_requested
+    TrainingJob.objects.filter(pk=job.pk).update(status="cancelled")
+    stopped = admin.get(reverse("training:job-detail", args=[job.pk]))
+    text = stopped.content.decode()
+    assert "Cancelled while training (step 2 of 9)" in text
+    assert "Cancelled: no adapter was kept." in text

@@ -23,8 +23,10 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from core.heartbeat import Heartbeat
+from models_hub.models import BaseModelVersion
 from models_hub.services.generation import generation_round_enqueue
 from models_hub.services.registry import (
+    BUILTIN_SMOLLM2,
     adapter_path,
     adapter_register,
     base_model_local_path,
@@ -47,7 +49,9 @@ class JobReporter:
     Progress, metrics and the log tail are buffered and written at most once
     per ``FLUSH_SECONDS`` (and on the last step and at ``close()``): a commit
     per optimizer step would slow short steps by a fifth (see
-    benchmarks/training_overhead.py)."""
+    benchmarks/training_overhead.py). A phase change (the runner's
+    ``("status", {"phase": ...})`` events) is written at once with whatever
+    else is buffered: a handful per run, so it adds no write per step."""
 
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
@@ -57,6 +61,8 @@ class JobReporter:
         self._last_flush = 0.0
         self._cancel = False
         self._progress: dict[str, Any] | None = None
+        self._phase: str | None = None
+        self._phase_seen = ""
         self._metrics: list[TrainingMetric] = []
         self._log_dirty = False
         self._heartbeat = Heartbeat(TrainingJob, job_id)
@@ -75,6 +81,9 @@ class JobReporter:
         if self._progress is not None:
             fields.update(self._progress)
             self._progress = None
+        if self._phase is not None:
+            fields["phase"] = self._phase
+            self._phase = None
         if self._log_dirty:
             fields["log_tail"] = "\n".join(self.log)
             self._log_dirty = False
@@ -111,7 +120,15 @@ class JobReporter:
                 + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
             )
         elif kind == "status":
-            self._log(f"{payload.get('phase', '')}")
+            phase = str(payload.get("phase", ""))
+            if phase == self._phase_seen:
+                return  # the runner repeats the phase the task already reported
+            self._phase_seen = phase
+            self._log(phase)
+            # "cancelled" is a status, not a phase: the job keeps the phase it
+            # stopped in.
+            if phase in TrainingJob.Phase.values:
+                self._phase = phase
             last_step = True  # phase changes are rare and worth showing at once
         if last_step or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
@@ -194,6 +211,17 @@ def runtime_config(job: TrainingJob) -> dict[str, Any]:
     return config
 
 
+def _needs_conversion(base: BaseModelVersion) -> bool:
+    """Whether the built-in base is still to be converted from its GGUF (the
+    folder ``base_model_local_path`` fills on first use lacks its marker)."""
+    if base.source != BUILTIN_SMOLLM2:
+        return False
+    from ml import smollm2
+
+    folder = Path(settings.DATA_DIR) / "models" / smollm2.FOLDER_NAME
+    return not (folder / smollm2.MARKER).is_file()
+
+
 def training_job_execute(*, job_id: int) -> None:
     job = _claim(job_id)
     if job is None:
@@ -203,13 +231,22 @@ def training_job_execute(*, job_id: int) -> None:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     reporter = JobReporter(job.pk)
     try:
+        bases = [job.base_model]
+        if job.reward_adapter is not None:
+            bases.append(job.reward_adapter.base_model)
+        if any(_needs_conversion(base) for base in bases):
+            reporter.on_event("status", {"phase": TrainingJob.Phase.CONVERTING})
+        config = runtime_config(job)
+        # Loading starts here, not at the runner's first event: importing the
+        # training stack alone takes seconds.
+        reporter.on_event("status", {"phase": TrainingJob.Phase.LOADING})
         # Inside the try: a worker whose training stack cannot load fails the
         # job with the reason instead of leaving it running for the sweeper.
         from ml import runners
 
         result = runners.run(
             job.method,
-            runtime_config(job),
+            config,
             data_dir=snapshot_data_dir(job.snapshot, job.method),
             output_dir=tmp,
             on_event=reporter.on_event,
@@ -260,6 +297,7 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             tmp.rename(final)
             moved = True
             locked.status = TrainingJob.Status.SUCCEEDED
+            locked.phase = TrainingJob.Phase.DONE
             locked.adapter = adapter
             locked.finished_at = timezone.now()
             locked.final_metrics = result.metrics
@@ -269,6 +307,7 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             locked.save(
                 update_fields=[
                     "status",
+                    "phase",
                     "adapter",
                     "finished_at",
                     "final_metrics",
