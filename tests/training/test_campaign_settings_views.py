@@ -173,6 +173,7 @@ def test_htmx_post_returns_the_form_fragment_with_errors_next_to_fields(
     html = response.content.decode()
     assert html.lstrip().startswith('<form id="campaign-settings"')
     assert "<html" not in html and "Saved." not in html
+    assert html.count("nothing was changed") == 1
     errors = dict(
         re.findall(r'<div class="error" id="id_([\w-]+)-errors">([^<]*)</div>', html)
     )

@@ -214,7 +214,10 @@ def campaign_settings_update(
         for name in sorted(set(data) - set(FIELDS[section])):
             _add(errors, section, name, ["Not a setting of this section."])
 
-    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    locked = Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+    if locked is None:
+        raise NotFound("No campaign has this id.")
+    campaign = locked
     annotators: list[AbstractBaseUser] | None = None
     if "annotators" in given[CAMPAIGN]:
         annotators = _annotators(errors, given[CAMPAIGN]["annotators"])
