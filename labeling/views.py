@@ -103,7 +103,8 @@ def _save_campaign(
 @admin_required
 @require_http_methods(["GET", "POST"])
 def campaign_create(request: HttpRequest) -> HttpResponse:
-    form = CampaignForm(request.POST or None, initial={"status": "active"})
+    data = request.POST if request.method == "POST" else None
+    form = CampaignForm(data, initial={"status": "active"})
     if request.method == "POST" and form.is_valid():
         campaign = _save_campaign(request, form, None)
         if campaign is not None:
@@ -124,7 +125,8 @@ def campaign_edit(request: HttpRequest, campaign_id: int) -> HttpResponse:
         user=request.user, campaign_id=campaign_id
     )
     form = CampaignForm(
-        request.POST or None, initial=CampaignForm.initial_for(campaign)
+        request.POST if request.method == "POST" else None,
+        initial=CampaignForm.initial_for(campaign),
     )
     if request.method == "POST" and form.is_valid():
         if _save_campaign(request, form, campaign) is not None:

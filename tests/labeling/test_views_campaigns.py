@@ -170,7 +170,11 @@ def test_admin_creates_a_campaign_with_criteria_and_status(client_for: Any) -> N
 @pytest.mark.django_db
 def test_duplicate_name_is_a_field_error(client_for: Any) -> None:
     CampaignFactory(name="Taken")
-    response = client_for(ADMIN).post(
+    admin = client_for(ADMIN)
+    empty = admin.post(reverse("labeling:campaign-create"), {})
+    assert empty.status_code == 400
+    assert set(empty.context["form"].errors) == {"name", "status"}
+    response = admin.post(
         reverse("labeling:campaign-create"), {"name": "Taken", "status": "active"}
     )
     assert response.status_code == 400
