@@ -30,7 +30,12 @@ from core.stats import (
 )
 from labeling.models import Campaign, Completion, Lease, Preference, Prompt
 from models_hub.models import Adapter, BaseModelVersion, GenerationJob
-from models_hub.versions import SameVersion, VersionKey, version_pair_parse
+from models_hub.versions import (
+    SameVersion,
+    VersionKey,
+    version_names,
+    version_pair_parse,
+)
 
 RESULT = {
     Preference.Choice.A: 1.0,
@@ -352,6 +357,26 @@ def leaderboard_win_rate_cached(
         return NO_WIN_RATE, None
     found = report.payload.get("win_rates", {}).get(a, {}).get(b)
     return (WinRate(**found) if found else NO_WIN_RATE), report.computed_at
+
+
+def leaderboard_named(*, board: dict[str, Any]) -> dict[str, Any]:
+    """The cached leaderboard with every version called by its current name
+    (``version_names``: "base: SmolLM2-135M-Instruct", "dpo-v3") in its
+    rows, matrix headers and gate table, instead of the ``base:1`` /
+    ``adapter:3`` keys it is computed over. The keys stay in ``key``."""
+    keys = {r["key"] for r in board.get("rows", [])}
+    keys |= set(board.get("keys", []))
+    keys |= {g["key"] for g in board.get("against_champion", [])}
+    names = version_names(keys=keys)
+    return {
+        **board,
+        "rows": [{**r, "label": names[r["key"]]} for r in board.get("rows", [])],
+        "key_names": [names[k] for k in board.get("keys", [])],
+        "matrix_rows": [(names[k], cells) for k, cells in board.get("matrix_rows", [])],
+        "against_champion": [
+            {**g, "label": names[g["key"]]} for g in board.get("against_champion", [])
+        ],
+    }
 
 
 def leaderboard_chart(board: dict[str, Any]) -> charts.Chart:

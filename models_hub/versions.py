@@ -1,14 +1,17 @@
 """A model version's key: ``"base:<id>"`` (a base model alone) or
 ``"adapter:<id>"`` (a base model with an adapter). Keys travel in URLs,
 task arguments, leaderboard rows and completion labels; they are parsed
-and formatted here and nowhere else."""
+and formatted here and nowhere else, and ``version_names`` turns them into
+the names people read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from models_hub.exceptions import ModelsHubError
+from models_hub.models import Adapter, BaseModelVersion
 
 Kind = Literal["base", "adapter"]
 KINDS: tuple[Kind, ...] = ("base", "adapter")
@@ -78,3 +81,41 @@ def version_pair_parse(left: object, right: object) -> tuple[VersionKey, Version
     if a == b:
         raise SameVersion(f"Pick two different versions: both sides are {a}.")
     return a, b
+
+
+def version_name(
+    *,
+    key: VersionKey,
+    adapter: Adapter | None = None,
+    base: BaseModelVersion | None = None,
+) -> str:
+    """What people call a version: ``"base: SmolLM2-135M-Instruct"`` for a
+    base model alone, the adapter's name (``"dpo-v3"``) otherwise; the key
+    itself when its row is not given (deleted, or never existed)."""
+    if key.is_base:
+        return f"base: {base.name}" if base is not None else str(key)
+    return adapter.name if adapter is not None else str(key)
+
+
+def version_names(*, keys: Iterable[str]) -> dict[str, str]:
+    """``{key: name}`` for formatted keys (see ``version_name``), in two
+    queries whatever their number. A malformed key names itself."""
+    names: dict[str, str] = {}
+    parsed: dict[str, VersionKey] = {}
+    for raw in keys:
+        names[raw] = raw
+        try:
+            parsed[raw] = VersionKey.parse(raw)
+        except InvalidVersionKey:
+            continue
+    adapters = Adapter.objects.in_bulk([k.pk for k in parsed.values() if not k.is_base])
+    bases = BaseModelVersion.objects.in_bulk(
+        [k.pk for k in parsed.values() if k.is_base]
+    )
+    for raw, key in parsed.items():
+        names[raw] = version_name(
+            key=key,
+            adapter=None if key.is_base else adapters.get(key.pk),
+            base=bases.get(key.pk) if key.is_base else None,
+        )
+    return names

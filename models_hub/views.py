@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -12,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.exceptions import ApplicationError
 from core.http import redirect_next
 from core.roles import admin_required, reviewer_required
-from labeling.models import Campaign, Lease, Preference
+from labeling.models import Campaign, Lease, Preference, Prompt
 from labeling.selectors import lease_blind_pair
 from labeling.services.queue import preference_record
 from models_hub import selectors
@@ -115,7 +116,7 @@ def adapter_download(request: HttpRequest, adapter_id: int) -> FileResponse:
 def leaderboard(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     report = selectors.leaderboard_cached(campaign=campaign)
-    board = report.payload or {}
+    board = selectors.leaderboard_named(board=report.payload) if report.payload else {}
     return render(
         request,
         "models_hub/leaderboard.html",
@@ -148,10 +149,12 @@ def compare(request: HttpRequest, campaign_id: int) -> HttpResponse:
         return render(request, "models_hub/compare.html", context)
     try:
         left, right = selectors.version_pair_get(left=left_key, right=right_key)
+        side_by_side = selectors.side_by_side(campaign=campaign, left=left, right=right)
         context.update(
             left=left,
             right=right,
-            **selectors.side_by_side(campaign=campaign, left=left, right=right),
+            pairs_ready=len(side_by_side["rows"]) - side_by_side["missing"],
+            **side_by_side,
         )
     except ApplicationError as exc:
         context["error"] = exc.message
@@ -204,11 +207,28 @@ def blind_review(request: HttpRequest, campaign_id: int) -> HttpResponse:
             lease = selectors.review_blind_lease_live(
                 campaign=campaign, reviewer=request.user
             )
+        if lease is None:
+            context["has_outputs"] = _both_have_outputs(
+                campaign=campaign, left=left, right=right
+            )
     except ApplicationError as exc:
         context["error"] = exc.message
         return render(request, "models_hub/blind.html", context, status=exc.status_code)
     context["pair"] = lease_blind_pair(lease=lease) if lease is not None else None
     return render(request, "models_hub/blind.html", context)
+
+
+def _both_have_outputs(
+    *, campaign: Campaign, left: VersionKey, right: VersionKey
+) -> bool:
+    """Whether some golden prompt has an output of each version: the pairs
+    blind mode can offer. Stops at the first such prompt."""
+    a, b = selectors.version_get(key=left), selectors.version_get(key=right)
+    return any(
+        selectors.version_latest_completion(prompt, a) is not None
+        and selectors.version_latest_completion(prompt, b) is not None
+        for prompt in Prompt.objects.filter(campaign=campaign, is_golden=True)
+    )
 
 
 def _blind_vote_and_lease_next(
@@ -301,7 +321,12 @@ def generation_job_detail(request: HttpRequest, generation_job_id: int) -> HttpR
     return render(
         request,
         f"{template}#job-status" if request.htmx else template,
-        {"job": job, "summary": selectors.generation_job_summary(job=job)},
+        {
+            "job": job,
+            "summary": selectors.generation_job_summary(job=job),
+            "heartbeat_warning": selectors.GENERATION_HEARTBEAT_STALE_SECONDS,
+            "heartbeat_timeout": settings.ARBITER_HEARTBEAT_TIMEOUT,
+        },
     )
 
 
@@ -316,8 +341,9 @@ def generation_job_cancel(request: HttpRequest, generation_job_id: int) -> HttpR
     else:
         messages.success(
             request,
-            f"Job {job.pk} cancelled before it started."
+            f"Job {job.pk} cancelled before it started: it writes no completions."
             if job.status == GenerationJob.Status.CANCELLED
-            else f"Cancel requested: job {job.pk} stops after the batch it is writing.",
+            else f"Cancel requested: job {job.pk} stops after the batch it is "
+            "writing; no further completions will be written.",
         )
     return redirect("models_hub:generation-job-detail", job.pk)

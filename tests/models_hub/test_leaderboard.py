@@ -7,11 +7,16 @@ import random
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
+from core.roles import REVIEWER
 from labeling.models import Comparison, Completion, Preference
 from models_hub.models import BaseModelVersion
 from models_hub.selectors import campaign_leaderboard, word_diff
 from models_hub.services.registry import adapter_register
+from models_hub.services.reports import campaign_reports_refresh
+from tests.conftest import PASSWORD
 from tests.labeling.factories import CampaignFactory, PromptFactory
 
 
@@ -80,3 +85,63 @@ def test_word_diff_marks_changes_and_escapes_html() -> None:
     left, right = word_diff("the cat <b>sat</b> down", "the dog <b>sat</b> down")
     assert "<del>cat</del>" in left and "<ins>dog</ins>" in right
     assert "&lt;b&gt;sat&lt;/b&gt;" in left and "<b>" not in left
+
+
+@pytest.mark.django_db
+def test_leaderboard_page_names_versions_instead_of_keys(make_user: Any) -> None:
+    """Rows, chart and win-rate matrix read "base: <name>" and adapter names
+    such as "dpo-v2"; the ``base:<id>``/``adapter:<id>`` keys never show."""
+    campaign = CampaignFactory()
+    base, _ = BaseModelVersion.objects.get_or_create(
+        name="SmolLM2-135M-Instruct", defaults={"source": "/m"}
+    )
+    adapters = [
+        adapter_register(
+            campaign=campaign,
+            base_model=base,
+            method="dpo",
+            peft_type="lora",
+            storage_path=f"a{i}",
+            metrics={},
+        )
+        for i in range(2)
+    ]
+    annotator = make_user()
+    writers = [None, adapters[0].pk, adapters[1].pk]
+    for i in range(12):
+        x, y = writers[i % 3], writers[(i + 1) % 3]
+        prompt = PromptFactory(campaign=campaign)
+        a, b = (
+            Completion.objects.create(
+                prompt=prompt,
+                text=f"{side}{i}",
+                content_hash=f"{side}{i}",
+                origin="model",
+                adapter_id=writer,
+                base_model=base,
+                source_label=side,
+            )
+            for side, writer in (("a", x), ("b", y))
+        )
+        comparison = Comparison.objects.create(
+            campaign=campaign, prompt=prompt, completion_a=a, completion_b=b
+        )
+        Preference.objects.create(
+            comparison=comparison,
+            annotator=annotator,
+            a_on_left=True,
+            choice="a" if i % 2 else "b",
+        )
+    assert campaign_reports_refresh(campaign_id=campaign.pk)
+    client = Client()
+    reviewer = make_user(REVIEWER)
+    assert client.login(username=reviewer.username, password=PASSWORD)
+    html = client.get(reverse("models_hub:leaderboard", args=[campaign.pk]))
+    page = html.content.decode()
+    for name in ("base: SmolLM2-135M-Instruct", "dpo-v1", "dpo-v2"):
+        assert f"<td>{name}</td>" in page, name  # a leaderboard row
+        assert f"<th>{name}</th>" in page, name  # a matrix header
+    charted = {p[0] for p in html.context["chart"]["series"][0]["points"]}
+    assert charted == {"base: SmolLM2-135M-Instruct", "dpo-v1", "dpo-v2"}
+    for key in (f"base:{base.pk}", *(f"adapter:{a.pk}" for a in adapters)):
+        assert key not in page, key

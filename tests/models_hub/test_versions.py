@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from models_hub.models import BaseModelVersion
+from models_hub.services.registry import adapter_register
 from models_hub.versions import (
     InvalidVersionKey,
     SameVersion,
     VersionKey,
+    version_names,
     version_pair_parse,
 )
+from tests.labeling.factories import CampaignFactory
 
 
 def test_keys_round_trip_through_their_string_form() -> None:
@@ -39,5 +45,41 @@ def test_a_pair_must_name_two_different_versions() -> None:
         VersionKey.base(1),
         VersionKey.adapter(1),
     )
-    with pytest.raises(SameVersion, match="two different versions"):
-        version_pair_parse("adapter:1", "adapter:1")
+    for same in ("adapter:1", "base:1"):
+        with pytest.raises(SameVersion, match="two different versions") as info:
+            version_pair_parse(same, same)
+        assert info.value.status_code == 400
+
+
+@pytest.mark.django_db
+def test_versions_are_named_as_people_call_them(
+    django_assert_num_queries: Any,
+) -> None:
+    """A base model alone reads "base: <name>", an adapter by its name; a key
+    whose row is gone, or a malformed one, names itself. Two queries in all."""
+    campaign = CampaignFactory()
+    base, _ = BaseModelVersion.objects.get_or_create(
+        name="SmolLM2-135M-Instruct", defaults={"source": "/m"}
+    )
+    adapters = [
+        adapter_register(
+            campaign=campaign,
+            base_model=base,
+            method="dpo",
+            peft_type="lora",
+            storage_path=f"a{i}",
+            metrics={},
+        )
+        for i in range(3)
+    ]
+    keys = [f"base:{base.pk}", *(f"adapter:{a.pk}" for a in adapters)]
+    with django_assert_num_queries(2):
+        names = version_names(keys=[*keys, "adapter:999999", "base:999999", "x"])
+    assert [names[k] for k in keys] == [
+        "base: SmolLM2-135M-Instruct",
+        "dpo-v1",
+        "dpo-v2",
+        "dpo-v3",
+    ]
+    assert names["adapter:999999"] == "adapter:999999" and names["x"] == "x"
+    assert names["base:999999"] == "base:999999"

@@ -275,13 +275,16 @@ def test_the_generation_job_page_shows_each_state_and_polls_only_while_active(
         eta_seconds=150,
     )
     running = admin.get(url).content.decode()
-    assert POLL in running and "writing the candidate&#x27;s answers" in running
+    assert POLL in running and "Writing the candidate&#x27;s answers" in running
     assert "<strong>3</strong> / 8" in running and "41.5" in running
-    assert "ETA <strong>3 min</strong>" in running and "1,234" in running
+    assert "about 3 min left" in running and "1,234" in running
     assert "No heartbeat" not in running
+    _job_set(job, eta_seconds=42)
+    assert "about 42 s left" in admin.get(url).content.decode()
     _job_set(job, heartbeat_at=now - timedelta(seconds=45))
     stale = admin.get(url).content.decode()
-    assert "No heartbeat from the worker" in stale and POLL in stale
+    assert "No heartbeat from the worker for over 30 seconds" in stale
+    assert "the sweeper marks the job failed" in stale and POLL in stale
 
     _job_set(
         job,
@@ -292,7 +295,7 @@ def test_the_generation_job_page_shows_each_state_and_polls_only_while_active(
         finished_at=now,
     )
     done = admin.get(url).content.decode()
-    assert POLL not in done and "ETA" not in done and "No heartbeat" not in done
+    assert POLL not in done and " left" not in done and "No heartbeat" not in done
     assert "the candidate against base:1" in done
     for cell in ("25.0%", "0.0%", "0.610", "900", "300", "1400", "3.50"):
         assert f"<td>{cell}</td>" in done, cell
@@ -345,6 +348,7 @@ def test_cancel_is_a_confirmed_admin_post_with_distinct_messages(
     html = done.content.decode()
     assert '<li class="success" role="status">' in html
     assert "cancelled before it started" in html and "Cancel this job" not in html
+    assert "Cancelled: no further completions will be written." in html
     again = generation["admin"].post(cancel, follow=True).content.decode()
     assert '<li class="error" role="alert">This job has already cancelled.' in again
 
@@ -403,3 +407,78 @@ def test_reviewers_find_generation_in_the_nav_and_from_the_model_pages(
     annotator = _client(make_user(ANNOTATOR))
     home = annotator.get(reverse("labeling:campaign-list")).content.decode()
     assert ">Generation</a>" not in home
+
+
+@pytest.mark.django_db
+def test_the_generation_list_says_each_jobs_phase_and_time_left(
+    generation: dict[str, Any],
+) -> None:
+    job = generation["job"]
+    now = timezone.now()
+    _job_set(
+        job,
+        status="running",
+        phase="writing the candidate's answers",
+        heartbeat_at=now,
+        started_at=now,
+        eta_seconds=130,
+    )
+    listing = reverse("models_hub:generation-job-list")
+    html = generation["reviewer"].get(listing).content.decode()
+    assert "Writing the candidate&#x27;s answers" in html
+    assert "about 3 min left" in html and "⚠ silent" not in html
+    _job_set(job, eta_seconds=20, heartbeat_at=now - timedelta(seconds=45))
+    html = generation["reviewer"].get(listing).content.decode()
+    assert "about 20 s left" in html and "⚠ silent" in html
+
+
+@pytest.mark.django_db
+def test_side_by_side_renders_markdown_and_escapes_html(
+    make_user: Any, two_versions: dict[str, Any]
+) -> None:
+    """Outputs are rendered as markdown, as on the labeling page; HTML a
+    model wrote is shown as text, never run. The word diff is kept under
+    "Word changes"."""
+    Completion.objects.filter(adapter=two_versions["adapter"]).update(
+        text="**Blue**, mostly:\n\n- sky\n- sea\n\n<script>alert(1)</script>"
+    )
+    client = _client(make_user(REVIEWER))
+    url = reverse("models_hub:compare", args=[two_versions["campaign"].pk])
+    html = client.get(
+        url, {"left": two_versions["left"], "right": two_versions["right"]}
+    ).content.decode()
+    assert "<strong>Blue</strong>" in html and "<li>sky</li>" in html
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<summary>Word changes</summary>" in html and "red today</ins>" in html
+
+
+@pytest.mark.django_db
+def test_versions_without_outputs_say_so_and_offer_to_generate_them(
+    make_user: Any, two_versions: dict[str, Any]
+) -> None:
+    """With no golden prompt answered by both versions, side by side and
+    blind mode (before and after "Start") say "No outputs yet — generate
+    them" with the generate button, never "you have judged every pair"; the
+    button queues a review generation job."""
+    Completion.objects.all().delete()
+    client = _client(make_user(REVIEWER))
+    campaign = two_versions["campaign"].pk
+    query = f"?left={two_versions['left']}&right={two_versions['right']}"
+    generate = reverse("models_hub:compare-generate", args=[campaign])
+    compare = client.get(reverse("models_hub:compare", args=[campaign]) + query)
+    blind_url = reverse("models_hub:blind-review", args=[campaign]) + query
+    pages = [compare, client.get(blind_url), client.post(blind_url)]
+    for page in pages:
+        html = page.content.decode()
+        assert page.status_code == 200
+        assert "No outputs yet — generate them." in html
+        assert f'action="{generate}"' in html and "Generate the outputs" in html
+        assert "You have judged every" not in html
+        assert "Start blind review" not in html
+    assert not Lease.objects.exists()
+    queued = client.post(
+        generate, {"left": two_versions["left"], "right": two_versions["right"]}
+    )
+    assert queued.status_code == 302
+    assert GenerationJob.objects.filter(kind=GenerationJob.Kind.REVIEW).count() == 1
