@@ -49,8 +49,13 @@ Events and cancellation
 -----------------------
 ``on_event(kind, payload)`` receives, from the main process only:
 
-- ``("status", {"phase": ...})``: loading, training, evaluating (only with
-  val.jsonl), saving, then done (payload also has ``metrics``) or cancelled;
+- ``("status", {"phase": ...})``, the phase event: loading, training,
+  evaluating (only with val.jsonl), saving, then done (payload also has
+  ``metrics``) or cancelled. Each phase is reported once, when it starts;
+  a caller may report earlier phases of its own first (the Celery task
+  reports ``converting`` while the built-in base is converted and
+  ``loading`` while the training stack is imported) and stores the latest
+  as the job's phase;
 - ``("progress", {"step", "total"})`` after each optimizer step;
 - ``("metrics", {"step", "epoch", "metrics"})`` for every log line, with TRL's
   own metric names (``eval_``-prefixed for evaluations).
