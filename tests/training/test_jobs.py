@@ -294,7 +294,8 @@ def test_the_reporter_stores_phases_with_its_progress_writes(
 ) -> None:
     """A phase change is written at once, in the same UPDATE as buffered
     progress; steps within a flush window write nothing; a repeated phase
-    and the runner's "cancelled" (a status, not a phase) change nothing."""
+    and the runner's "cancelled" (a status, not a phase) change nothing; the
+    ETA counts from the start of training, not of loading."""
     campaign = labeled_campaign(make_user, pairs=8)
     job = training_job_launch(
         campaign=campaign, method="dpo", created_by=None, config=FAST
@@ -305,6 +306,7 @@ def test_the_reporter_stores_phases_with_its_progress_writes(
             reporter.on_event("status", {"phase": "loading", "train_rows": 8})
         job.refresh_from_db()
         assert job.phase == "loading" and job.heartbeat_at is not None
+        time.sleep(1.1)  # a slow model load must not inflate the ETA
         with django_assert_num_queries(1):
             reporter.on_event("status", {"phase": "training"})
             reporter.on_event("progress", {"step": 1, "total": 40})
@@ -319,6 +321,8 @@ def test_the_reporter_stores_phases_with_its_progress_writes(
         reporter.close()
     job.refresh_from_db()
     assert job.phase == "training" and job.progress_step == 2
+    # Timed from the start of training: 38 steps left at a few ms a step.
+    assert job.eta_seconds is not None and job.eta_seconds < 10
     assert job.log_tail.splitlines()[-1].endswith(" cancelled")
 
 

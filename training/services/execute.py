@@ -63,6 +63,7 @@ class JobReporter:
         self._progress: dict[str, Any] | None = None
         self._phase: str | None = None
         self._phase_seen = ""
+        self._training_started: float | None = None
         self._metrics: list[TrainingMetric] = []
         self._log_dirty = False
         self._heartbeat = Heartbeat(TrainingJob, job_id)
@@ -96,7 +97,9 @@ class JobReporter:
         last_step = False
         if kind == "progress":
             step, total = int(payload.get("step", 0)), int(payload.get("total", 0))
-            elapsed = time.monotonic() - self.started
+            # From the start of training: loading the models says nothing
+            # about how long the remaining steps take.
+            elapsed = time.monotonic() - (self._training_started or self.started)
             eta = (
                 int(elapsed / step * (total - step)) if step and total >= step else None
             )
@@ -129,6 +132,8 @@ class JobReporter:
             # stopped in.
             if phase in TrainingJob.Phase.values:
                 self._phase = phase
+            if phase == TrainingJob.Phase.TRAINING:
+                self._training_started = time.monotonic()
             last_step = True  # phase changes are rare and worth showing at once
         if last_step or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
