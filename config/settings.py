@@ -175,6 +175,9 @@ SPECTACULAR_SETTINGS = {
         # that enum; its Kind gets its own and the pipeline's keeps its name.
         "GenerationJobKindEnum": "models_hub.models.GenerationJob.Kind",
         "KindEnum": "training.models.TrainingPipeline.Kind",
+        # An adapter's policy/reward role and a person's role share a name.
+        "RoleEnum": "models_hub.models.Adapter.Role",
+        "PersonRoleEnum": "core.roles.ROLES",
     },
 }
 

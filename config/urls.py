@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("labeling.api.urls")),
     path("api/v1/", include("training.api.urls")),
     path("api/v1/", include("models_hub.api.urls")),
+    path("api/v1/", include("core.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",
@@ -23,5 +24,6 @@ urlpatterns = [
     ),
     path("training/", include("training.urls")),
     path("models/", include("models_hub.urls")),
+    path("", include("core.urls")),
     path("", include("labeling.urls")),
 ]

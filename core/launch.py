@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.embedded import BASE_DIR, default_data_dir, ensure_services
 from core.supervisor import Supervisor
@@ -34,74 +35,89 @@ def _manage(*args: str, env: dict[str, str]) -> None:
     )
 
 
-def demo(host: str, port: int) -> int:
-    data_dir = default_data_dir()
+def prepare(*, data_dir: Path, host: str, seed: bool) -> tuple[Any, dict[str, str]]:
+    """Start (or reuse) the embedded servers under ``data_dir``, migrate,
+    collect static files and, with ``seed``, load the demo data. Returns the
+    services handle and the environment the product's processes run in."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DJANGO_DEBUG", "true")
     os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
     os.environ["ARBITER_DATA_DIR"] = str(data_dir)
-    print(f"Arbiter: data in {data_dir}")
     services = ensure_services(data_dir)
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     env.setdefault("DJANGO_ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{host}")
     _manage("migrate", "--no-input", env=env)
     _manage("collectstatic", "--no-input", "-v", "0", env=env)
-    _manage("seed_demo", env=env)
+    if seed:
+        _manage("seed_demo", env=env)
+    return services, env
 
+
+def product_processes(
+    *, host: str, port: int, data_dir: Path
+) -> list[tuple[str, list[str]]]:
+    """The product's long-running processes, in start (and stop) order: web
+    first, then beat, then a worker per queue."""
     bin_dir = Path(sys.executable).parent
     celery = str(bin_dir / "celery")
     worker = [celery, "-A", "config", "worker", "--loglevel", "INFO"]
-    # Stop order is start order: web first, then beat, then the workers.
-    supervisor = Supervisor(
-        [
-            (
-                "web",
-                [
-                    str(bin_dir / "gunicorn"),
-                    "config.wsgi",
-                    "--bind",
-                    f"{host}:{port}",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--access-logfile",
-                    "-",
-                ],
-            ),
-            (
+    return [
+        (
+            "web",
+            [
+                str(bin_dir / "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+        ),
+        (
+            "beat",
+            [
+                celery,
+                "-A",
+                "config",
                 "beat",
-                [
-                    celery,
-                    "-A",
-                    "config",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(data_dir / "celerybeat-schedule"),
-                ],
-            ),
-            (
-                "worker-default",
-                [*worker, "-Q", "default", "-n", "default@%h", "--concurrency", "2"],
-            ),
-            (
-                "worker-gpu",
-                [
-                    *worker,
-                    "-Q",
-                    "gpu",
-                    "-n",
-                    "gpu@%h",
-                    "--concurrency",
-                    "1",
-                    "--prefetch-multiplier",
-                    "1",
-                ],
-            ),
-        ],
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(data_dir / "celerybeat-schedule"),
+            ],
+        ),
+        (
+            "worker-default",
+            [*worker, "-Q", "default", "-n", "default@%h", "--concurrency", "2"],
+        ),
+        (
+            "worker-gpu",
+            [
+                *worker,
+                "-Q",
+                "gpu",
+                "-n",
+                "gpu@%h",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+            ],
+        ),
+    ]
+
+
+def demo(host: str, port: int) -> int:
+    data_dir = default_data_dir()
+    print(f"Arbiter: data in {data_dir}")
+    services, env = prepare(data_dir=data_dir, host=host, seed=True)
+    supervisor = Supervisor(
+        product_processes(host=host, port=port, data_dir=data_dir),
         env=env,
         cwd=BASE_DIR,
         say=print,

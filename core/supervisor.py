@@ -43,8 +43,11 @@ class Supervisor:
         max_backoff: float = 60.0,
         stable_after: float = 60.0,
         say: Callable[[str], None] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         self.children = [Child(name, list(args)) for name, args in specs]
+        # None: children write to the launcher's terminal; else <name>.log here.
+        self.log_dir = log_dir
         self.env = env
         self.cwd = cwd
         self.max_backoff = max_backoff
@@ -53,10 +56,21 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         self.say(f"  starting {child.name}: {' '.join(child.args)}")
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115
         # Own session: the terminal's Ctrl-C reaches only the launcher.
         child.process = subprocess.Popen(
-            child.args, env=self.env, cwd=self.cwd, start_new_session=True
+            child.args,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
         )
+        if output is not None:
+            output.close()  # the child holds its own copy
         child.started_at = time.monotonic()
         child.restart_at = None
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import campaign_views, loop_views, views
 
 app_name = "training"
 
@@ -10,4 +10,14 @@ urlpatterns = [
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/metrics/", views.job_metrics, name="job-metrics"),
+    path(
+        "campaigns/<int:campaign_id>/settings/",
+        campaign_views.campaign_settings,
+        name="campaign-settings",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/loop/",
+        loop_views.campaign_loop,
+        name="campaign-loop",
+    ),
 ]

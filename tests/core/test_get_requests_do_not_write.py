@@ -128,6 +128,7 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "job_id": job.pk,
             "generation_job_id": generation_job.pk,
             "method": "dpo",
+            "user_id": annotator.pk,
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
     }
@@ -240,8 +241,16 @@ REVIEWER_PAGES = [
     ("training:job-detail", ("job_id",)),
     ("models_hub:generation-job-list", ()),
     ("models_hub:generation-job-detail", ("generation_job_id",)),
+    ("labeling:campaign-detail", ("campaign_id",)),
+    ("training:campaign-settings", ("campaign_id",)),
+    ("training:campaign-loop", ("campaign_id",)),
 ]
-ADMIN_PAGES = [("training:job-launch", ())]
+ADMIN_PAGES = [
+    ("training:job-launch", ()),
+    ("labeling:campaign-create", ()),
+    ("labeling:campaign-edit", ("campaign_id",)),
+    ("core:people", ()),
+]
 
 
 @pytest.mark.django_db

@@ -182,7 +182,7 @@ class GenerationInput(_Section):
 
 
 @extend_schema_serializer(component_name="CampaignSettingsCampaign")
-class CampaignOutput(serializers.Serializer):
+class CampaignSettingsCampaignOutput(serializers.Serializer):
     id = serializers.IntegerField(source="campaign.pk")
     name = serializers.CharField(source="campaign.name")
     overlap_k = serializers.IntegerField(source="campaign.overlap_k")
@@ -278,7 +278,7 @@ class CampaignSettingsApi(APIView):
 
     @extend_schema_serializer(component_name="CampaignSettings")
     class OutputSerializer(serializers.Serializer):
-        campaign = CampaignOutput(source="*")
+        campaign = CampaignSettingsCampaignOutput(source="*")
         training = TrainingOutput(source="policy")
         generation = GenerationOutput()
 

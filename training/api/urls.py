@@ -1,6 +1,7 @@
 from django.urls import path
 
-from training.api import views
+from training.api import loop, views
+from training.api.campaign_settings import CampaignSettingsApi
 
 urlpatterns = [
     path(
@@ -37,5 +38,15 @@ urlpatterns = [
         "training/pipelines/",
         views.TrainingPipelineLaunchApi.as_view(),
         name="api-pipeline-launch",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/settings/",
+        CampaignSettingsApi.as_view(),
+        name="api-campaign-settings",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/loop/",
+        loop.CampaignLoopApi.as_view(),
+        name="api-campaign-loop",
     ),
 ]

@@ -40,6 +40,7 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
             "config",
             "status",
             "cancel_requested",
+            "phase",
             "progress_step",
             "progress_total",
             "progress_percent",
