@@ -12,13 +12,17 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from core.exceptions import Conflict
-from core.roles import REVIEWER
-from labeling.exceptions import NothingToLabel
+from core.roles import ADMIN, REVIEWER
+from labeling.exceptions import LabelingError, NothingToLabel
 from labeling.models import Comparison, Preference
 from labeling.selectors import preference_export_rows
 from labeling.selectors import quality as q
 from labeling.services import queue as queue_service
-from labeling.services.quality import comparison_adjudicate, comparison_gold_set
+from labeling.services.quality import (
+    comparison_adjudicate,
+    comparison_gold_set,
+    gold_choice_from_side,
+)
 from labeling.services.queue import comparison_lease_next, preference_record
 from models_hub.services.reports import campaign_reports_refresh
 from tests.labeling.factories import CampaignFactory, make_pairs
@@ -249,3 +253,59 @@ def test_reviewer_marks_gold_through_the_api(
     assert (
         reviewer.post(url, {"choice": None}, format="json").json()["is_gold"] is False
     )
+
+
+@pytest.mark.parametrize(
+    ("answer", "a_on_left", "expected"),
+    [
+        ("left", True, "a"),
+        ("left", False, "b"),
+        ("right", True, "b"),
+        ("right", False, "a"),
+        ("tie", False, "tie"),
+        ("none", True, None),
+    ],
+)
+def test_gold_answer_given_as_a_side_maps_to_the_completion_on_that_side(
+    answer: str, a_on_left: bool, expected: str | None
+) -> None:
+    assert gold_choice_from_side(answer=answer, a_on_left=a_on_left) == expected
+
+
+def test_gold_answer_that_is_not_a_side_is_refused_in_words() -> None:
+    with pytest.raises(LabelingError, match="Answer with left, right, tie or none"):
+        gold_choice_from_side(answer="a", a_on_left=True)
+
+
+@pytest.mark.django_db
+def test_only_an_admin_with_a_note_rules_over_their_own_label(make_user: Any) -> None:
+    """A reviewer who labeled the pair is refused even with a note; an admin
+    without a note is refused; an admin with one rules, in place of their
+    own label (one row per person and pair), the note saying what it was."""
+    campaign = CampaignFactory(overlap_k=2)
+    (pair,) = make_pairs(campaign, 1)
+    reviewer, admin = make_user(REVIEWER), make_user(ADMIN)
+    for user in (reviewer, admin):
+        Preference.objects.create(
+            comparison=pair, annotator=user, choice="a", a_on_left=False
+        )
+    with pytest.raises(LabelingError, match="Pick a ruling first"):
+        comparison_adjudicate(comparison=pair, reviewer=admin, choice="")
+    with pytest.raises(Conflict, match="You labeled this pair yourself"):
+        comparison_adjudicate(
+            comparison=pair, reviewer=reviewer, choice="b", admin_note="please"
+        )
+    with pytest.raises(Conflict, match="as an admin you can still rule"):
+        comparison_adjudicate(comparison=pair, reviewer=admin, choice="b")
+    ruling = comparison_adjudicate(
+        comparison=pair, reviewer=admin, choice="b", admin_note="no one else"
+    )
+    assert (ruling.source, ruling.choice, ruling.a_on_left) == (
+        Preference.Source.ADJUDICATION,
+        "b",
+        True,
+    )
+    assert ruling.rationale == (
+        "Admin ruling over their own annotator label (A is better): no one else"
+    )
+    assert Preference.objects.filter(comparison=pair).count() == 2
