@@ -482,3 +482,45 @@ def test_versions_without_outputs_say_so_and_offer_to_generate_them(
     )
     assert queued.status_code == 302
     assert GenerationJob.objects.filter(kind=GenerationJob.Kind.REVIEW).count() == 1
+
+
+@pytest.mark.django_db
+def test_adapter_actions_confirm_say_what_they_do_and_keep_the_filters(
+    make_user: Any, two_versions: dict[str, Any]
+) -> None:
+    """Promote, retire and merged export each sit behind a <details>
+    confirmation that says what happens to the champion and the queue (no
+    JavaScript needed); the post carries the filtered list's URL back, and
+    success and error messages are styled apart."""
+    admin = _client(make_user(ADMIN))
+    adapter, campaign = two_versions["adapter"], two_versions["campaign"]
+    listing = f"{reverse('models_hub:adapter-list')}?campaign={campaign.pk}"
+    page = admin.get(listing).content.decode()
+    for action, words in (
+        ("promote", "the current champion, if any, becomes a candidate again"),
+        ("retire", "The champion does not change; pairs already in the labeling"),
+        ("merge", "The champion and the labeling queue do not change"),
+    ):
+        url = reverse("models_hub:adapter-action", args=[adapter.pk, action])
+        block = page[: page.index(f'action="{url}"')]
+        block = block[block.rindex("<details") :]
+        assert block.startswith('<details class="confirm">'), action
+        assert words in block, action
+    assert page.count(f'name="next" value="{listing}"') >= 3
+    assert "onclick" not in page
+
+    promote = reverse("models_hub:adapter-action", args=[adapter.pk, "promote"])
+    refused = admin.post(promote, {"next": listing})
+    assert refused["Location"] == listing
+    html = admin.get(listing).content.decode()
+    assert '<li class="error" role="alert">Not promoted: the gate needs' in html
+    admin.post(promote, {"next": listing, "override": "1", "reason": "by hand"})
+    html = admin.get(listing).content.decode()
+    assert '<li class="success" role="status">' in html
+    adapter.refresh_from_db()
+    assert adapter.status == "champion"
+    page = admin.get(listing).content.decode()
+    rollback = reverse("models_hub:adapter-action", args=[adapter.pk, "rollback"])
+    block = page[: page.index(f'action="{rollback}"')]
+    block = block[block.rindex("<details") :]
+    assert "brings back the champion it replaced, or the base model" in block
