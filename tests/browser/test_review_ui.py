@@ -112,3 +112,88 @@ def test_side_by_side_compares_two_versions_and_blind_votes_count(
         f"/models/campaigns/{campaign.pk}/compare/?left=adapter:{adapter.pk}&right=base:{base.pk}"
     )
     assert "2 labels" in page.locator(".stats").first.inner_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gold_is_marked_on_the_pair_page_from_the_sides_as_shown(
+    new_context: Any, live_server: Any, make_user: Any
+) -> None:
+    """With the sides swapped (B on the left), "Left is the right answer"
+    makes B the gold answer, and the page says so without a reload."""
+    from labeling.models import Comparison
+    from tests.labeling.factories import make_pairs
+
+    campaign = CampaignFactory(name="Gold campaign")
+    (pair,) = make_pairs(campaign, 1)
+    Completion.objects.filter(pk=pair.completion_a_id).update(text="Answer A text")
+    Completion.objects.filter(pk=pair.completion_b_id).update(text="Answer B text")
+    make_user(REVIEWER, username="gwen")
+    context = new_context()
+    login_with_cookie(context, live_server, "gwen")
+    page = context.new_page()
+
+    page.goto(f"/campaigns/{campaign.pk}/pairs/{pair.pk}/")
+    page.get_by_role("link", name="Swap sides").click()
+    page.wait_for_url(lambda url: "sides=ba" in url)
+    assert "Answer B text" in page.locator("#side-left").inner_text()
+    assert "Answer A text" in page.locator("#side-right").inner_text()
+    page.get_by_role("button", name="Left is the right answer").click()
+    page.locator(
+        ".gold-state", has_text="Gold pair: the left answer is right"
+    ).wait_for()
+    pair.refresh_from_db()
+    assert (pair.is_gold, pair.gold_choice) == (True, "b")
+
+    page.goto(f"/campaigns/{campaign.pk}/pairs/{pair.pk}/")
+    page.locator(
+        ".gold-state", has_text="Gold pair: the right answer is right"
+    ).wait_for()
+    page.get_by_role("button", name="Not gold").click()
+    page.locator(".gold-state", has_text="Not a gold pair.").wait_for()
+    assert Comparison.objects.get(pk=pair.pk).is_gold is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_promote_asks_for_confirmation_and_keeps_the_filter(
+    new_context: Any, live_server: Any, make_user: Any
+) -> None:
+    """The promote button is behind a confirmation that says what promoting
+    does; confirming promotes (here by override) and lands on the same
+    filtered list with a success message."""
+    from core.roles import ADMIN
+    from models_hub.models import Adapter
+
+    campaign = CampaignFactory(name="Promote campaign")
+    base = BaseModelVersion.objects.create(name="SmolLM2 (test)", source="/m")
+    adapter = adapter_register(
+        campaign=campaign,
+        base_model=base,
+        method="dpo",
+        peft_type="lora",
+        storage_path="x",
+        metrics={},
+    )
+    make_user(ADMIN, username="ada")
+    context = new_context()
+    login_with_cookie(context, live_server, "ada")
+    page = context.new_page()
+    page.goto(f"/models/?campaign={campaign.pk}")
+    confirm = page.get_by_role("button", name=f"Yes, promote {adapter.name}")
+    assert not confirm.is_visible()
+    page.get_by_text("promote…", exact=True).click()
+    assert confirm.is_visible()
+    assert (
+        "becomes a candidate again"
+        in page.locator("details.confirm[open]").inner_text()
+    )
+    confirm.click()
+    page.wait_for_load_state()
+    assert page.url.endswith(f"/models/?campaign={campaign.pk}")
+    page.locator(".messages li.error").wait_for()
+    assert Adapter.objects.get(pk=adapter.pk).status == "candidate"
+    page.get_by_text("promote without passing the gate…").click()
+    page.get_by_label("Why (recorded)").fill("checked by hand")
+    page.get_by_role("button", name="Override and promote").click()
+    page.locator(".messages li.success").wait_for()
+    assert page.url.endswith(f"/models/?campaign={campaign.pk}")
+    assert Adapter.objects.get(pk=adapter.pk).status == "champion"
