@@ -345,3 +345,96 @@ class GenerationJob(BaseModel):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+
+class CombineJob(BaseModel):
+    """Combining two or more policy adapters of one campaign and base into a
+    new adapter version (PEFT ``add_weighted_adapter``), visible like a
+    training job. On success ``adapter`` is the new candidate; ``parents``
+    keeps every parent with its weight (the lineage)."""
+
+    class Method(models.TextChoices):
+        LINEAR = "linear", "linear (equal ranks)"
+        CAT = "cat", "cat (concatenate; ranks add up)"
+        SVD = "svd", "svd"
+        TIES = "ties", "ties (equal ranks, density)"
+        TIES_SVD = "ties_svd", "ties + svd (density)"
+        DARE_LINEAR = "dare_linear", "dare linear (equal ranks, density)"
+        DARE_TIES = "dare_ties", "dare ties (equal ranks, density)"
+        DARE_LINEAR_SVD = "dare_linear_svd", "dare linear + svd (density)"
+        DARE_TIES_SVD = "dare_ties_svd", "dare ties + svd (density)"
+        MAGNITUDE_PRUNE = "magnitude_prune", "magnitude prune (equal ranks, density)"
+        MAGNITUDE_PRUNE_SVD = "magnitude_prune_svd", "magnitude prune + svd (density)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="combine_jobs"
+    )
+    base_model = models.ForeignKey(
+        BaseModelVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    method = models.CharField(
+        max_length=24, choices=Method.choices, help_text="PEFT combination_type."
+    )
+    density = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share of values kept by the pruning methods (ties, dare, magnitude_prune).",
+    )
+    parents = models.JSONField(
+        default=list,
+        help_text='The parents in order: [{"adapter": id, "name": ..., "version": ..., "weight": w}].',
+    )
+    name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Display name of the new adapter (default combine-v<version>).",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    phase = models.CharField(
+        max_length=64, blank=True, help_text="What the job is doing right now."
+    )
+    adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="combined_by",
+        help_text="The adapter the job registered.",
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["status", "heartbeat_at"], name="models_hub_combine_sweep_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"combine job #{self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from models_hub.services.combine import combine_job_execute, combine_job_sweep_stale
 from models_hub.services.exports import adapter_merge_export_run
 from models_hub.services.generation import (
     bootstrap_tick,
@@ -49,3 +50,14 @@ def active_selection() -> int:
 def reports_refresh(campaign_id: int) -> bool:
     """Recompute a campaign's cached leaderboard and quality reports."""
     return campaign_reports_refresh(campaign_id=campaign_id)
+
+
+@shared_task(name="models_hub.combine_job_run", acks_late=True, ignore_result=True)
+def combine_job_run(job_id: int) -> None:
+    """Run one combine job on the gpu queue. Idempotent: only a QUEUED job starts."""
+    combine_job_execute(job_id=job_id)
+
+
+@shared_task(name="models_hub.sweep_stale_combine_jobs", ignore_result=True)
+def combine_sweep_stale_jobs() -> int:
+    return combine_job_sweep_stale()
