@@ -144,6 +144,7 @@ def test_gold_is_marked_on_the_pair_page_from_the_sides_as_shown(
     pair.refresh_from_db()
     assert (pair.is_gold, pair.gold_choice) == (True, "b")
 
+    page.screenshot(path=str(DOCS / "pair-gold.png"), full_page=True)
     page.goto(f"/campaigns/{campaign.pk}/pairs/{pair.pk}/")
     page.locator(
         ".gold-state", has_text="Gold pair: the right answer is right"
@@ -151,6 +152,16 @@ def test_gold_is_marked_on_the_pair_page_from_the_sides_as_shown(
     page.get_by_role("button", name="Not gold").click()
     page.locator(".gold-state", has_text="Not a gold pair.").wait_for()
     assert Comparison.objects.get(pk=pair.pk).is_gold is False
+    Preference.objects.create(
+        comparison=pair,
+        annotator=make_user(username="ann"),
+        choice="b",
+        a_on_left=False,
+        rationale="B answers the question",
+    )
+    page.goto(f"/campaigns/{campaign.pk}/labels/?agreement=single")
+    page.get_by_role("link", name=f"Pair {pair.pk}").wait_for()
+    page.screenshot(path=str(DOCS / "labels.png"), full_page=True)
 
 
 @pytest.mark.django_db(transaction=True)
