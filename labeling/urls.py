@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import views
+from labeling import review_views, views
 
 app_name = "labeling"
 
@@ -44,5 +44,30 @@ urlpatterns = [
         "campaigns/<int:campaign_id>/comparisons/<int:comparison_id>/review/",
         views.comparison_review,
         name="comparison-review",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/labels/",
+        review_views.campaign_labels,
+        name="campaign-labels",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/labels/export/",
+        review_views.campaign_labels_export,
+        name="campaign-labels-export",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/pairs/<int:comparison_id>/",
+        review_views.comparison_detail,
+        name="comparison-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/pairs/<int:comparison_id>/gold/",
+        review_views.comparison_gold,
+        name="comparison-gold",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/pairs/<int:comparison_id>/adjudicate/",
+        review_views.comparison_adjudicate_view,
+        name="comparison-adjudicate",
     ),
 ]
