@@ -3,8 +3,6 @@ leaderboard and side-by-side comparisons."""
 
 from __future__ import annotations
 
-import difflib
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +12,9 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.safestring import SafeString, mark_safe
 
 from core import charts
+from core.diff import word_diff
 from core.exceptions import NotFound
 from core.models import Report
 from core.reports import CachedReport, report_for_page
@@ -272,26 +270,6 @@ def adapter_list(*, campaign: Campaign | None = None) -> QuerySet[Adapter]:
         "campaign_id", "role", "-version"
     )
     return qs.filter(campaign=campaign) if campaign is not None else qs
-
-
-def word_diff(left: str, right: str) -> tuple[SafeString, SafeString]:
-    """Word-level diff as escaped HTML with <del>/<ins> marks."""
-    a, b = left.split(" "), right.split(" ")
-    out_a, out_b = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(
-        a=a, b=b, autojunk=False
-    ).get_opcodes():
-        chunk_a = html.escape(" ".join(a[i1:i2]))
-        chunk_b = html.escape(" ".join(b[j1:j2]))
-        if op == "equal":
-            out_a.append(chunk_a)
-            out_b.append(chunk_b)
-        else:
-            if chunk_a:
-                out_a.append(f"<del>{chunk_a}</del>")
-            if chunk_b:
-                out_b.append(f"<ins>{chunk_b}</ins>")
-    return mark_safe(" ".join(out_a)), mark_safe(" ".join(out_b))  # noqa: S308 - every chunk escaped above
 
 
 def version_latest_completion(prompt: Prompt, version: Version) -> Completion | None:

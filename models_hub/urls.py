@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub import views
+from models_hub import combine_views, views
 
 app_name = "models_hub"
 
@@ -47,5 +47,15 @@ urlpatterns = [
         "generation/<int:generation_job_id>/cancel/",
         views.generation_job_cancel,
         name="generation-job-cancel",
+    ),
+    path(
+        "combine/",
+        combine_views.combine_job_create_view,
+        name="combine-job-create",
+    ),
+    path(
+        "combine/<int:combine_job_id>/",
+        combine_views.combine_job_detail,
+        name="combine-job-detail",
     ),
 ]

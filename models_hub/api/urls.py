@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub.api import views
+from models_hub.api import combine, views
 
 urlpatterns = [
     path("models/base/", views.BaseModelListApi.as_view(), name="api-base-model-list"),
@@ -69,5 +69,15 @@ urlpatterns = [
         "models/generation-jobs/<int:generation_job_id>/cancel/",
         views.GenerationJobCancelApi.as_view(),
         name="api-generation-job-cancel",
+    ),
+    path(
+        "models/combine/",
+        combine.CombineJobCreateApi.as_view(),
+        name="api-combine-job-create",
+    ),
+    path(
+        "models/combine/<int:combine_job_id>/",
+        combine.CombineJobDetailApi.as_view(),
+        name="api-combine-job-detail",
     ),
 ]

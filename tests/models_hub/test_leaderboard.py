@@ -10,10 +10,11 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core.diff import word_diff
 from core.roles import REVIEWER
 from labeling.models import Comparison, Completion, Preference
 from models_hub.models import BaseModelVersion
-from models_hub.selectors import campaign_leaderboard, word_diff
+from models_hub.selectors import campaign_leaderboard
 from models_hub.services.registry import adapter_register
 from models_hub.services.reports import campaign_reports_refresh
 from tests.conftest import PASSWORD
