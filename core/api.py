@@ -1,5 +1,6 @@
 """The one DRF exception handler: domain errors and Django validation errors
-become 4xx with a reason; nothing a client sends produces a 500."""
+become 4xx with a reason; nothing a client sends produces a 500. An
+unavailable database is a 503 with ``Retry-After`` (see ``core.unavailable``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.exceptions import ApplicationError
+from core.unavailable import MESSAGE, RETRY_AFTER_SECONDS, database_unavailable
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if database_unavailable(exc):
+        # PostgreSQL is restarting or unreachable: the client retries.
+        return Response(
+            {"detail": MESSAGE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, DjangoValidationError):
         detail: Any = (
             exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
