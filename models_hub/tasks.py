@@ -7,6 +7,7 @@ from models_hub.services.exports import adapter_merge_export_run
 from models_hub.services.generation import (
     bootstrap_tick,
     generation_job_execute,
+    generation_job_redispatch_lost,
     generation_job_sweep_stale,
 )
 from models_hub.services.promotion import promotion_tick
@@ -26,7 +27,9 @@ def generation_bootstrap_tick() -> int:
 
 @shared_task(name="models_hub.sweep_stale_generation_jobs", ignore_result=True)
 def generation_sweep_stale_jobs() -> int:
-    return generation_job_sweep_stale()
+    """Fail RUNNING jobs whose worker died; send QUEUED jobs whose message
+    was lost again. Returns how many rows it acted on."""
+    return generation_job_sweep_stale() + generation_job_redispatch_lost()
 
 
 @shared_task(name="models_hub.promotion_tick", ignore_result=True)
@@ -44,6 +47,15 @@ def active_selection() -> int:
     from models_hub.services.active import active_selection_run
 
     return active_selection_run()
+
+
+@shared_task(name="models_hub.active_selection_tick", ignore_result=True)
+def active_selection_tick() -> bool:
+    """Beat, on the default queue: queue one active-selection run on the gpu
+    queue unless a copy already waits there or runs."""
+    from models_hub.services.active import active_selection_enqueue
+
+    return active_selection_enqueue()
 
 
 @shared_task(name="models_hub.reports_refresh", ignore_result=True)

@@ -3,7 +3,10 @@ from __future__ import annotations
 from celery import shared_task
 
 from training.services.execute import training_job_execute
-from training.services.jobs import training_job_sweep_stale
+from training.services.jobs import (
+    training_job_redispatch_lost,
+    training_job_sweep_stale,
+)
 from training.services.scheduler import scheduler_tick
 
 
@@ -15,7 +18,9 @@ def training_job_run(job_id: int) -> None:
 
 @shared_task(name="training.sweep_stale_jobs", ignore_result=True)
 def training_sweep_stale_jobs() -> int:
-    return training_job_sweep_stale()
+    """Fail RUNNING jobs whose worker died; send QUEUED jobs whose message
+    was lost again. Returns how many rows it acted on."""
+    return training_job_sweep_stale() + training_job_redispatch_lost()
 
 
 @shared_task(name="training.scheduler_tick", ignore_result=True)

@@ -1,6 +1,12 @@
 """Active selection: pending pairs where the reward champion is least sure
 get a priority boost. Runs periodically on a GPU worker, never on the
-request path."""
+request path.
+
+Beat does not send the gpu task itself: it sends ``active_selection_tick``
+to the default queue every 10 minutes, which queues the gpu run only when no
+copy waits or runs (a copy waits behind training jobs for as long as they
+take). The copy it queues also expires before the next tick.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,31 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from core.enqueue import enqueue
+from core.heartbeat import task_messages_pending
 from labeling.models import Campaign, Comparison
 from models_hub.models import Adapter
 from models_hub.selectors import campaign_reward_model
 from models_hub.services.generation import _score
 
 logger = logging.getLogger(__name__)
+
+ACTIVE_SELECTION_TASK = "models_hub.active_selection"
+# Beat's tick is every 600 s: an unstarted copy is dropped before the next.
+ACTIVE_SELECTION_EXPIRES_SECONDS = 540
+
+
+def active_selection_enqueue() -> bool:
+    """Queue one active-selection run on the gpu queue unless one is already
+    waiting there or running. Returns whether it queued one. Where the
+    broker cannot be read, it queues; the copy's expiry then bounds the
+    pile-up to one."""
+    pending = task_messages_pending(name=ACTIVE_SELECTION_TASK)
+    if pending:
+        logger.info("models_hub.active_selection.already_queued")
+        return False
+    enqueue(ACTIVE_SELECTION_TASK, expires=ACTIVE_SELECTION_EXPIRES_SECONDS)
+    return True
 
 
 def uncertainty_boost(

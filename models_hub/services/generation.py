@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, Conflict
-from core.heartbeat import Heartbeat
+from core.heartbeat import Heartbeat, task_messages_pending
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import (
     Adapter,
@@ -262,6 +262,37 @@ def generation_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
             failed += 1
             logger.warning("models_hub.generation.stale job=%s", job.pk)
     return failed
+
+
+def generation_job_redispatch_lost(*, older_than_seconds: int | None = None) -> int:
+    """Send ``models_hub.generation_job_run`` again for QUEUED jobs older
+    than ``older_than_seconds`` (default ``ARBITER_REDISPATCH_AFTER``) whose
+    message no queue holds and no worker reserved (see
+    ``training_job_redispatch_lost``). Returns how many were sent."""
+    grace = (
+        settings.ARBITER_REDISPATCH_AFTER
+        if older_than_seconds is None
+        else older_than_seconds
+    )
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    queued = list(
+        GenerationJob.objects.filter(
+            status=GenerationJob.Status.QUEUED, created_at__lte=cutoff
+        ).values_list("pk", flat=True)
+    )
+    if not queued:
+        return 0
+    pending = task_messages_pending(name="models_hub.generation_job_run")
+    if pending is None:
+        return 0
+    sent = 0
+    for job_id in queued:
+        if (job_id,) in pending:
+            continue
+        enqueue("models_hub.generation_job_run", job_id)
+        sent += 1
+        logger.warning("models_hub.generation.redispatched job=%s", job_id)
+    return sent
 
 
 # ---------------------------------------------------------------- running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,46 @@ def test_active_selection_boosts_uncertain_pairs_only_with_a_reward_champion(
     lease = comparison_lease_next(campaign=campaign, annotator=make_user())
     assert lease.comparison_id == top.pk
     assert active_selection_run() == 0  # already scored by this champion
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_the_beat_tick_never_queues_a_second_active_selection_while_one_waits(
+    celery_workers: Any,
+) -> None:
+    """Beat's tick runs on the default queue and queues the gpu run only
+    when no copy waits: three ticks while the gpu worker is busy leave one
+    copy. An expired copy (never to run) does not count. Once the worker
+    takes the queue again, the copy runs and the next tick queues a new one."""
+    from config.celery import app
+    from core.heartbeat import task_messages_pending
+    from models_hub.services.active import active_selection_enqueue
+    from tests.broker import gpu_queue_paused, queue_purge, queue_task_names
+
+    run, tick = "models_hub.active_selection", "models_hub.active_selection_tick"
+    with gpu_queue_paused(celery_workers):
+        queue_purge("gpu")
+        for _ in range(3):
+            app.send_task(tick)
+            _wait_until(lambda: not task_messages_pending(name=tick))
+        assert queue_task_names("gpu") == [run]
+        assert active_selection_enqueue() is False
+
+        queue_purge("gpu")
+        app.send_task(run, expires=1)
+        time.sleep(1.5)
+        assert active_selection_enqueue() is True
+        assert queue_task_names("gpu") == [run, run]
+
+    _wait_until(
+        lambda: not task_messages_pending(name=run) and not queue_task_names("gpu")
+    )
+    assert active_selection_enqueue() is True
+    _wait_until(lambda: not queue_task_names("gpu"))
+
+
+def _wait_until(condition: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

@@ -346,3 +346,46 @@ def test_a_looping_candidate_is_refused_by_its_guardrails_and_retired(
     event = AdapterEvent.objects.get(adapter=adapter, action="refused")
     assert loops[0] in event.reason
     assert event.evidence["violations"] == report["violations"]
+
+
+# ---------------------------------------------------------------- lost messages
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once_and_runs(
+    celery_workers: Any, tiny_base: BaseModelVersion
+) -> None:
+    """While a QUEUED job's message waits in the gpu queue the sweep leaves
+    it alone; once the message is gone (the queue purged, as a Redis that
+    restarted without its data), the sweep sends it again, once, and the
+    gpu worker runs the job."""
+    pytest.importorskip("torch")
+    from core.heartbeat import task_messages_pending
+    from models_hub.services.generation import generation_job_redispatch_lost
+    from tests.broker import gpu_queue_paused, queue_purge
+
+    run = "models_hub.generation_job_run"
+    campaign = _prompts_only(2)
+    row = generation_settings_for(campaign)
+    row.max_new_tokens = 8
+    row.save()
+    with gpu_queue_paused(celery_workers):
+        job = generation_job_launch(campaign=campaign, kind=BOOTSTRAP)
+        assert task_messages_pending(name=run) == {(job.pk,)}
+        assert generation_job_redispatch_lost(older_than_seconds=0) == 0
+
+        queue_purge("gpu")
+        assert task_messages_pending(name=run) == set()
+        # Younger than the grace period: its message may still be on the way.
+        assert generation_job_redispatch_lost(older_than_seconds=3600) == 0
+        assert generation_job_redispatch_lost(older_than_seconds=0) == 1
+        assert task_messages_pending(name=run) == {(job.pk,)}
+        assert generation_job_redispatch_lost(older_than_seconds=0) == 0
+        job.refresh_from_db()
+        assert job.status == "queued"
+
+    _wait(job, celery_workers)
+    assert job.status == "succeeded", job.error
+    assert job.prompts_done == job.prompts_total > 0
+    assert generation_job_redispatch_lost(older_than_seconds=0) == 0

@@ -343,3 +343,33 @@ def test_only_an_unconverted_builtin_base_reports_converting(
     (folder / smollm2.MARKER).write_text("done", encoding="utf-8")
     assert not _needs_conversion(builtin)
     assert not _needs_conversion(BaseModelVersion(name="hub", source="org/model"))
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_whose_message_was_lost_is_sent_again_and_trains(
+    celery_workers: Any, make_user: Any, tiny_base: Any
+) -> None:
+    """A QUEUED job whose message waits is left alone; once the gpu queue
+    lost it (purged, as by a Redis restart without its data) the sweep
+    sends it again, once, and the worker trains it to an adapter."""
+    from core.heartbeat import task_messages_pending
+    from tests.broker import gpu_queue_paused, queue_purge
+    from training.services.jobs import training_job_redispatch_lost
+
+    campaign = labeled_campaign(make_user, pairs=16)
+    with gpu_queue_paused(celery_workers):
+        job = training_job_launch(
+            campaign=campaign, method="dpo", created_by=None, config=FAST
+        )
+        assert task_messages_pending(name="training.job_run") == {(job.pk,)}
+        assert training_job_redispatch_lost(older_than_seconds=0) == 0
+        queue_purge("gpu")
+        assert training_job_redispatch_lost(older_than_seconds=3600) == 0
+        assert training_job_redispatch_lost(older_than_seconds=0) == 1
+        assert training_job_redispatch_lost(older_than_seconds=0) == 0
+
+    job = _wait(job, lambda j: j.status not in ("queued", "running"))
+    assert job.status == "succeeded", job.error
+    assert job.adapter is not None
+    assert training_job_redispatch_lost(older_than_seconds=0) == 0

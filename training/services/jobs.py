@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.enqueue import enqueue
+from core.heartbeat import task_messages_pending
 from labeling.models import Campaign
 from ml.config import config_class, config_from_dict
 from ml.runners import METHODS
@@ -200,6 +201,40 @@ def training_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
             failed += 1
             logger.warning("training.job.stale job=%s worker=%s", job.pk, job.worker)
     return failed
+
+
+def training_job_redispatch_lost(*, older_than_seconds: int | None = None) -> int:
+    """Send ``training.job_run`` again for QUEUED jobs older than
+    ``older_than_seconds`` (default ``ARBITER_REDISPATCH_AFTER``) whose
+    message is neither waiting in the gpu queue nor reserved by a worker:
+    it was lost (Redis restarted without its data, the broker was down when
+    the job was launched, the queue was purged). Safe to repeat: a job that
+    is no longer QUEUED when the message arrives is skipped by the task.
+    Returns how many were sent; none when the broker cannot be read."""
+    grace = (
+        settings.ARBITER_REDISPATCH_AFTER
+        if older_than_seconds is None
+        else older_than_seconds
+    )
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    queued = list(
+        TrainingJob.objects.filter(
+            status=TrainingJob.Status.QUEUED, created_at__lte=cutoff
+        ).values_list("pk", flat=True)
+    )
+    if not queued:
+        return 0
+    pending = task_messages_pending(name="training.job_run")
+    if pending is None:
+        return 0
+    sent = 0
+    for job_id in queued:
+        if (job_id,) in pending:
+            continue
+        enqueue("training.job_run", job_id)
+        sent += 1
+        logger.warning("training.job.redispatched job=%s", job_id)
+    return sent
 
 
 def _remove_scratch(job_id: int) -> None:
