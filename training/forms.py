@@ -5,10 +5,12 @@ from typing import Any
 
 from django import forms
 
+from core.exceptions import ApplicationError
 from labeling.models import Campaign
 from ml.config import config_class
 from models_hub.models import BaseModelVersion
 from training.models import METHOD_CHOICES, DatasetSnapshot
+from training.services.jobs import JobPlan, training_config_resolve, training_job_plan
 
 
 class JobLaunchForm(forms.Form):
@@ -41,6 +43,34 @@ class JobLaunchForm(forms.Form):
         label="More settings (JSON)",
         help_text='Any runner field, e.g. {"beta": 0.1, "peft": {"peft_type": "ia3"}}.',
     )
+
+    def plan(self) -> tuple[JobPlan | None, str]:
+        """What a launch with the current fields would run (the method's
+        defaults, the campaign's training policy, these fields: the service's
+        own resolution) and its memory estimate; or why it cannot say."""
+        if self.is_bound:
+            if not self.is_valid():
+                return None, "Correct the fields marked below to see what will run."
+            campaign = self.cleaned_data["campaign"]
+            method = self.cleaned_data["method"]
+            base = self.cleaned_data["base_model"]
+            overrides = self.config_overrides()
+        else:
+            raw = str(self.initial.get("campaign") or "")
+            campaign = (
+                Campaign.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+            )
+            method, base, overrides = "dpo", None, {}
+        base = base or BaseModelVersion.objects.filter(is_default=True).first()
+        try:
+            config = training_config_resolve(
+                campaign=campaign, method=method, overrides=overrides
+            )
+        except ApplicationError as exc:
+            return None, exc.message
+        if base is None:
+            return JobPlan(method=method, config=config, limit=0, shape_known=False), ""
+        return training_job_plan(method=method, config=config, base_model=base), ""
 
     def method_defaults(self) -> list[dict[str, Any]]:
         """What each method runs with when a field is left empty: read from

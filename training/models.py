@@ -183,6 +183,32 @@ class TrainingJob(BaseModel):
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     final_metrics = models.JSONField(default=dict, blank=True)
+    memory_estimate_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Estimated peak resident memory of the run (ml.memory), in "
+        "bytes; null when the base model's size is unknown.",
+    )
+    memory_note = models.TextField(
+        blank=True,
+        help_text="The estimate against the worker's memory at launch, and any "
+        "adjustment made to fit it.",
+    )
+    runner_pid = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Process id of the child process that runs the training.",
+    )
+    rss_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Resident memory of the run at its last sample, in bytes.",
+    )
+    peak_rss_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Highest resident memory sampled during the run, in bytes.",
+    )
     adapter = models.OneToOneField(
         "models_hub.Adapter",
         on_delete=models.SET_NULL,

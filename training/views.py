@@ -6,10 +6,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from core.exceptions import ApplicationError
 from core.roles import admin_required, reviewer_required
+from ml.memory import suggest_smaller_batch
 from training import selectors
 from training.forms import JobLaunchForm
 from training.services import jobs as job_services
@@ -34,10 +39,14 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @admin_required
 @require_http_methods(["GET", "POST"])
 def job_launch(request: HttpRequest) -> HttpResponse:
+    """GET shows the form with what would run; a POST with ``preview``
+    (the htmx refresh on every change, or the button without JavaScript)
+    only shows it again; any other POST launches."""
     form = JobLaunchForm(
         request.POST or None, initial={"campaign": request.GET.get("campaign")}
     )
-    if request.method == "POST" and form.is_valid():
+    previewing = bool(request.POST.get("preview"))
+    if request.method == "POST" and not previewing and form.is_valid():
         try:
             job = job_services.training_job_launch(
                 campaign=form.cleaned_data["campaign"],
@@ -51,12 +60,35 @@ def job_launch(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             return redirect("training:job-detail", job.pk)
+    plan, plan_error = form.plan()
+    template = "training/job_launch.html"
+    if request.htmx and previewing:
+        template += "#job-preview"
     return render(
         request,
-        "training/job_launch.html",
-        {"form": form},
-        status=400 if form.errors else 200,
+        template,
+        {"form": form, "plan": plan, "plan_error": plan_error},
+        status=400 if form.errors and not previewing else 200,
     )
+
+
+@admin_required
+@require_POST
+def job_relaunch(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A new job like this one: ``smaller=yes`` halves the micro-batch and
+    doubles gradient accumulation (the out-of-memory suggestion)."""
+    job = selectors.training_job_get(job_id=job_id)
+    try:
+        new = job_services.training_job_relaunch(
+            job=job,
+            created_by=request.user,
+            smaller=request.POST.get("smaller") == "yes",
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("training:job-detail", job_id)
+    messages.success(request, f"Job {new.pk} launched like job {job.pk}.")
+    return redirect("training:job-detail", new.pk)
 
 
 @reviewer_required
@@ -67,6 +99,10 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         "summary": selectors.training_job_summary(job=job),
         "heartbeat_warning": selectors.heartbeat_warning_seconds(),
         "heartbeat_timeout": settings.ARBITER_HEARTBEAT_TIMEOUT,
+        "smaller_batch": suggest_smaller_batch(
+            int(job.config.get("per_device_train_batch_size", 1)),
+            int(job.config.get("gradient_accumulation_steps", 1)),
+        ),
     }
     if request.htmx:
         # The poll swaps only the status card; charts update from job_metrics.

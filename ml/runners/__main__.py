@@ -9,14 +9,20 @@ Everything else (logs, library chatter) goes to stderr.
 Exit codes: 0 success, 1 failure (traceback logged), 2 bad arguments or
 config (the message names the field), 3 cancelled by SIGINT/SIGTERM (the
 run stops within a step and saves nothing).
+
+With ``--parent-pid PID`` (how the Celery task starts it) the kernel kills
+the run when that process, its parent, dies (Linux ``PR_SET_PDEATHSIG``), so
+a killed worker leaves no orphan training on.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -48,7 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="stderr log level (default INFO)"
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="die when this process (the one that started the run) dies (Linux)",
+    )
     return parser
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(EXIT_FAILED)
 
 
 class _Emitter:
@@ -62,6 +85,8 @@ class _Emitter:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.parent_pid and sys.platform == "linux":
+        _die_with_parent(args.parent_pid)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),

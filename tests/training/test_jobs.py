@@ -28,7 +28,11 @@ from training.models import (
     TrainingPipeline,
     TrainingPolicy,
 )
-from training.services.execute import JobReporter, _needs_conversion
+from training.services.execute import (
+    JobReporter,
+    _needs_conversion,
+    training_job_execute,
+)
 from training.services.jobs import (
     pipeline_launch,
     training_config_validate,
@@ -37,6 +41,7 @@ from training.services.jobs import (
     training_job_sweep_stale,
 )
 from training.services.scheduler import scheduler_tick
+from training.services.snapshots import dataset_snapshot_create
 
 FAST = {
     "max_steps": 6,
@@ -343,6 +348,68 @@ def test_only_an_unconverted_builtin_base_reports_converting(
     (folder / smollm2.MARKER).write_text("done", encoding="utf-8")
     assert not _needs_conversion(builtin)
     assert not _needs_conversion(BaseModelVersion(name="hub", source="org/model"))
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_runner_killed_by_sigkill_fails_the_job_with_its_last_memory(
+    celery_workers: Any, make_user: Any, tiny_base: Any
+) -> None:
+    """The run is a child of the worker: killing it fails the job at once
+    (no heartbeat wait) with the signal and the memory last sampled, and the
+    worker lives on."""
+    campaign = labeled_campaign(make_user, pairs=16)
+    job = training_job_launch(
+        campaign=campaign,
+        method="dpo",
+        created_by=None,
+        config={**FAST, "max_steps": 5000},
+    )
+    job = _wait(
+        job,
+        lambda j: j.status == "running" and j.progress_step >= 1 and j.rss_bytes,
+    )
+    worker_pid = int(job.worker.rsplit(":", 1)[1])
+    assert job.runner_pid and job.runner_pid != worker_pid
+    os.kill(job.runner_pid, signal.SIGKILL)
+    job = _wait(job, lambda j: j.status != "running", timeout=30)
+    assert job.status == "failed"
+    assert "killed by signal 9 (SIGKILL)" in job.error
+    assert "its last measured memory was" in job.error and " MB" in job.error
+    assert job.peak_rss_bytes and job.peak_rss_bytes >= job.rss_bytes > 0
+    os.kill(worker_pid, 0)  # the worker process is still there
+    assert not Adapter.objects.exists()
+    assert not list((Path(settings.STORAGE_ROOT) / "tmp").glob(f"job-{job.pk}-*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_runner_growing_past_the_memory_limit_is_reported_out_of_memory(
+    make_user: Any, tiny_base: Any, settings: Any
+) -> None:
+    """With ARBITER_WORKER_MEMORY_BYTES set below what the run needs, the
+    worker's watchdog kills the child and the job says out of memory, with
+    the figures and a smaller batch to relaunch with."""
+    campaign = labeled_campaign(make_user, pairs=16)
+    # A row without a queued message: a session's Celery worker must not
+    # take this run from the test.
+    job = TrainingJob.objects.create(
+        campaign=campaign,
+        method="dpo",
+        base_model=tiny_base,
+        snapshot=dataset_snapshot_create(campaign=campaign, created_by=None),
+        config=training_config_validate(method="dpo", overrides=FAST),
+    )
+    # The runtime alone (torch, transformers) is several times this.
+    settings.ARBITER_WORKER_MEMORY_BYTES = 120 * 1024 * 1024
+    training_job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error.startswith("Out of memory: it used ")
+    assert "over the worker's limit of 120 MB" in job.error
+    assert "killed by signal 9 (SIGKILL)" in job.error
+    assert "Relaunch with a micro-batch of 2 and gradient accumulation 2" in job.error
+    assert job.rss_bytes and job.rss_bytes > 120 * 1024 * 1024
+    assert not list((Path(settings.STORAGE_ROOT) / "tmp").glob(f"job-{job.pk}-*"))
 
 
 @pytest.mark.celery

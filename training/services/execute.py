@@ -1,5 +1,18 @@
 """Running one training job on a GPU worker.
 
+The runner runs in a child process (``python -m ml.runners``), so that the
+memory a run takes returns to the system when it ends, however the
+allocator fragmented it. The task's process relays the child's JSON event
+lines to the ``JobReporter`` (progress, metrics, phase: the database writes
+of before), asks it to stop with SIGTERM when the job is cancelled, and
+samples its resident memory every ``RSS_SAMPLE_SECONDS`` (stored as
+``rss_bytes``/``peak_rss_bytes``). With ``ARBITER_WORKER_MEMORY_BYTES`` set it
+kills a child that grows past it. A child that dies by a signal fails the
+job with the signal, its last measured memory and, when the evidence says
+so (the watchdog's kill, the cgroup's ``oom_kill`` count rising, or memory
+near the machine's), "out of memory" and a smaller micro-batch to relaunch
+with. The child dies with the task's process (``--parent-pid``).
+
 The runner writes into a temporary folder; the adapter is registered, moved
 into place and the job marked succeeded in one transaction, only after the
 run returned successfully. A failed or cancelled run leaves no adapter row and
@@ -8,21 +21,30 @@ no files. Called by the ``training.job_run`` task (a process edge).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import queue
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from core.heartbeat import Heartbeat
+from ml import memory
+from ml.result import RunResult
 from models_hub.models import BaseModelVersion
 from models_hub.services.generation import generation_round_enqueue
 from models_hub.services.registry import (
@@ -40,6 +62,15 @@ logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
 LOG_TAIL_LINES = 60
+#: How often the parent samples the child's resident memory (the first
+#: sample comes sooner: a watchdog limit may be passed while loading).
+RSS_SAMPLE_SECONDS = 2.0
+FIRST_RSS_SAMPLE_SECONDS = 0.5
+#: A child killed with its memory above this share of the machine's (or the
+#: cgroup's) ran out of memory.
+OOM_NEAR_LIMIT = 0.9
+#: Seconds a cancelled child gets to stop by itself before it is killed.
+STOP_GRACE_SECONDS = 120
 
 
 class JobReporter:
@@ -66,6 +97,7 @@ class JobReporter:
         self._training_started: float | None = None
         self._metrics: list[TrainingMetric] = []
         self._log_dirty = False
+        self._memory: dict[str, int] | None = None
         self._heartbeat = Heartbeat(TrainingJob, job_id)
 
     def close(self) -> None:
@@ -88,6 +120,9 @@ class JobReporter:
         if self._log_dirty:
             fields["log_tail"] = "\n".join(self.log)
             self._log_dirty = False
+        if self._memory is not None:
+            fields.update(self._memory)
+            self._memory = None
         if fields:
             TrainingJob.objects.filter(pk=self.job_id).update(
                 heartbeat_at=timezone.now(), **fields
@@ -136,6 +171,12 @@ class JobReporter:
                 self._training_started = time.monotonic()
             last_step = True  # phase changes are rare and worth showing at once
         if last_step or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def on_memory(self, *, rss: int, peak: int) -> None:
+        """Buffer a memory sample; written with the next flush."""
+        self._memory = {"rss_bytes": rss, "peak_rss_bytes": peak}
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
     def _log(self, line: str) -> None:
@@ -227,13 +268,233 @@ def _needs_conversion(base: BaseModelVersion) -> bool:
     return not (folder / smollm2.MARKER).is_file()
 
 
+@dataclass
+class ChildOutcome:
+    """How a runner child ended, as its parent saw it."""
+
+    returncode: int
+    result: RunResult | None = None
+    error: str = ""
+    rss: int | None = None
+    peak_rss: int | None = None
+    watchdog_limit: int | None = None
+    oom_kills_before: int | None = None
+    oom_kills_after: int | None = None
+    stderr_tail: str = ""
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode < 0 else None
+
+
+def _read_lines(stream: IO[str], into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+def _convert_in_child() -> None:
+    """Convert the built-in base in a child process: the conversion loads
+    torch and the whole model, which the worker should not keep."""
+    models_dir = str(Path(settings.DATA_DIR) / "models")
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ml.smollm2 import ensure_smollm2; "
+            "ensure_smollm2(sys.argv[1])",
+            models_dir,
+        ],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"converting the built-in base model failed: {done.stderr[-2000:]}"
+        )
+
+
+def run_in_child(
+    *,
+    job_id: int,
+    method: str,
+    config: dict[str, Any],
+    data_dir: Path,
+    workdir: Path,
+    reporter: JobReporter,
+) -> ChildOutcome:
+    """Run ``python -m ml.runners`` for one job and relay its events.
+
+    The child's stdout carries JSON event lines only; its stderr (logs) goes
+    to ``workdir/runner.log``. Returns when the child has exited."""
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    watchdog = settings.ARBITER_WORKER_MEMORY_BYTES or None
+    outcome = ChildOutcome(returncode=0, watchdog_limit=watchdog)
+    outcome.oom_kills_before = memory.cgroup_oom_kills()
+    log_path = workdir / "runner.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "ml.runners",
+                method,
+                "--config",
+                str(config_path),
+                "--data",
+                str(data_dir),
+                "--out",
+                str(workdir / "adapter"),
+                "--parent-pid",
+                str(os.getpid()),
+            ],
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            encoding="utf-8",
+        )
+        TrainingJob.objects.filter(pk=job_id).update(runner_pid=proc.pid)
+        assert proc.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(
+            target=_read_lines,
+            args=(proc.stdout, lines),
+            name=f"runner-{job_id}-stdout",
+            daemon=True,
+        ).start()
+        started = time.monotonic()
+        next_sample = started + FIRST_RSS_SAMPLE_SECONDS
+        stop_sent_at: float | None = None
+        peak = 0
+        while True:
+            try:
+                line = lines.get(timeout=0.25)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line.strip():
+                _relay(line, reporter, outcome)
+            now = time.monotonic()
+            if now >= next_sample:
+                next_sample = now + RSS_SAMPLE_SECONDS
+                rss = memory.process_rss(proc.pid)
+                if rss is not None:
+                    peak = max(peak, rss)
+                    outcome.rss, outcome.peak_rss = rss, peak
+                    reporter.on_memory(rss=rss, peak=peak)
+                    if watchdog and rss > watchdog and proc.poll() is None:
+                        logger.warning(
+                            "training.job.memory_limit job=%s rss=%s limit=%s",
+                            job_id,
+                            rss,
+                            watchdog,
+                        )
+                        proc.kill()
+            if stop_sent_at is None and reporter.should_stop():
+                stop_sent_at = now
+                proc.send_signal(signal.SIGTERM)
+            elif stop_sent_at and now - stop_sent_at > STOP_GRACE_SECONDS:
+                proc.kill()
+        # wait4 gives the kernel's own peak for this child (ru_maxrss, KiB).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = outcome.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+    outcome.peak_rss = max(peak, usage.ru_maxrss * 1024) or None
+    outcome.oom_kills_after = memory.cgroup_oom_kills()
+    if outcome.peak_rss:
+        reporter.on_memory(rss=outcome.rss or 0, peak=outcome.peak_rss)
+    try:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        tail = ""
+    outcome.stderr_tail = "\n".join(tail.strip().splitlines()[-8:])
+    return outcome
+
+
+def _relay(line: str, reporter: JobReporter, outcome: ChildOutcome) -> None:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        logger.warning("training.job.bad_event line=%r", line[:200])
+        return
+    kind = event.pop("event", "")
+    if kind == "result":
+        event["output_dir"] = Path(event["output_dir"])
+        outcome.result = RunResult(**event)
+    elif kind == "error":
+        outcome.error = str(event.get("message", ""))
+    elif kind in ("status", "progress", "metrics"):
+        reporter.on_event(kind, event)
+
+
+def killed_message(outcome: ChildOutcome, *, config: dict[str, Any]) -> str:
+    """Why a child that died by a signal died, in words, with its memory
+    and what to relaunch with."""
+    number = outcome.signal or 0
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown"
+    last = (
+        memory.format_bytes(outcome.rss) if outcome.rss is not None else "not measured"
+    )
+    peak = memory.format_bytes(outcome.peak_rss) if outcome.peak_rss else "unknown"
+    text = (
+        f"The training process was killed by signal {number} ({name}); its last "
+        f"measured memory was {last} (peak {peak})."
+    )
+    evidence = oom_evidence(outcome)
+    if evidence:
+        text = f"Out of memory: {evidence}. " + text
+        smaller = memory.suggest_smaller_batch(
+            int(config.get("per_device_train_batch_size", 1)),
+            int(config.get("gradient_accumulation_steps", 1)),
+        )
+        if smaller:
+            text += (
+                f" Relaunch with a micro-batch of {smaller[0]} and gradient "
+                f"accumulation {smaller[1]}, or a lower max_length."
+            )
+        else:
+            text += " Relaunch with a lower max_length."
+    return text + " No adapter was registered."
+
+
+def oom_evidence(outcome: ChildOutcome) -> str:
+    """What says the child ran out of memory; empty when nothing does."""
+    if outcome.signal != signal.SIGKILL:
+        return ""
+    peak = outcome.peak_rss or 0
+    if outcome.watchdog_limit and (outcome.rss or 0) > outcome.watchdog_limit:
+        return (
+            f"it used {memory.format_bytes(outcome.rss or 0)}, over the worker's "
+            f"limit of {memory.format_bytes(outcome.watchdog_limit)} "
+            "(ARBITER_WORKER_MEMORY_BYTES), and the worker stopped it"
+        )
+    before, after = outcome.oom_kills_before, outcome.oom_kills_after
+    if before is not None and after is not None and after > before:
+        return f"the kernel's OOM killer ran in this worker's cgroup (oom_kill {before} → {after})"
+    total = memory.total_memory()
+    if peak >= OOM_NEAR_LIMIT * total:
+        return (
+            f"its memory reached {memory.format_bytes(peak)} of the machine's "
+            f"{memory.format_bytes(total)}"
+        )
+    return ""
+
+
 def training_job_execute(*, job_id: int) -> None:
     job = _claim(job_id)
     if job is None:
         return
     storage = Path(settings.STORAGE_ROOT)
-    tmp = storage / "tmp" / f"job-{job.pk}-{uuid.uuid4().hex}"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    workdir = storage / "tmp" / f"job-{job.pk}-{uuid.uuid4().hex}"
+    workdir.mkdir(parents=True, exist_ok=True)
     reporter = JobReporter(job.pk)
     try:
         bases = [job.base_model]
@@ -241,36 +502,52 @@ def training_job_execute(*, job_id: int) -> None:
             bases.append(job.reward_adapter.base_model)
         if any(_needs_conversion(base) for base in bases):
             reporter.on_event("status", {"phase": TrainingJob.Phase.CONVERTING})
+            _convert_in_child()
         config = runtime_config(job)
         # Loading starts here, not at the runner's first event: importing the
         # training stack alone takes seconds.
         reporter.on_event("status", {"phase": TrainingJob.Phase.LOADING})
-        # Inside the try: a worker whose training stack cannot load fails the
-        # job with the reason instead of leaving it running for the sweeper.
-        from ml import runners
-
-        result = runners.run(
-            job.method,
-            config,
+        outcome = run_in_child(
+            job_id=job.pk,
+            method=job.method,
+            config=config,
             data_dir=snapshot_data_dir(job.snapshot, job.method),
-            output_dir=tmp,
-            on_event=reporter.on_event,
-            should_stop=reporter.should_stop,
+            workdir=workdir,
+            reporter=reporter,
         )
     except Exception as exc:  # noqa: BLE001 - process edge: record, clean up, never crash the worker
         logger.exception("training.job.failed job=%s", job.pk)
         reporter.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         _finish(job, TrainingJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         return
     reporter.close()
     close_old_connections()
+    result = outcome.result
+    if result is None or outcome.returncode not in (0, 3):
+        shutil.rmtree(workdir, ignore_errors=True)
+        if outcome.signal is not None:
+            error = killed_message(outcome, config=job.config)
+        else:
+            error = outcome.error or (
+                f"The training process exited with code {outcome.returncode}: "
+                f"{outcome.stderr_tail}"
+            )
+        logger.warning(
+            "training.job.failed job=%s returncode=%s peak_rss=%s",
+            job.pk,
+            outcome.returncode,
+            outcome.peak_rss,
+        )
+        _finish(job, TrainingJob.Status.FAILED, error=error)
+        return
     if result.cancelled:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         _finish(job, TrainingJob.Status.CANCELLED, metrics=result.metrics)
         logger.info("training.job.cancelled job=%s", job.pk)
         return
-    _register(job, tmp, result)
+    _register(job, workdir / "adapter", result)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _register(job: TrainingJob, tmp: Path, result: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,18 +19,24 @@ from django.utils import timezone
 from core.enqueue import enqueue
 from core.heartbeat import task_messages_pending
 from labeling.models import Campaign
+from ml import memory
 from ml.config import config_class, config_from_dict
 from ml.runners import METHODS
 from models_hub.models import Adapter, BaseModelVersion
 from models_hub.selectors import campaign_reward_model
-from models_hub.services.registry import base_model_default
+from models_hub.services.registry import BUILTIN_SMOLLM2, base_model_default
 from training.exceptions import (
     InvalidTrainingConfig,
     JobNotCancellable,
     PipelineAlreadyRunning,
     TrainingError,
 )
-from training.models import DatasetSnapshot, TrainingJob, TrainingPipeline
+from training.models import (
+    DatasetSnapshot,
+    TrainingJob,
+    TrainingPipeline,
+    TrainingPolicy,
+)
 from training.services.snapshots import dataset_snapshot_create
 
 logger = logging.getLogger(__name__)
@@ -91,6 +99,177 @@ def training_config_fields(method: str) -> list[dict[str, Any]]:
     ]
 
 
+class JobTooLarge(TrainingError):
+    """Even a micro-batch of one would not fit the worker's memory."""
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def training_config_resolve(
+    *, campaign: Campaign | None, method: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a job of ``method`` in ``campaign`` runs with: the method's
+    defaults (ml.config), then the campaign policy's ``config_overrides``
+    for the method, then ``overrides`` (nested ``peft`` merged key by key).
+    The one place the launch form, the API, pipelines and the scheduler get
+    a config from. Raises ``InvalidTrainingConfig`` naming the field."""
+    layered: dict[str, Any] = {}
+    policy = (
+        TrainingPolicy.objects.filter(campaign=campaign).first()
+        if campaign is not None and campaign.pk
+        else None
+    )
+    if policy is not None:
+        from_policy = (policy.config_overrides or {}).get(method) or {}
+        if isinstance(from_policy, Mapping):
+            layered = _merge(layered, from_policy)
+    layered = _merge(layered, overrides)
+    return training_config_validate(method=method, overrides=layered)
+
+
+def base_model_shape(base: BaseModelVersion) -> memory.ModelShape | None:
+    """The base's sizes from its config.json, without converting or
+    downloading anything: the built-in SmolLM2 uses its known shape until
+    converted; a hub id that is not a local folder is unknown (None)."""
+    if base.source == BUILTIN_SMOLLM2:
+        from ml import smollm2
+
+        folder = Path(settings.DATA_DIR) / "models" / smollm2.FOLDER_NAME
+    else:
+        folder = Path(base.source)
+    try:
+        return memory.model_shape(folder)
+    except (OSError, ValueError):
+        return memory.SMOLLM2_135M if base.source == BUILTIN_SMOLLM2 else None
+
+
+def worker_memory_limit() -> int:
+    """``ARBITER_WORKER_MEMORY_BYTES``, else what this machine or its cgroup
+    has available now."""
+    return settings.ARBITER_WORKER_MEMORY_BYTES or memory.available_memory()
+
+
+@dataclass
+class JobPlan:
+    """A resolved config and how it fits the worker's memory.
+
+    ``config`` is what will run (already adjusted when ``adjustment`` says
+    so); ``refusal`` is set when even a micro-batch of one does not fit."""
+
+    method: str
+    config: dict[str, Any]
+    limit: int
+    estimate: memory.MemoryEstimate | None = None
+    adjustment: str = ""
+    refusal: str = ""
+    shape_known: bool = True
+    requested_estimate: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config, indent=2, sort_keys=True)
+
+    @property
+    def summary(self) -> str:
+        """One sentence for the job page and the form."""
+        if not self.shape_known:
+            return (
+                "Memory not estimated: the base model's config.json is not on "
+                "this machine."
+            )
+        assert self.estimate is not None
+        text = (
+            f"Estimated peak memory {self.estimate.describe()}; the worker has "
+            f"{memory.format_bytes(self.limit)}."
+        )
+        if self.adjustment:
+            text += " " + self.adjustment
+        if self.refusal:
+            text += " " + self.refusal
+        return text
+
+
+def _adjusted(method: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    smaller = memory.suggest_smaller_batch(
+        config["per_device_train_batch_size"], config["gradient_accumulation_steps"]
+    )
+    if smaller is None:
+        return None
+    batch, accumulation = smaller
+    candidate = {
+        **config,
+        "per_device_train_batch_size": batch,
+        "gradient_accumulation_steps": accumulation,
+    }
+    try:
+        return training_config_validate(method=method, overrides=candidate)
+    except InvalidTrainingConfig:
+        return None  # e.g. RLOO needs a multiple of num_generations
+
+
+def training_job_plan(
+    *,
+    method: str,
+    config: Mapping[str, Any],
+    base_model: BaseModelVersion,
+    limit: int | None = None,
+) -> JobPlan:
+    """Estimate the peak memory of a validated ``config`` and, when it
+    exceeds the worker's memory, halve the micro-batch and double gradient
+    accumulation (same effective batch) until it fits. Sets ``refusal``
+    when a micro-batch of one still does not fit."""
+    limit = limit or worker_memory_limit()
+    plan = JobPlan(method=method, config=dict(config), limit=limit)
+    shape = base_model_shape(base_model)
+    if shape is None:
+        plan.shape_known = False
+        return plan
+
+    def estimate(cfg: Mapping[str, Any]) -> memory.MemoryEstimate:
+        placeholders: dict[str, Any] = {"base_model": "-"}
+        if method in ("ppo", "rloo"):
+            placeholders["reward_adapter"] = "-"
+        return memory.estimate_peak_memory(
+            config_from_dict(method, {**cfg, **placeholders}), shape
+        )
+
+    plan.estimate = estimate(plan.config)
+    plan.requested_estimate = plan.estimate.total
+    if plan.estimate.total <= limit:
+        return plan
+    first = plan.config
+    current: dict[str, Any] | None = plan.config
+    while current is not None and estimate(current).total > limit:
+        current = _adjusted(method, current)
+    if current is None:
+        plan.refusal = (
+            f"Refused: it needs {memory.format_bytes(plan.estimate.total)} and "
+            f"even a micro-batch of one would exceed the worker's "
+            f"{memory.format_bytes(limit)}; lower max_length or free memory."
+        )
+        return plan
+    plan.config = current
+    plan.estimate = estimate(current)
+    plan.adjustment = (
+        "Adjusted to fit: micro-batch "
+        f"{first['per_device_train_batch_size']} → "
+        f"{current['per_device_train_batch_size']}, gradient accumulation "
+        f"{first['gradient_accumulation_steps']} → "
+        f"{current['gradient_accumulation_steps']} (same effective batch; "
+        f"{memory.format_bytes(plan.requested_estimate)} estimated as asked)."
+    )
+    return plan
+
+
 @transaction.atomic
 def training_job_launch(
     *,
@@ -109,8 +288,34 @@ def training_job_launch(
     Without ``snapshot`` a new one is taken of all labels so far. PPO and
     RLOO need ``reward_adapter``: the campaign's reward champion, else its
     newest reward adapter.
+
+    The config is ``training_config_resolve``'s (defaults, campaign policy,
+    ``config``). Memory policy, the same for the form, the API and the
+    scheduler: a config whose estimated peak exceeds the worker's memory
+    runs with a smaller micro-batch and more gradient accumulation, and the
+    job says so (``memory_note``); when even a micro-batch of one does not
+    fit, ``JobTooLarge`` refuses the launch with the estimate, except for a
+    scheduler's pipeline, which launches at a micro-batch of one with the
+    warning rather than stall the loop unseen.
     """
-    validated = training_config_validate(method=method, overrides=config or {})
+    validated = training_config_resolve(
+        campaign=campaign, method=method, overrides=config or {}
+    )
+    base_model = base_model or base_model_default()
+    plan = training_job_plan(method=method, config=validated, base_model=base_model)
+    if plan.refusal:
+        if pipeline is None or pipeline.triggered_by != "scheduler":
+            raise JobTooLarge(plan.summary)
+        while (smaller := _adjusted(method, plan.config)) is not None:
+            plan.config = smaller
+        plan.refusal = ""
+        plan.adjustment = (
+            "Even a micro-batch of one is estimated above the worker's memory; "
+            "the scheduler launched it at micro-batch "
+            f"{plan.config['per_device_train_batch_size']} anyway (lower "
+            "max_length in the campaign's training policy)."
+        )
+    validated = plan.config
     if snapshot is None:
         snapshot = dataset_snapshot_create(campaign=campaign, created_by=created_by)
     elif snapshot.campaign_id != campaign.pk:
@@ -127,13 +332,15 @@ def training_job_launch(
     job = TrainingJob(
         campaign=campaign,
         method=method,
-        base_model=base_model or base_model_default(),
+        base_model=base_model,
         snapshot=snapshot,
         reward_adapter=reward_adapter if method in ("ppo", "rloo") else None,
         parent_adapter=parent_adapter,
         pipeline=pipeline,
         config=validated,
         created_by=created_by,
+        memory_estimate_bytes=plan.estimate.total if plan.estimate else None,
+        memory_note=plan.summary,
     )
     job.full_clean()
     job.save()
@@ -141,6 +348,35 @@ def training_job_launch(
     enqueue("training.job_run", job.pk)
     logger.info("training.job.queued job=%s method=%s", job.pk, method)
     return job
+
+
+def training_job_relaunch(
+    *, job: TrainingJob, created_by: AbstractBaseUser | None, smaller: bool
+) -> TrainingJob:
+    """A new job with ``job``'s campaign, method, base, snapshot and config;
+    with ``smaller``, half the micro-batch and twice the gradient
+    accumulation (the suggestion made when a job ran out of memory). The
+    launch checks memory again like any other."""
+    if job.is_active:
+        raise TrainingError(f"Job {job.pk} is still {job.status}.")
+    config = dict(job.config)
+    if smaller:
+        adjusted = _adjusted(job.method, config)
+        if adjusted is None:
+            raise TrainingError(
+                "The micro-batch is already 1; lower max_length instead."
+            )
+        config = adjusted
+    return training_job_launch(
+        campaign=job.campaign,
+        method=job.method,
+        created_by=created_by,
+        config=config,
+        base_model=job.base_model,
+        snapshot=job.snapshot,
+        reward_adapter=job.reward_adapter,
+        parent_adapter=job.parent_adapter,
+    )
 
 
 @transaction.atomic
