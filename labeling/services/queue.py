@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core.reports import reports_mark_stale
 from labeling.exceptions import (
+    CampaignNotAvailable,
     ComparisonFull,
     LabelingError,
     LeaseNotFound,
@@ -122,8 +123,13 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
     Returns the annotator's live lease in this campaign when there is one
     (two tabs show the same pair); otherwise reserves a new pair. The caller
     has checked that the annotator may label in ``campaign``.
-    Raises ``NothingToLabel`` when the queue has nothing for this annotator.
+    Raises ``NothingToLabel`` when the queue has nothing for this annotator,
+    and ``CampaignNotAvailable`` when ``campaign`` is paused or archived: no
+    pair is handed out then, not even a live lease leased before the pause
+    (a submit for that lease is still accepted, see ``preference_record``).
     """
+    if campaign.status != Campaign.Status.ACTIVE:
+        raise CampaignNotAvailable("This campaign is not accepting labels right now.")
     now = timezone.now()
     with connection.cursor() as cursor:
         # Serialises one annotator's own requests (double clicks, two tabs);
@@ -221,7 +227,11 @@ def preference_record(
     submit for the same pair (double click, retry, another tab) returns the
     first preference with ``created=False``. A submit after the lease expired
     is accepted while the pair still has a free slot; otherwise it raises
-    ``ComparisonFull``. Locks the Comparison row.
+    ``ComparisonFull``. A lease is answered whatever its campaign's status: a
+    pair leased while the campaign was active and submitted after an admin
+    paused or archived it is recorded (nothing an annotator submitted is
+    lost), while ``comparison_lease_next`` serves no new pair. Locks the
+    Comparison row.
     """
     lease = (
         Lease.objects.filter(pk=lease_id, annotator=annotator)

@@ -12,8 +12,13 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from labeling.exceptions import ComparisonFull, LeaseNotFound, NothingToLabel
-from labeling.models import Comparison, Lease, Preference
+from labeling.exceptions import (
+    CampaignNotAvailable,
+    ComparisonFull,
+    LeaseNotFound,
+    NothingToLabel,
+)
+from labeling.models import Campaign, Comparison, Lease, Preference
 from labeling.services.queue import comparison_lease_next, lease_skip, preference_record
 from tests.labeling.factories import CampaignFactory, make_pairs
 
@@ -301,3 +306,108 @@ def test_concurrent_duplicate_submits_give_exactly_one_preference(
     assert Preference.objects.count() == 1
     pair = Comparison.objects.get()
     assert pair.label_count == 1 and pair.status == Comparison.Status.COMPLETE
+
+
+# ---------------------------------------------------------------- late submit
+# A pair leased while its campaign was active and submitted after an admin
+# paused or archived the campaign is recorded (nothing submitted is lost);
+# no new pair is served. Service, API and page agree.
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [Campaign.Status.PAUSED, Campaign.Status.ARCHIVED])
+def test_a_pair_leased_before_a_pause_is_recorded_after_it(
+    annotator: Any, status: str
+) -> None:
+    """The lease, not the campaign's current status, lets its annotator answer."""
+    campaign = CampaignFactory()
+    (pair,) = make_pairs(campaign, 1)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    Campaign.objects.filter(pk=campaign.pk).update(status=status)
+
+    result = preference_record(lease_id=lease.pk, annotator=annotator, choice="left")
+
+    assert result.created
+    pair.refresh_from_db()
+    lease.refresh_from_db()
+    assert pair.label_count == 1 and pair.status == Comparison.Status.COMPLETE
+    assert lease.status == Lease.Status.SUBMITTED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [Campaign.Status.PAUSED, Campaign.Status.ARCHIVED])
+def test_a_paused_campaign_serves_no_pair_not_even_the_live_lease(
+    annotator: Any, status: str
+) -> None:
+    """After a pause the queue hands out nothing, not the annotator's live
+    lease either, and reserves no slot."""
+    campaign = CampaignFactory(overlap_k=2)
+    make_pairs(campaign, 3)
+    comparison_lease_next(campaign=campaign, annotator=annotator)
+    campaign.status = status
+    campaign.save(update_fields=["status", "updated_at"])
+
+    with pytest.raises(CampaignNotAvailable, match="not accepting labels"):
+        comparison_lease_next(campaign=campaign, annotator=annotator)
+    assert Lease.objects.filter(campaign=campaign).count() == 1
+    assert sum(len(c.lease_expiries) for c in campaign.comparisons.all()) == 1
+
+
+@pytest.mark.django_db
+def test_late_api_submit_to_a_paused_campaign_is_stored_and_next_is_refused(
+    annotator: Any, api_client_for: Any
+) -> None:
+    """The API: 201 for the late label, then 403 with a reason for the next pair."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    api = api_client_for(annotator)
+    leased = api.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert leased.status_code == 200
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+
+    submitted = api.post(
+        f"/api/v1/leases/{leased.data['lease_id']}/preference/",
+        {"choice": "right"},
+        format="json",
+    )
+    assert submitted.status_code == 201
+    assert Preference.objects.filter(annotator=annotator).count() == 1
+
+    refused = api.post(f"/api/v1/campaigns/{campaign.pk}/next/")
+    assert refused.status_code == 403
+    assert "not open to you" in refused.data["detail"]
+    assert Lease.objects.filter(annotator=annotator).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("htmx", [False, True])
+def test_late_page_submit_to_a_paused_campaign_is_stored_and_says_so(
+    annotator: Any, client: Any, htmx: bool
+) -> None:
+    """The labeling page: the label is stored and the annotator is sent to the
+    campaign list with a notice that says so, instead of a 403 that drops it."""
+    campaign = CampaignFactory(name="Helpfulness")
+    make_pairs(campaign, 2)
+    client.force_login(annotator)
+    started = client.post(f"/campaigns/{campaign.pk}/label/")
+    lease = Lease.objects.get(annotator=annotator, campaign=campaign)
+    assert started.status_code == 302
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.post(
+        f"/campaigns/{campaign.pk}/label/{lease.pk}/submit/",
+        {"choice": "right", "client_request_id": "late-1"},
+        headers=headers,
+    )
+
+    if htmx:
+        assert response.status_code == 200 and response["HX-Redirect"] == "/"
+    else:
+        assert response.status_code == 302 and response["Location"] == "/"
+    assert Preference.objects.filter(annotator=annotator).count() == 1
+    assert Lease.objects.filter(annotator=annotator).count() == 1
+    page = client.get("/")
+    assert "“Helpfulness” is paused: what you just submitted is saved" in (
+        page.content.decode()
+    )
