@@ -19,11 +19,13 @@ from the base, DPO training, the candidate's generation round, the gate,
 automatic promotion, the next round against the new champion) is the
 product's own beat and workers. The benchmark only reads (GET) to report.
 
-The annotator's rule: **it prefers the answer that contains a digit**; when
-both or neither do it answers "tie". The champion's quality is judged by the
-same rule on the golden prompts: per prompt, a win when only the champion's
-answer has a digit, a loss when only the base's has, a tie otherwise; a
-one-sided sign test (scipy) over the decided prompts gives the p-value.
+The annotator's rule: **it prefers the answer with more digits** (0-9); on
+equal counts it answers "tie" (ties are left out of DPO's training pairs).
+"Contains a digit" alone left 33 of the first 40 base-vs-base pairs tied.
+The champion's quality is judged by the same rule on the golden prompts: per
+prompt, a win when the champion's answer has more digits than the base's, a
+loss when fewer, a tie otherwise; a one-sided sign test (scipy) over the
+decided prompts gives the p-value.
 Guardrail figures (repetition, degenerate and empty shares, mean length) are
 computed with ``ml.guardrails`` on the golden answers of the champion and
 the base; the drift from the base (the base's mean per-token NLL of the
@@ -261,6 +263,11 @@ def start_product(data_dir: Path, port: int, tick: float) -> tuple[Any, Any, dic
     os.environ["ARBITER_LOOP_TICK_SECONDS"] = str(tick)
     os.environ.setdefault("DJANGO_DEBUG", "false")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-loop-" + uuid.uuid4().hex)
+    # The product's processes import this checkout's code even when the
+    # virtualenv's editable install points at another one (a worktree).
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
     services, env = prepare(data_dir=data_dir, host="127.0.0.1", seed=False)
     supervisor = Supervisor(
         product_processes(host="127.0.0.1", port=port, data_dir=data_dir),
@@ -315,16 +322,20 @@ def wait_ready(api: Api, supervisor: Any, timeout: float = 120) -> None:
 # ---------------------------------------------------------------- the annotator
 
 
+def digits(text: str) -> int:
+    return sum(ch in DIGITS for ch in text)
+
+
 def has_digit(text: str) -> bool:
     return not DIGITS.isdisjoint(text)
 
 
 def rule_choice(left: str, right: str) -> str:
-    """The scripted annotator: the answer with a digit wins; else a tie."""
-    a, b = has_digit(left), has_digit(right)
+    """The scripted annotator: the answer with more digits wins; else a tie."""
+    a, b = digits(left), digits(right)
     if a == b:
         return "tie"
-    return "left" if a else "right"
+    return "left" if a > b else "right"
 
 
 @dataclass
@@ -378,13 +389,14 @@ def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from ml.guardrails import is_degenerate, repetition
 
     pairs = [(r["left"], r["right"]) for r in rows if r["left"] and r["right"]]
-    wins = sum(has_digit(a) and not has_digit(b) for a, b in pairs)
-    losses = sum(has_digit(b) and not has_digit(a) for a, b in pairs)
+    wins = sum(digits(a) > digits(b) for a, b in pairs)
+    losses = sum(digits(a) < digits(b) for a, b in pairs)
 
     def figures(texts: list[str]) -> dict[str, float]:
         n = max(len(texts), 1)
         return {
             "digit": sum(map(has_digit, texts)) / n,
+            "digits": sum(map(digits, texts)) / n,
             "repetition": sum(map(repetition, texts)) / n,
             "degenerate": sum(map(is_degenerate, texts)),
             "empty": sum(not t.strip() for t in texts),
@@ -505,7 +517,8 @@ def print_round(r: Round) -> None:
         )
         print(
             f"  golden answers (champion | base): with a digit {c['digit']:.0%} | "
-            f"{b['digit']:.0%}, degenerate {c['degenerate']} | {b['degenerate']}, "
+            f"{b['digit']:.0%}, digits per answer {c['digits']:.1f} | "
+            f"{b['digits']:.1f}, degenerate {c['degenerate']} | {b['degenerate']}, "
             f"empty {c['empty']} | {b['empty']}, repetition {c['repetition']:.3f} | "
             f"{b['repetition']:.3f}, length {c['length']:.0f} | {b['length']:.0f} chars"
         )
@@ -567,7 +580,7 @@ def main() -> int:
         supervisor.start()
         return run(args, settings, admin_token(env), supervisor, started)
     finally:
-        supervisor.stop()
+        supervisor.stop(timeout=10)
         services.stop()
 
 
@@ -591,7 +604,7 @@ def run(
         "/api/v1/campaigns/",
         {
             "name": f"bench-loop-{int(time.time())}",
-            "guidelines": "Prefer the answer that contains a digit.",
+            "guidelines": "Prefer the answer with more digits (0-9).",
         },
     )[1]
     cid = campaign["id"]
