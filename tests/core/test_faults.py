@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test import Client
@@ -27,6 +28,7 @@ from rest_framework.authtoken.models import Token
 
 from core.roles import ANNOTATOR, REVIEWER
 from labeling.models import Preference
+from tests.conftest import _test_database_url
 from tests.labeling.factories import CampaignFactory, make_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +194,13 @@ def test_postgres_restart_under_load_answers_503_and_keeps_every_acknowledged_la
         threading.Thread(target=load.annotate, args=(who, token), daemon=True)
         for who, token in tokens.items()
     ] + [threading.Thread(target=load.browse, args=(session,), daemon=True)]
+    # The server's first request imports every view module: not under load.
+    warm = _call(
+        "GET",
+        f"{live_server.url}/api/v1/me/",
+        headers={"Authorization": f"Token {next(iter(tokens.values()))}"},
+    )
+    assert warm[0] == 200, warm
     connection.close()  # the restart ends it; the assertions open a new one
 
     for thread in threads:
@@ -230,6 +239,28 @@ def test_postgres_restart_under_load_answers_503_and_keeps_every_acknowledged_la
     )
     assert len(load.acked) == len(set(load.acked)) == len(stored)
     assert set(load.acked) == stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_persistent_connection_the_restart_closed_is_replaced_on_next_request() -> (
+    None
+):
+    """A web process keeps its connection between requests (CONN_MAX_AGE).
+    When the server drops it (a restart), the next request checks it first
+    (CONN_HEALTH_CHECKS) and opens a new one instead of failing."""
+    from django.core.signals import request_started
+
+    assert connection.settings_dict["CONN_MAX_AGE"] > 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        old_pid = cursor.fetchone()[0]
+    with psycopg.connect(_test_database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+
+    request_started.send(sender=None)  # what Django sends as a request begins
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != old_pid
 
 
 def _manage_check(**env: str) -> subprocess.CompletedProcess[str]:
