@@ -18,7 +18,10 @@ def roles_ensure() -> dict[str, Group]:
         for name in (ANNOTATOR, REVIEWER, ADMIN)
     }
     domain = Permission.objects.filter(content_type__app_label__in=DOMAIN_APPS)
-    groups[ADMIN].permissions.set(domain)
+    # Admins also see and clear login lockouts (django-axes); reviewers do
+    # not: the attempts name accounts and addresses.
+    lockouts = Permission.objects.filter(content_type__app_label="axes")
+    groups[ADMIN].permissions.set(domain | lockouts)
     groups[REVIEWER].permissions.set(domain.filter(codename__startswith="view_"))
     return groups
 
