@@ -3,6 +3,7 @@ the environment (see ``.env.example``); there is no production-only module."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -13,6 +14,27 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Production (DJANGO_DEBUG false) needs these; one message names every one
+# that is missing (./arbiter and its embedded servers are for local runs).
+_PRODUCTION_REQUIRED = {
+    "DJANGO_SECRET_KEY": "a long random string (python -c "
+    '"import secrets; print(secrets.token_urlsafe(50))")',
+    "DATABASE_URL": "postgresql://USER:PASSWORD@HOST:5432/NAME",
+    "CELERY_BROKER_URL": "redis://HOST:6379/0",
+}
+_missing_in_production = [
+    name for name in _PRODUCTION_REQUIRED if not env.str(name, default="")
+]
+if not DEBUG and _missing_in_production:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is false (production), so these must be set: "
+        + "; ".join(
+            f"{name}={_PRODUCTION_REQUIRED[name]}" for name in _missing_in_production
+        )
+        + ". See .env.example and docker/README.md. For a local run instead, "
+        "leave DJANGO_DEBUG unset and start through ./arbiter (or manage.py), "
+        "which runs an embedded PostgreSQL and Redis under .data/."
+    )
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
@@ -46,6 +68,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI and Redoc from our own static files: /api/docs/ works offline.
+    "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "django_htmx",
     "template_partials",
     "core",
@@ -57,6 +83,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside session/auth: their database errors become a 503, not a 500.
+    "core.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,7 +94,54 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "core.middleware.ApplicationErrorMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: turns a lockout into the login page's notice.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes). Failed logins are counted per account from
+# one address and per address; past the limit that client waits out the
+# cool-off, then may try again. Token API calls never pass through it.
+AUTHENTICATION_BACKENDS = [
+    "core.login_throttling.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ARBITER_LOGIN_FAILURE_LIMIT", default=5)
+# Many people may share one address (an office NAT), so the address as a whole
+# gets a larger budget than one account from it.
+ARBITER_LOGIN_ADDRESS_FAILURE_LIMIT = env.int(
+    "ARBITER_LOGIN_ADDRESS_FAILURE_LIMIT", default=20
+)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env.float("ARBITER_LOGIN_COOLOFF_MINUTES", default=15.0)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "core.login_throttling.LoginThrottleHandler"
+AXES_LOCKOUT_CALLABLE = "core.login_throttling.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Behind a reverse proxy every client has the proxy's address: say how many
+# proxies append to X-Forwarded-For so the client's own address is counted.
+ARBITER_TRUSTED_PROXY_COUNT = env.int("ARBITER_TRUSTED_PROXY_COUNT", default=0)
+if ARBITER_TRUSTED_PROXY_COUNT:
+    AXES_IPWARE_PROXY_COUNT = ARBITER_TRUSTED_PROXY_COUNT
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+
+# Content-Security-Policy (django-csp): our own origin only, no inline script
+# and no inline style (htmx's indicator style is off, see base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+        "object-src": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -166,6 +241,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Human preference labeling, PEFT training jobs and the adapter registry.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge from validator.swagger.io: the docs never call another origin.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "CampaignStatusEnum": "labeling.models.Campaign.Status",
@@ -178,6 +258,9 @@ SPECTACULAR_SETTINGS = {
         # An adapter's policy/reward role and a person's role share a name.
         "RoleEnum": "models_hub.models.Adapter.Role",
         "PersonRoleEnum": "core.roles.ROLES",
+        # A combine job's PEFT combination type and a training method share a name.
+        "MethodEnum": "training.models.METHOD_CHOICES",
+        "CombineMethodEnum": "models_hub.models.CombineJob.Method",
     },
 }
 
@@ -191,23 +274,36 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.job_run": {"queue": "gpu"},
     "models_hub.generation_job_run": {"queue": "gpu"},
+    "models_hub.combine_job_run": {"queue": "gpu"},
     "models_hub.merge_export": {"queue": "gpu"},
     "models_hub.active_selection": {"queue": "gpu"},
+    "models_hub.active_selection_tick": {"queue": "default"},
     "training.sweep_stale_jobs": {"queue": "default"},
     "training.scheduler_tick": {"queue": "default"},
     "models_hub.reports_refresh": {"queue": "default"},
     "models_hub.bootstrap_tick": {"queue": "default"},
     "models_hub.sweep_stale_generation_jobs": {"queue": "default"},
+    "models_hub.sweep_stale_combine_jobs": {"queue": "default"},
     "models_hub.promotion_tick": {"queue": "default"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_RESULT_EXPIRES = 3600
-# Longer than the longest training job, or Redis redelivers a running job.
+# How long a message a worker took but never acknowledged (acks_late: until
+# the task ends) stays invisible before Redis hands it out again. Messages
+# waiting in a queue are not affected. Every acks_late task is idempotent (a
+# job row is claimed QUEUED -> RUNNING under a lock), so a redelivered copy of
+# a still-running job is a no-op, while a job reserved by a worker that died
+# comes back within the hour instead of after 12. Lost messages of QUEUED jobs
+# are sent again by the stale-job sweepers (ARBITER_REDISPATCH_AFTER).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("ARBITER_VISIBILITY_TIMEOUT", default=12 * 3600)
+    "visibility_timeout": env.int("ARBITER_VISIBILITY_TIMEOUT", default=3600)
 }
+# A QUEUED job older than this whose message no queue holds and no worker
+# reserved lost it (Redis restarted without its data, a purged queue, the
+# broker down at launch): the sweepers send it again.
+ARBITER_REDISPATCH_AFTER = env.int("ARBITER_REDISPATCH_AFTER", default=120)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -241,15 +337,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
     },
     # every 30 seconds: fail RUNNING jobs whose worker stopped sending heartbeats
+    # and send QUEUED jobs whose message was lost again
     "training-sweep-stale-jobs": {
         "task": "training.sweep_stale_jobs",
         "schedule": 30.0,
     },
     # every 10 minutes: boost open pairs where the reward champion is least sure.
-    # It waits on the gpu queue behind training jobs: a copy not started within
-    # the period expires instead of piling up behind them.
+    # The tick (default queue) queues the gpu run only while no copy waits or
+    # runs; that copy expires before the next tick, and so does the tick.
     "models-hub-active-selection": {
-        "task": "models_hub.active_selection",
+        "task": "models_hub.active_selection_tick",
         "schedule": 600.0,
         "options": {"expires": 540},
     },
@@ -268,6 +365,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "models_hub.sweep_stale_generation_jobs",
         "schedule": 30.0,
     },
+    # every 30 seconds: fail running combine jobs whose worker went silent
+    "models-hub-sweep-stale-combine-jobs": {
+        "task": "models_hub.sweep_stale_combine_jobs",
+        "schedule": 30.0,
+    },
     # every loop tick: promote candidates that passed the gate, retire losers
     "models-hub-promotion-tick": {
         "task": "models_hub.promotion_tick",
@@ -278,6 +380,11 @@ CELERY_BEAT_SCHEDULE = {
 # A running job whose heartbeat is older than this is marked failed.
 ARBITER_HEARTBEAT_TIMEOUT = env.int("ARBITER_HEARTBEAT_TIMEOUT", default=180)
 ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None
+# Memory a training job may use on the gpu worker (bytes). 0: what this
+# machine (or its cgroup) has available when the job is launched. Launches
+# whose estimate exceeds it get a smaller micro-batch; when set, the worker
+# also kills a job whose resident memory grows past it ("out of memory").
+ARBITER_WORKER_MEMORY_BYTES = env.int("ARBITER_WORKER_MEMORY_BYTES", default=0)
 
 # Active selection: the largest priority boost for a pair the reward model
 # finds a coin flip.
