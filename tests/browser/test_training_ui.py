@@ -53,7 +53,11 @@ def wait_for_polls(page: Any, kind: str, count: int) -> None:
     """Let the page handle ``count`` more answers of its ``kind`` poll
     (counted in the page: Playwright's response events may come late)."""
     start = page.evaluate(f"window.polls.{kind}")
-    page.wait_for_function(f"window.polls.{kind} >= {start + count}", timeout=15_000)
+    # A function, not an expression: Playwright evals expressions in the page,
+    # which the Content-Security-Policy (no 'unsafe-eval') refuses.
+    page.wait_for_function(
+        f"() => window.polls.{kind} >= {start + count}", timeout=15_000
+    )
 
 
 def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
@@ -150,12 +154,12 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
     )
     assert page.evaluate(LENGTHS, "loss") == [4, 1]
     assert page.locator("figure[data-chart=accuracy]").is_visible()
-    page.wait_for_function(f"({PAINTED})('accuracy') > 500")
+    page.wait_for_function(f"() => ({PAINTED})('accuracy') > 500")
     assert page.evaluate(LENGTHS, "metric:rewards/chosen") == [1]
     # Charts drawn inside the closed "All metrics" section size themselves
     # when it opens.
     page.get_by_text("All metrics", exact=True).click()
-    page.wait_for_function(f"({PAINTED})('metric:grad_norm') > 500")
+    page.wait_for_function(f"() => ({PAINTED})('metric:grad_norm') > 500")
 
     # A finished job stops both polls.
     TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress_step=10)
