@@ -51,6 +51,17 @@ class Campaign(BaseModel):
         validators=[MinValueValidator(30), MaxValueValidator(86_400)],
         help_text="How long a pair stays reserved for the annotator who opened it.",
     )
+    label_edit_minutes = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MaxValueValidator(1440)],
+        help_text="Minutes after answering a pair during which its annotator may "
+        "change the label (0: never). A label in a training snapshot is final.",
+    )
+    snapshot_preference_id = models.PositiveBigIntegerField(
+        default=0,
+        help_text="The highest preference id frozen into a training snapshot; "
+        "those labels can no longer be changed.",
+    )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.ACTIVE
     )
@@ -366,6 +377,14 @@ class Preference(BaseModel):
     source = models.CharField(
         max_length=16, choices=Source.choices, default=Source.ANNOTATOR
     )
+    version = models.PositiveIntegerField(
+        default=1,
+        help_text="1 for the first answer, one more for each change by its "
+        "annotator; the earlier versions are kept as PreferenceRevision rows.",
+    )
+    revised_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the annotator last changed it."
+    )
 
     class Meta:
         constraints = [
@@ -387,3 +406,31 @@ class Preference(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.annotator_id} → {self.choice} on {self.comparison_id}"
+
+
+class PreferenceRevision(BaseModel):
+    """An earlier version of a preference, kept when its annotator changed
+    the label: the Preference row always holds the latest version (what
+    exports and snapshots read), and nothing an annotator said is lost."""
+
+    preference = models.ForeignKey(
+        Preference, on_delete=models.CASCADE, related_name="revisions"
+    )
+    version = models.PositiveIntegerField(help_text="The version this row was.")
+    choice = models.CharField(max_length=16, choices=Preference.Choice.choices)
+    a_on_left = models.BooleanField()
+    strength = models.SmallIntegerField(null=True, blank=True)
+    criteria = models.JSONField(default=dict, blank=True)
+    rationale = models.CharField(max_length=1000, blank=True)
+    answered_at = models.DateTimeField(help_text="When this version was given.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["preference", "version"],
+                name="labeling_revision_unique_version",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"preference {self.preference_id} v{self.version}"

@@ -4,6 +4,7 @@ button, or a submit, which answers with the next pair)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,13 +13,19 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from core.exceptions import ApplicationError
 from core.roles import admin_required, reviewer_required
 from labeling import selectors
-from labeling.exceptions import ComparisonFull, ImportFailed, NothingToLabel
+from labeling.exceptions import (
+    ComparisonFull,
+    ImportFailed,
+    LeaseNotFound,
+    NothingToLabel,
+)
 from labeling.forms import CampaignForm, CampaignImportForm, PreferenceForm
-from labeling.models import Campaign, Comparison
+from labeling.models import Campaign, Comparison, Lease
 from labeling.selectors import campaigns as campaign_selectors
 from labeling.selectors import quality as quality_selectors
 from labeling.services import campaigns as campaign_services
@@ -187,9 +194,26 @@ def _import_summary(result: ImportResult) -> str:
 # ---------------------------------------------------------------- labeling
 
 
+def _posted_answer(request: HttpRequest) -> dict[str, Any]:
+    """What the annotator had chosen, to show again when a submit is refused."""
+    strength = request.POST.get("strength", "")
+    return {
+        "choice": request.POST.get("choice", ""),
+        "strength": int(strength) if strength.lstrip("-").isdigit() else None,
+        "rationale": request.POST.get("rationale", ""),
+    }
+
+
 def _card(
-    request: HttpRequest, *, campaign_id: int, lease_id: int | None, status: int = 200
+    request: HttpRequest,
+    *,
+    campaign_id: int,
+    lease_id: int | None,
+    status: int = 200,
+    answer: dict[str, Any] | None = None,
 ) -> HttpResponse:
+    """The labeling card: a leased pair to answer, a pair already answered
+    (with the label and, while allowed, the form to change it), or "done"."""
     campaign = selectors.campaign_get_for_user(
         user=request.user, campaign_id=campaign_id
     )
@@ -202,13 +226,29 @@ def _card(
         "form": PreferenceForm(campaign=campaign),
         "request_id": uuid.uuid4().hex,
         "suppress_messages": True,
+        "strength_options": list(selectors.STRENGTH_LABELS.items()),
+        "recent": selectors.preference_recent_for_annotator(
+            campaign=campaign, annotator=request.user
+        ),
+        "answer": answer or {},
     }
     if lease_id is not None:
         lease = selectors.lease_get_for_annotator(
             annotator=request.user, lease_id=lease_id
         )
         context["pair"] = selectors.lease_blind_pair(lease=lease)
-        context["lease_done"] = lease.status != lease.Status.ACTIVE
+        answered = selectors.preference_for_lease(lease=lease)
+        context["answered"] = answered
+        context["skipped"] = answered is None and lease.status == Lease.Status.SKIPPED
+        context["lease_done"] = context["skipped"] or (
+            answered is not None and answered.refusal is not None
+        )
+        if answered is not None and answer is None:
+            context["answer"] = {
+                "choice": answered.choice,
+                "strength": answered.strength,
+                "rationale": answered.rationale,
+            }
     template = (
         "labeling/label.html#comparison-card" if request.htmx else "labeling/label.html"
     )
@@ -267,9 +307,14 @@ def label_done(request: HttpRequest, campaign_id: int) -> HttpResponse:
 
 @require_POST
 def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpResponse:
-    campaign = selectors.campaign_get_for_annotator(
-        user=request.user, campaign_id=campaign_id
-    )
+    # The lease, not the campaign's status, lets its annotator answer: a pair
+    # leased before an admin paused or archived the campaign is still
+    # recorded (nothing submitted is lost), and no new pair follows.
+    campaign = selectors.lease_get_for_annotator(
+        annotator=request.user, lease_id=lease_id
+    ).campaign
+    if campaign.pk != campaign_id:
+        raise LeaseNotFound("That pair is not assigned to you.")
     form = PreferenceForm(request.POST, campaign=campaign)
     if not form.is_valid():
         messages.error(
@@ -285,15 +330,49 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
         if form.cleaned_data["intent"] == "skip":
             queue.lease_skip(lease_id=lease_id, annotator=request.user)
         else:
-            queue.preference_record(
-                lease_id=lease_id, annotator=request.user, **form.preference_kwargs()
+            # revise: an annotator who went back and answered differently
+            # changes the label (within the campaign's window) instead of
+            # having the new answer silently dropped.
+            result = queue.preference_record(
+                lease_id=lease_id,
+                annotator=request.user,
+                revise=True,
+                **form.preference_kwargs(),
             )
+            if result.revised:
+                label = selectors.SCREEN_CHOICE_LABELS[form.cleaned_data["choice"]]
+                messages.success(
+                    request,
+                    f"Label changed to “{label}” (version {result.preference.version};"
+                    " the earlier answer is kept in the history).",
+                )
     except ComparisonFull as exc:
         messages.info(request, exc.message)
     except ApplicationError as exc:
         messages.error(request, exc.message)
-        return _card(request, campaign_id=campaign_id, lease_id=lease_id)
+        return _card(
+            request,
+            campaign_id=campaign_id,
+            lease_id=lease_id,
+            status=400 if request.htmx else 200,
+            answer=_posted_answer(request),
+        )
+    campaign.refresh_from_db(fields=["status"])
+    if campaign.status != Campaign.Status.ACTIVE:
+        return _campaign_closed(request, campaign)
     return _next(request, campaign_id)
+
+
+def _campaign_closed(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """After a late submit to a paused or archived campaign: back to the
+    campaign list, saying the submit was kept and no pair follows."""
+    messages.info(
+        request,
+        f"“{campaign.name}” is {campaign.get_status_display()}: what you just"
+        " submitted is saved, and it has no more pairs for now.",
+    )
+    url = reverse("labeling:campaign-list")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 # ---------------------------------------------------------------- quality (reviewers)

@@ -77,6 +77,17 @@ class BlindPair:
     left: str
     right: str
     expires_at: Any
+    # Tokens after which the model was stopped (cut at ``max_new_tokens``
+    # before it finished); None when the text is complete or imported.
+    left_cut_at: int | None = None
+    right_cut_at: int | None = None
+
+
+def _cut_at(generation: Any) -> int | None:
+    if not isinstance(generation, dict) or generation.get("finished", True):
+        return None
+    tokens = generation.get("new_tokens") or generation.get("max_new_tokens")
+    return int(tokens) if isinstance(tokens, int) and tokens > 0 else None
 
 
 def lease_blind_pair(*, lease: Lease) -> BlindPair:
@@ -95,11 +106,16 @@ def lease_blind_pair(*, lease: Lease) -> BlindPair:
                 "prompt__messages",
                 "completion_a__text",
                 "completion_b__text",
+                "completion_a__generation",
+                "completion_b__generation",
             )
             .get(pk=lease.comparison_id)
         )
     a, b = comparison.completion_a.text, comparison.completion_b.text
     left, right = (a, b) if lease.a_on_left else (b, a)
+    cut_a = _cut_at(comparison.completion_a.generation)
+    cut_b = _cut_at(comparison.completion_b.generation)
+    left_cut, right_cut = (cut_a, cut_b) if lease.a_on_left else (cut_b, cut_a)
     return BlindPair(
         lease_id=lease.pk,
         campaign_id=lease.campaign_id,
@@ -108,7 +124,153 @@ def lease_blind_pair(*, lease: Lease) -> BlindPair:
         left=left,
         right=right,
         expires_at=lease.expires_at,
+        left_cut_at=left_cut,
+        right_cut_at=right_cut,
     )
+
+
+def preference_edit_refusal(
+    *, preference: Preference, campaign: Campaign, now: Any = None
+) -> str | None:
+    """Why ``preference`` can no longer be changed by its annotator, or None
+    while it still may be: only an annotator's own label, within
+    ``campaign.label_edit_minutes`` of the first answer, and never once it
+    is in a training snapshot."""
+    if preference.source != Preference.Source.ANNOTATOR:
+        return "Only labels given while labeling can be changed here."
+    if preference.pk <= campaign.snapshot_preference_id:
+        return "This label is already in a training snapshot, so it is final."
+    if campaign.label_edit_minutes == 0:
+        return "Labels in this campaign cannot be changed once given."
+    if (now or timezone.now()) > preference_editable_until(
+        preference=preference, campaign=campaign
+    ):
+        minutes = campaign.label_edit_minutes
+        return (
+            f"Labels can be changed for {minutes} minute{'s' if minutes != 1 else ''}"
+            " after answering; this one is final now."
+        )
+    return None
+
+
+def preference_editable_until(*, preference: Preference, campaign: Campaign) -> Any:
+    return preference.created_at + timedelta(minutes=campaign.label_edit_minutes)
+
+
+def preference_screen_answer(*, preference: Preference) -> dict[str, Any]:
+    """A stored label in the sides its annotator saw (choice ``left``/
+    ``right``/``tie``/``both_bad``; strength negative for left)."""
+    sides = {
+        Preference.Choice.A: "left" if preference.a_on_left else "right",
+        Preference.Choice.B: "right" if preference.a_on_left else "left",
+    }
+    strength = preference.strength
+    if strength is not None and not preference.a_on_left:
+        strength = -strength
+    return {
+        "choice": sides.get(preference.choice, preference.choice),
+        "strength": strength,
+        "criteria": {
+            name: sides.get(value, value)
+            for name, value in (preference.criteria or {}).items()
+        },
+        "rationale": preference.rationale,
+    }
+
+
+SCREEN_CHOICE_LABELS = {
+    "left": "Left is better",
+    "right": "Right is better",
+    "tie": "Tie",
+    "both_bad": "Both bad",
+}
+STRENGTH_LABELS = {
+    -3: "left, much",
+    -2: "left, clearly",
+    -1: "left, slightly",
+    0: "about equal",
+    1: "right, slightly",
+    2: "right, clearly",
+    3: "right, much",
+}
+
+
+@dataclass(frozen=True)
+class AnsweredLabel:
+    """One of an annotator's own labels, as they gave it on screen."""
+
+    preference_id: int
+    lease_id: int | None
+    prompt_excerpt: str
+    choice: str
+    choice_label: str
+    strength: int | None
+    strength_label: str
+    criteria: dict[str, str]
+    rationale: str
+    version: int
+    answered_at: Any
+    editable_until: Any
+    refusal: str | None
+
+
+def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredLabel:
+    answer = preference_screen_answer(preference=preference)
+    prompt = preference.comparison.prompt
+    text = prompt.text or " ".join(m.get("content", "") for m in prompt.messages or [])
+    return AnsweredLabel(
+        preference_id=preference.pk,
+        lease_id=preference.lease_id,
+        prompt_excerpt=" ".join(text.split())[:80],
+        choice=answer["choice"],
+        choice_label=SCREEN_CHOICE_LABELS.get(answer["choice"], answer["choice"]),
+        strength=answer["strength"],
+        strength_label=STRENGTH_LABELS.get(answer["strength"], "")
+        if answer["strength"] is not None
+        else "",
+        criteria=answer["criteria"],
+        rationale=answer["rationale"],
+        version=preference.version,
+        answered_at=preference.revised_at or preference.created_at,
+        editable_until=preference_editable_until(
+            preference=preference, campaign=campaign
+        ),
+        refusal=preference_edit_refusal(
+            preference=preference, campaign=campaign, now=now
+        ),
+    )
+
+
+def preference_recent_for_annotator(
+    *, campaign: Campaign, annotator: UserLike, limit: int = 5
+) -> list[AnsweredLabel]:
+    """``annotator``'s latest labels in ``campaign`` (newest first), each
+    saying whether it may still be changed."""
+    now = timezone.now()
+    prefs = (
+        Preference.objects.filter(
+            comparison__campaign=campaign,
+            annotator=annotator,
+            source=Preference.Source.ANNOTATOR,
+        )
+        .select_related("comparison__prompt")
+        .order_by("-created_at", "-id")[:limit]
+    )
+    return [_answered(p, campaign, now) for p in prefs]
+
+
+def preference_for_lease(*, lease: Lease) -> AnsweredLabel | None:
+    """The label its holder gave on ``lease``'s pair, if any."""
+    preference = (
+        Preference.objects.filter(
+            comparison_id=lease.comparison_id, annotator_id=lease.annotator_id
+        )
+        .select_related("comparison__prompt")
+        .first()
+    )
+    if preference is None:
+        return None
+    return _answered(preference, lease.campaign, timezone.now())
 
 
 def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, int]:
@@ -194,6 +356,9 @@ def preference_export_rows(
     exported; ties are skipped, or with ``tie_policy="both_orders"`` emitted
     once in each order with ``"tie": true`` (a reward model then learns no
     preference between them, only that both are comparable).
+
+    A label its annotator changed is exported as its latest version
+    (``version`` counts the changes; earlier ones stay in PreferenceRevision).
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}")
@@ -229,6 +394,7 @@ def preference_export_rows(
         "choice",
         "strength",
         "source",
+        "version",
         "created_at",
         "comparison__prompt__text",
         "comparison__prompt__messages",
@@ -243,6 +409,7 @@ def preference_export_rows(
         choice,
         strength,
         source,
+        version,
         created_at,
         prompt_text,
         prompt_messages,
@@ -271,5 +438,6 @@ def preference_export_rows(
                 "preference_id": pref_id,
                 "comparison_id": comparison_id,
                 "source": source,
+                "version": version,
                 "created_at": created_at.isoformat(),
             }

@@ -12,6 +12,11 @@ prompt to the campaign's pool (for generation). Imports are atomic: every
 line is validated before anything is written, and the first bad line is
 reported with its number and field. Importing the same file twice adds
 nothing the second time.
+
+Two completions of one line with byte-identical text (from different
+sources) are refused with the line and field: annotators could only guess
+between them, so such a pair is never created (generation rounds skip them
+too).
 """
 
 from __future__ import annotations
@@ -255,6 +260,19 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
             field="completions",
             message="contains the same completion twice",
         )
+    first_with_text: dict[str, int] = {}
+    for index, item in enumerate(completions):
+        if item.text in first_with_text:
+            raise ImportFailed(
+                line=number,
+                field=f"completions[{index}].text",
+                message=(
+                    f"is byte-identical to completions[{first_with_text[item.text]}]"
+                    " (from another source); identical answers are never shown as"
+                    " a pair, so keep one of them"
+                ),
+            )
+        first_with_text[item.text] = index
     golden = data.get("golden", False)
     if not isinstance(golden, bool):
         raise ImportFailed(line=number, field="golden", message="must be true or false")

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.exceptions import Conflict, NotFound
 from core.reports import reports_mark_stale
 from labeling.exceptions import (
     CampaignNotAvailable,
@@ -27,9 +28,31 @@ from labeling.exceptions import (
     LeaseNotFound,
     NothingToLabel,
 )
-from labeling.models import Campaign, Comparison, Lease, Preference
+from labeling.models import (
+    Campaign,
+    Comparison,
+    Lease,
+    Preference,
+    PreferenceRevision,
+)
+from labeling.selectors import (
+    campaign_get_for_annotator,
+    preference_edit_refusal,
+    preference_screen_answer,
+)
 
 logger = logging.getLogger(__name__)
+
+
+# Defined beside the one service that raises them (labeling.exceptions
+# belongs to the campaign and quality services' owners in this change).
+class LabelNotFound(NotFound):
+    """No such label of this annotator."""
+
+
+class LabelEditRefused(Conflict):
+    """The label may no longer be changed (window over, in a snapshot)."""
+
 
 SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 
@@ -85,6 +108,8 @@ _rng: random.Random = random.SystemRandom()
 class RecordResult:
     preference: Preference
     created: bool
+    # True when this submit changed an earlier answer (a new version).
+    revised: bool = False
 
 
 def _live_expiries(
@@ -207,6 +232,25 @@ def _to_completion_strength(strength: int | None, *, a_on_left: bool) -> int | N
     return strength if a_on_left else -strength
 
 
+def _check_strength_agrees(choice: str, strength: int | None) -> None:
+    """Refuse a strength that points to the other side than the choice
+    (screen sides: negative strength means left is better)."""
+    if strength is None:
+        return
+    if (choice == "left" and strength > 0) or (choice == "right" and strength < 0):
+        side = "right" if strength > 0 else "left"
+        raise LabelingError(
+            f"The strength says {side} is better but the choice is {choice}: "
+            "pick the strength on the side you chose, or none.",
+            extra={"field": "strength"},
+        )
+    if choice == "tie" and strength != 0:
+        raise LabelingError(
+            "A tie cannot be better on one side: pick 'about equal' or no strength.",
+            extra={"field": "strength"},
+        )
+
+
 @transaction.atomic
 def preference_record(
     *,
@@ -219,19 +263,24 @@ def preference_record(
     time_spent_ms: int | None = None,
     client_request_id: str = "",
     source: str = Preference.Source.ANNOTATOR,
+    revise: bool = False,
 ) -> RecordResult:
     """Record ``annotator``'s label for the pair behind ``lease_id``.
 
     ``choice``, ``strength`` and ``criteria`` are expressed in screen sides
-    (left/right) and stored against the completions. Idempotent: a second
-    submit for the same pair (double click, retry, another tab) returns the
-    first preference with ``created=False``. A submit after the lease expired
-    is accepted while the pair still has a free slot; otherwise it raises
-    ``ComparisonFull``. A lease is answered whatever its campaign's status: a
-    pair leased while the campaign was active and submitted after an admin
-    paused or archived it is recorded (nothing an annotator submitted is
-    lost), while ``comparison_lease_next`` serves no new pair. Locks the
-    Comparison row.
+    (left/right) and stored against the completions; a strength pointing to
+    the other side than ``choice`` raises ``LabelingError``. Idempotent: a
+    second submit for the same pair (double click, retry, another tab)
+    returns the first preference with ``created=False``. With ``revise`` (the
+    labeling page: an annotator went back and answered again), a second
+    submit with a different answer changes the label as
+    ``preference_revise`` does, or raises ``LabelEditRefused`` saying why it
+    may not. A submit after the lease expired is accepted while the pair
+    still has a free slot; otherwise it raises ``ComparisonFull``. A lease is
+    answered whatever its campaign's status: a pair leased while the
+    campaign was active and submitted after an admin paused or archived it is
+    recorded (nothing an annotator submitted is lost), while
+    ``comparison_lease_next`` serves no new pair. Locks the Comparison row.
     """
     lease = (
         Lease.objects.filter(pk=lease_id, annotator=annotator)
@@ -241,6 +290,7 @@ def preference_record(
     if lease is None:
         raise LeaseNotFound("That pair is not assigned to you.")
     completion_choice = _to_completion_choice(choice, a_on_left=lease.a_on_left)
+    _check_strength_agrees(choice, strength)
     stored_strength = _to_completion_strength(strength, a_on_left=lease.a_on_left)
     stored_criteria = {}
     for name, value in (criteria or {}).items():
@@ -253,6 +303,21 @@ def preference_record(
         comparison=comparison, annotator=annotator
     ).first()
     if existing is not None:
+        if revise and (
+            existing.choice,
+            existing.strength,
+            existing.criteria,
+            existing.rationale,
+        ) != (completion_choice, stored_strength, stored_criteria, rationale.strip()):
+            revised = _revise(
+                preference_id=existing.pk,
+                annotator=annotator,
+                choice=completion_choice,
+                strength=stored_strength,
+                criteria=stored_criteria,
+                rationale=rationale.strip(),
+            )
+            return RecordResult(preference=revised, created=False, revised=True)
         return RecordResult(preference=existing, created=False)
 
     now = timezone.now()
@@ -317,6 +382,138 @@ def preference_record(
         annotator.pk,
     )
     return RecordResult(preference=preference, created=True)
+
+
+_KEEP: Any = object()
+
+
+def _revise(
+    *,
+    preference_id: int,
+    annotator: AbstractBaseUser,
+    choice: str,
+    strength: int | None,
+    criteria: dict[str, str],
+    rationale: str,
+) -> Preference:
+    """Make (choice, strength, criteria, rationale), already stored against
+    the completions, the new version of the preference. Call inside
+    ``atomic()``; locks the Campaign row (no-key, so labeling goes on) to
+    serialise with snapshot creation, then the Preference row."""
+    campaign_id = (
+        Preference.objects.filter(pk=preference_id, annotator=annotator)
+        .values_list("comparison__campaign_id", flat=True)
+        .first()
+    )
+    if campaign_id is None:
+        raise LabelNotFound("That label is not yours or does not exist.")
+    campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign_id)
+    preference = Preference.objects.select_for_update().get(pk=preference_id)
+    if campaign.status != Campaign.Status.ACTIVE:
+        raise LabelEditRefused(
+            "This campaign is not accepting labels right now, so labels cannot "
+            "be changed."
+        )
+    refusal = preference_edit_refusal(preference=preference, campaign=campaign)
+    if refusal is not None:
+        raise LabelEditRefused(refusal)
+    PreferenceRevision.objects.create(
+        preference=preference,
+        version=preference.version,
+        choice=preference.choice,
+        a_on_left=preference.a_on_left,
+        strength=preference.strength,
+        criteria=preference.criteria,
+        rationale=preference.rationale,
+        answered_at=preference.revised_at or preference.created_at,
+    )
+    preference.choice = choice
+    preference.strength = strength
+    preference.criteria = criteria
+    preference.rationale = rationale
+    preference.version += 1
+    preference.revised_at = timezone.now()
+    preference.full_clean(
+        exclude=["comparison", "annotator", "lease"], validate_constraints=False
+    )
+    preference.save(
+        update_fields=[
+            "choice",
+            "strength",
+            "criteria",
+            "rationale",
+            "version",
+            "revised_at",
+            "updated_at",
+        ]
+    )
+    reports_mark_stale(campaign_id=campaign.pk)
+    logger.info(
+        "labeling.preference.revised preference=%s version=%s",
+        preference.pk,
+        preference.version,
+    )
+    return preference
+
+
+@transaction.atomic
+def preference_revise(
+    *,
+    preference_id: int,
+    annotator: AbstractBaseUser,
+    choice: str | None = None,
+    strength: Any = _KEEP,
+    criteria: dict[str, str] | None = None,
+    rationale: str | None = None,
+) -> Preference:
+    """Change ``annotator``'s own label ``preference_id``: the current values
+    are kept as a PreferenceRevision and the Preference row becomes the next
+    version (exports and snapshots read it).
+
+    Values are in the screen sides the annotator saw; one left out keeps
+    its current value (pass ``strength=None`` to clear it). Raises
+    ``LabelNotFound`` for a label that is not theirs, ``LabelingError`` for a
+    contradicting strength, and ``LabelEditRefused`` after the campaign's
+    ``label_edit_minutes``, once the label is in a training snapshot, or
+    for a label not given while labeling.
+    """
+    preference = Preference.objects.filter(
+        pk=preference_id, annotator=annotator
+    ).first()
+    if preference is None:
+        raise LabelNotFound("That label is not yours or does not exist.")
+    campaign = campaign_get_for_annotator(
+        user=annotator, campaign_id=preference.comparison.campaign_id
+    )
+    # Say first that the label is final, before judging the new values
+    # (checked again under the locks in _revise).
+    refusal = preference_edit_refusal(preference=preference, campaign=campaign)
+    if refusal is not None:
+        raise LabelEditRefused(refusal)
+    current = preference_screen_answer(preference=preference)
+    new_choice = current["choice"] if choice is None else choice
+    new_strength = current["strength"] if strength is _KEEP else strength
+    a_on_left = preference.a_on_left
+    stored_choice = _to_completion_choice(new_choice, a_on_left=a_on_left)
+    _check_strength_agrees(new_choice, new_strength)
+    stored_strength = _to_completion_strength(new_strength, a_on_left=a_on_left)
+    if criteria is None:
+        stored_criteria = dict(preference.criteria)
+    else:
+        known = {c.get("name") for c in campaign.criteria}
+        stored_criteria = {}
+        for name, value in criteria.items():
+            if name not in known:
+                raise LabelingError(f"criteria: unknown criterion {name!r}.")
+            stored_criteria[name] = _to_completion_choice(value, a_on_left=a_on_left)
+    return _revise(
+        preference_id=preference.pk,
+        annotator=annotator,
+        choice=stored_choice,
+        strength=stored_strength,
+        criteria=stored_criteria,
+        rationale=preference.rationale if rationale is None else rationale.strip(),
+    )
 
 
 @transaction.atomic

@@ -78,8 +78,72 @@
     }
   });
 
+  // A long prompt scrolls inside its box (CSS); offer to show all of it.
+  function setUpPrompt() {
+    var root = card();
+    var body = root && root.querySelector("[data-prompt-body]");
+    var toggle = root && root.querySelector("[data-prompt-toggle]");
+    if (!body || !toggle) {
+      return;
+    }
+    toggle.hidden = body.scrollHeight <= body.clientHeight + 4;
+  }
+
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest && event.target.closest("[data-prompt-toggle]");
+    if (!toggle) {
+      return;
+    }
+    var body = document.getElementById(toggle.getAttribute("aria-controls"));
+    var open = body.classList.toggle("expanded");
+    toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    toggle.textContent = open ? "Show less of the prompt" : "Show all of the prompt";
+  });
+
+  // Say what the swap brought (the live region sits outside the card, so it
+  // survives the swap) and put focus on the new card, not on a removed button.
+  function announce() {
+    var root = card();
+    var region = document.getElementById("label-announcer");
+    if (!root || !region) {
+      return;
+    }
+    var parts = [];
+    root.querySelectorAll("[data-card-messages] li").forEach(function (item) {
+      parts.push(item.textContent.trim());
+    });
+    var answered = root.querySelector("[data-answered]");
+    if (answered) {
+      parts.push(answered.textContent.replace(/\s+/g, " ").trim());
+    } else if (root.querySelector("#label-form")) {
+      var left = root.querySelector("#progress");
+      parts.push("New pair to label." + (left ? " " + left.textContent.replace(/\s+/g, " ").trim() + "." : ""));
+    } else {
+      parts.push("Nothing left to label here.");
+    }
+    region.textContent = parts.join(" ");
+    root.focus({ preventScroll: true });
+  }
+
   document.addEventListener("htmx:afterSwap", function () {
     shownAt = performance.now();
     window.scrollTo({ top: 0 });
+    setUpPrompt();
+    announce();
   });
+
+  // Back (or Forward) to an earlier card: htmx restores a copy of the page as
+  // it was, with a form for an answer already given. Ask the server instead,
+  // which says the pair is answered and offers the change while allowed.
+  document.addEventListener("htmx:historyRestore", function () {
+    if (card()) {
+      window.location.reload();
+    }
+  });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setUpPrompt);
+  } else {
+    setUpPrompt();
+  }
 })();

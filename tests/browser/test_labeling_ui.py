@@ -247,7 +247,9 @@ def test_model_output_is_shown_as_text_not_run(
 
     # The javascript: link is not made a link at all: it stays literal text,
     # and clicking it neither runs anything nor navigates.
-    assert card.locator("a").count() == 0
+    # (Scoped to the pair's texts: the card also lists the annotator's recent
+    # labels, as links.)
+    assert card.locator(".prompt a, .side a").count() == 0
     url = page.url
     card.get_by_text("[click](javascript:window.__xss=3)").click()
     assert page.url == url
@@ -477,3 +479,217 @@ def test_screenshots(new_context: Any, live_server: Any, make_user: Any) -> None
     assert left["x"] + left["width"] <= right["x"], "the two answers overlap"
     for png in ("login.png", "campaigns.png", "labeling.png"):
         assert (SCREENSHOTS / png).stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- what the annotator meant and saw
+
+
+def test_contradicting_strength_is_refused_with_a_reason(
+    page: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    login_with_form(page, annotator.username)
+    lease_id = start_labeling(page, campaign.name)
+
+    page.select_option("select[name=strength]", label="right, much")
+    wait_for_paint(page)
+    page.keyboard.press("1")
+
+    alert = page.locator("#comparison-card .messages li.error")
+    expect(alert).to_contain_text("strength says right is better")
+    assert not Preference.objects.filter(annotator=annotator).exists()
+    assert form_lease_id(page) == lease_id
+    expect(page.locator("#label-announcer")).to_contain_text("strength says right")
+    # The strength the annotator picked is still selected: fix one of the two.
+    assert page.locator("select[name=strength]").input_value() == "3"
+    page.keyboard.press("2")
+    wait_for_next_card(page, lease_id)
+    pref = Preference.objects.get(annotator=annotator)
+    lease = Lease.objects.get(pk=lease_id)
+    assert pref.choice == EXPECTED["right"](lease.a_on_left)
+    assert pref.strength == (3 if lease.a_on_left else -3)
+
+
+def test_back_and_answer_again_changes_the_label_as_a_new_version(
+    page: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    make_pairs(campaign, 3)
+    login_with_form(page, annotator.username)
+    first = start_labeling(page, campaign.name)
+    wait_for_paint(page)
+    page.keyboard.press("1")
+    wait_for_next_card(page, first)
+    second = form_lease_id(page)
+    page.wait_for_url(re.compile(rf"/label/{second}/$"))
+
+    page.go_back()
+    page.wait_for_url(re.compile(rf"/label/{first}/$"))
+    expect(page.locator("[data-answered]")).to_contain_text(
+        "You already answered this pair: Left is better"
+    )
+    expect(page.locator("[data-answered]")).to_contain_text("You can change it until")
+    assert form_lease_id(page) == first
+    wait_for_paint(page)
+    page.keyboard.press("2")
+    wait_for_next_card(page, first)
+
+    expect(page.locator("#comparison-card .messages")).to_contain_text(
+        "Label changed to “Right is better” (version 2"
+    )
+    assert form_lease_id(page) == second  # the pair that was waiting
+    lease = Lease.objects.get(pk=first)
+    pref = Preference.objects.get(annotator=annotator, lease=lease)
+    assert pref.version == 2
+    assert pref.choice == EXPECTED["right"](lease.a_on_left)
+    assert pref.revisions.get().choice == EXPECTED["left"](lease.a_on_left)
+    assert Preference.objects.filter(annotator=annotator).count() == 1
+
+    # The recent-labels list opens the pair again; the change is shown.
+    page.locator("[data-recent-labels] summary").click()
+    page.locator("[data-recent-labels] a").first.click()
+    expect(page.locator("[data-answered]")).to_contain_text("Right is better")
+    expect(page.locator("[data-answered]")).to_contain_text("changed 1 time")
+
+
+POEM = "Roses are red,\nviolets are blue,\nsugar is sweet,\nand so are you."
+COLUMNS = 30
+WIDE_TABLE = (
+    "| "
+    + " | ".join(f"column {i}" for i in range(COLUMNS))
+    + " |\n|"
+    + "---|" * COLUMNS
+    + "\n| "
+    + " | ".join("10" for _ in range(COLUMNS))
+    + " |\n"
+)
+
+
+def test_answers_render_as_the_model_wrote_them(
+    new_context: Any, make_user: Any
+) -> None:
+    """A poem keeps its lines (not the same as the words on one line), a wide
+    table scrolls inside its box with no cell split inside a number, a
+    heading in an answer is smaller than the UI's, and an answer cut at
+    max_new_tokens is marked."""
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    prompt = PromptFactory(campaign=campaign, text="Write a poem, then a table.")
+    ComparisonFactory(
+        campaign=campaign,
+        prompt=prompt,
+        completion_a=CompletionFactory(
+            prompt=prompt, text=POEM + "\n\n# Table\n\n" + WIDE_TABLE
+        ),
+        completion_b=CompletionFactory(
+            prompt=prompt,
+            text=POEM.replace("\n", " ") + " and then the model ran out of",
+            generation={"max_new_tokens": 96, "finished": False, "new_tokens": 96},
+        ),
+    )
+    page = new_context(viewport={"width": 1366, "height": 900}).new_page()
+    login_with_form(page, annotator.username)
+    lease_id = start_labeling(page, campaign.name)
+    a_on_left = Lease.objects.get(pk=lease_id).a_on_left
+    poem_side = page.locator(f'.side[data-side="{"left" if a_on_left else "right"}"]')
+    flat_side = page.locator(f'.side[data-side="{"right" if a_on_left else "left"}"]')
+
+    poem_text = poem_side.locator(".prose").inner_text()
+    assert "Roses are red,\nviolets are blue,\nsugar is sweet,\nand so are you." in (
+        poem_text
+    )
+    assert (
+        "Roses are red, violets are blue," in flat_side.locator(".prose").inner_text()
+    )
+
+    # No cell is split inside a word: a cell takes at most one line per word
+    # (the "10"s one line each); the table scrolls inside its box instead.
+    lines_and_words = page.evaluate(
+        """side => Array.from(document.querySelectorAll(
+                `.side[data-side="${side}"] td, .side[data-side="${side}"] th`
+            )).map(cell => {
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                const tops = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+                return [tops.size, cell.textContent.trim().split(/\\s+/).length];
+            })""",
+        "left" if a_on_left else "right",
+    )
+    assert len(lines_and_words) == 2 * COLUMNS
+    assert all(lines <= words for lines, words in lines_and_words), lines_and_words
+    assert [lines for lines, _ in lines_and_words[COLUMNS:]] == [1] * COLUMNS
+    table = poem_side.locator("table")
+    sizes = table.evaluate(
+        "t => [t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX]"
+    )
+    assert sizes[0] > sizes[1] and sizes[2] == "auto", sizes
+    side_box = poem_side.bounding_box()
+    table_box = table.bounding_box()
+    assert table_box["x"] + table_box["width"] <= side_box["x"] + side_box["width"] + 1
+
+    heading_size = poem_side.locator(".prose h1").evaluate(
+        "h => parseFloat(getComputedStyle(h).fontSize)"
+    )
+    page_heading_size = page.locator("#comparison-card header h1").evaluate(
+        "h => parseFloat(getComputedStyle(h).fontSize)"
+    )
+    assert heading_size < page_heading_size
+
+    expect(flat_side.locator("[data-cut]")).to_have_text(
+        "✂ cut at 96 tokens: the model was stopped before it finished."
+    )
+    assert poem_side.locator("[data-cut]").count() == 0
+
+
+def test_held_key_labels_one_card_and_the_new_card_is_announced_and_focused(
+    page: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    make_pairs(campaign, 3)
+    login_with_form(page, annotator.username)
+    first = start_labeling(page, campaign.name)
+    wait_for_paint(page)
+
+    page.keyboard.down("1")
+    wait_for_next_card(page, first)
+    wait_for_paint(page)
+    # The key is still held: the browser repeats it (event.repeat is true).
+    for _ in range(5):
+        page.keyboard.down("1")
+    page.keyboard.up("1")
+    page.wait_for_timeout(600)
+
+    assert Preference.objects.filter(annotator=annotator).count() == 1
+    assert Lease.objects.get(pk=form_lease_id(page)).status == Lease.Status.ACTIVE
+    expect(page.locator("#label-announcer")).to_contain_text("New pair to label.")
+    assert page.evaluate("document.activeElement.id") == "comparison-card"
+
+
+def test_long_prompt_keeps_the_answers_in_view_and_shows_all_on_request(
+    new_context: Any, make_user: Any
+) -> None:
+    annotator = make_user(ANNOTATOR)
+    campaign = CampaignFactory()
+    long_prompt = "\n\n".join(
+        f"Paragraph {i}: " + "the quick brown fox jumps over the lazy dog " * 8
+        for i in range(60)
+    )
+    prompt = PromptFactory(campaign=campaign, text=long_prompt)
+    ComparisonFactory(campaign=campaign, prompt=prompt)
+    page = new_context(viewport={"width": 1366, "height": 900}).new_page()
+    login_with_form(page, annotator.username)
+    start_labeling(page, campaign.name)
+
+    sides_top = page.locator(".sides").bounding_box()["y"]
+    assert sides_top < 900, sides_top
+    toggle = page.get_by_role("button", name="Show all of the prompt")
+    expect(toggle).to_be_visible()
+    toggle.click()
+    expect(
+        page.get_by_role("button", name="Show less of the prompt")
+    ).to_have_attribute("aria-expanded", "true")
+    assert page.locator(".sides").bounding_box()["y"] > 900

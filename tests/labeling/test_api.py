@@ -363,7 +363,11 @@ def _label_everything(campaign: Campaign, users: list[Any], choices: list[str]) 
 
     for user, choice in zip(users, choices, strict=True):
         lease = comparison_lease_next(campaign=campaign, annotator=user)
-        preference_record(lease_id=lease.pk, annotator=user, choice=choice, strength=-1)
+        # A strength must agree with the choice (-1: left, slightly).
+        strength = -1 if choice == "left" else None
+        preference_record(
+            lease_id=lease.pk, annotator=user, choice=choice, strength=strength
+        )
 
 
 @pytest.mark.django_db
@@ -477,3 +481,118 @@ def test_import_accepts_a_utf8_byte_order_mark(clients: dict[str, Any]) -> None:
     )
     assert response.status_code == 201, response.content
     assert Prompt.objects.get(campaign=campaign).content == "Größe?"
+
+
+# ---------------------------------------------------------------- changing a label
+
+
+def _answered_via_api(client: Any, campaign: Campaign) -> dict[str, Any]:
+    pair = client.post(reverse("api-comparison-next", args=[campaign.pk])).json()
+    return client.post(
+        reverse("api-preference-create", args=[pair["lease_id"]]),
+        {"choice": "left", "strength": -1},
+        format="json",
+    ).json()
+
+
+@pytest.mark.django_db
+def test_submit_with_a_contradicting_strength_is_a_400_and_writes_nothing(
+    clients: dict[str, Any],
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    client = clients[ANNOTATOR]
+    pair = client.post(reverse("api-comparison-next", args=[campaign.pk])).json()
+    response = client.post(
+        reverse("api-preference-create", args=[pair["lease_id"]]),
+        {"choice": "left", "strength": 3},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "right is better but the choice is left" in response.json()["detail"]
+    assert response.json()["field"] == "strength"
+    assert not Preference.objects.exists()
+
+
+@pytest.mark.django_db
+def test_patch_changes_the_label_as_a_new_version(clients: dict[str, Any]) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    client = clients[ANNOTATOR]
+    created = _answered_via_api(client, campaign)
+    url = reverse("api-preference-revise", args=[created["preference_id"]])
+
+    response = client.patch(
+        url, {"choice": "right", "strength": 2, "rationale": "misread"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["version"], body["choice"], body["strength"], body["rationale"]) == (
+        2,
+        "right",
+        2,
+        "misread",
+    )
+    pref = Preference.objects.get()
+    assert pref.version == 2 and pref.choice == ("b" if pref.a_on_left else "a")
+    assert pref.revisions.get().choice == ("a" if pref.a_on_left else "b")
+
+
+@pytest.mark.django_db
+def test_patch_refusals_are_4xx_with_a_reason(
+    clients: dict[str, Any], make_user: Any, api_client_for: Any
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    client = clients[ANNOTATOR]
+    created = _answered_via_api(client, campaign)
+    url = reverse("api-preference-revise", args=[created["preference_id"]])
+
+    contradiction = client.patch(url, {"choice": "right"}, format="json")
+    assert contradiction.status_code == 400
+    assert "strength" in contradiction.json()["detail"]
+
+    other = api_client_for(make_user("annotator"))
+    assert other.patch(url, {"choice": "tie"}, format="json").status_code == 404
+    assert clients[ANON].patch(url, {"choice": "tie"}, format="json").status_code in (
+        401,
+        403,
+    )
+    missing = reverse("api-preference-revise", args=[999_999])
+    assert client.patch(missing, {"choice": "tie"}, format="json").status_code == 404
+
+    Campaign.objects.filter(pk=campaign.pk).update(label_edit_minutes=0)
+    final = client.patch(url, {"choice": "tie", "strength": None}, format="json")
+    assert final.status_code == 409
+    assert "cannot be changed" in final.json()["detail"]
+    assert Preference.objects.get().version == 1
+
+
+@pytest.mark.django_db
+def test_import_refuses_byte_identical_completions_naming_the_line(
+    clients: dict[str, Any],
+) -> None:
+    """Two sources wrote the same text: such a pair would be a coin toss for
+    annotators, so the import names the line and imports nothing."""
+    campaign = CampaignFactory()
+    rows = [
+        {"prompt": "Say hi", "completions": ["Hi!", "Hello there."]},
+        {
+            "prompt": "Say bye",
+            "completions": [
+                {"text": "Bye.", "source": "model-a"},
+                {"text": "Bye.", "source": "model-b"},
+            ],
+        },
+    ]
+    response = clients[ADMIN].post(
+        reverse("api-campaign-import", args=[campaign.pk]),
+        {"file": _jsonl(rows)},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["line"], body["field"]) == (2, "completions[1].text")
+    assert "byte-identical to completions[0]" in body["detail"]
+    assert not Comparison.objects.exists() and not Prompt.objects.exists()

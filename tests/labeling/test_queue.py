@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -15,12 +16,29 @@ from django.utils import timezone
 from labeling.exceptions import (
     CampaignNotAvailable,
     ComparisonFull,
+    LabelingError,
     LeaseNotFound,
     NothingToLabel,
 )
-from labeling.models import Campaign, Comparison, Lease, Preference
-from labeling.services.queue import comparison_lease_next, lease_skip, preference_record
+from labeling.models import (
+    Campaign,
+    Comparison,
+    Lease,
+    Preference,
+    PreferenceRevision,
+    Prompt,
+)
+from labeling.selectors import preference_export_rows
+from labeling.services.queue import (
+    LabelEditRefused,
+    LabelNotFound,
+    comparison_lease_next,
+    lease_skip,
+    preference_record,
+    preference_revise,
+)
 from tests.labeling.factories import CampaignFactory, make_pairs
+from training.services.snapshots import dataset_snapshot_create, snapshot_data_dir
 
 
 def _run_threads(n: int, target: Any) -> list[Any]:
@@ -306,6 +324,200 @@ def test_concurrent_duplicate_submits_give_exactly_one_preference(
     assert Preference.objects.count() == 1
     pair = Comparison.objects.get()
     assert pair.label_count == 1 and pair.status == Comparison.Status.COMPLETE
+
+
+# ---------------------------------------------------------------- what the annotator meant
+
+
+def _labeled(annotator: Any, **campaign_kwargs: Any) -> Preference:
+    campaign = CampaignFactory(**campaign_kwargs)
+    make_pairs(campaign, 2)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    return preference_record(
+        lease_id=lease.pk,
+        annotator=annotator,
+        choice="left",
+        strength=-2,
+        rationale="cites its source",
+    ).preference
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("choice", "strength"),
+    [("left", 3), ("left", 1), ("right", -1), ("right", -3), ("tie", 2)],
+)
+def test_strength_pointing_to_the_other_side_is_refused(
+    annotator: Any, choice: str, strength: int
+) -> None:
+    """Screen strength is negative for left: "left is better" with "right,
+    much" contradicts itself and stores nothing."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    with pytest.raises(LabelingError, match="strength"):
+        preference_record(
+            lease_id=lease.pk, annotator=annotator, choice=choice, strength=strength
+        )
+    assert not Preference.objects.exists()
+    assert Comparison.objects.get(pk=lease.comparison_id).label_count == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("choice", "strength"),
+    [("left", -3), ("left", 0), ("right", 2), ("tie", 0), ("both_bad", 1)],
+)
+def test_strength_on_the_chosen_side_is_accepted(
+    annotator: Any, choice: str, strength: int
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    result = preference_record(
+        lease_id=lease.pk, annotator=annotator, choice=choice, strength=strength
+    )
+    assert result.created
+
+
+@pytest.mark.django_db
+def test_revise_records_a_new_version_and_keeps_the_earlier_answer(
+    annotator: Any,
+) -> None:
+    pref = _labeled(annotator)
+    first_choice, first_strength = pref.choice, pref.strength
+
+    revised = preference_revise(
+        preference_id=pref.pk, annotator=annotator, choice="right", strength=1
+    )
+
+    pref.refresh_from_db()
+    assert pref.version == revised.version == 2
+    assert pref.revised_at is not None
+    assert pref.choice == ("b" if pref.a_on_left else "a")
+    assert pref.strength == (1 if pref.a_on_left else -1)
+    assert pref.rationale == "cites its source"  # left out: kept
+    old = PreferenceRevision.objects.get(preference=pref)
+    assert (old.version, old.choice, old.strength, old.rationale) == (
+        1,
+        first_choice,
+        first_strength,
+        "cites its source",
+    )
+    assert Preference.objects.count() == 1
+    assert Comparison.objects.get(pk=pref.comparison_id).label_count == 1
+
+
+@pytest.mark.django_db
+def test_revise_with_a_contradicting_strength_is_refused(annotator: Any) -> None:
+    pref = _labeled(annotator)
+    with pytest.raises(LabelingError, match="strength says left"):
+        # The kept strength (-2, left clearly) contradicts the new choice.
+        preference_revise(preference_id=pref.pk, annotator=annotator, choice="right")
+    pref.refresh_from_db()
+    assert pref.version == 1
+    assert not PreferenceRevision.objects.exists()
+
+
+@pytest.mark.django_db
+def test_revise_after_the_edit_window_is_refused(annotator: Any) -> None:
+    pref = _labeled(annotator, label_edit_minutes=5)
+    Preference.objects.filter(pk=pref.pk).update(
+        created_at=timezone.now() - timedelta(minutes=6)
+    )
+    with pytest.raises(LabelEditRefused, match="5 minutes"):
+        preference_revise(
+            preference_id=pref.pk, annotator=annotator, choice="tie", strength=None
+        )
+    pref.refresh_from_db()
+    assert pref.version == 1 and not PreferenceRevision.objects.exists()
+
+
+@pytest.mark.django_db
+def test_campaign_with_no_edit_window_never_allows_changes(annotator: Any) -> None:
+    pref = _labeled(annotator, label_edit_minutes=0)
+    with pytest.raises(LabelEditRefused, match="cannot be changed"):
+        preference_revise(preference_id=pref.pk, annotator=annotator, rationale="x")
+
+
+@pytest.mark.django_db
+def test_revise_of_someone_elses_label_is_not_found(make_user: Any) -> None:
+    owner, other = make_user(), make_user()
+    pref = _labeled(owner)
+    with pytest.raises(LabelNotFound):
+        preference_revise(preference_id=pref.pk, annotator=other, choice="tie")
+
+
+@pytest.mark.django_db
+def test_label_in_a_snapshot_is_final_and_the_snapshot_has_its_latest_version(
+    annotator: Any,
+) -> None:
+    pref = _labeled(annotator)
+    Prompt.objects.filter(campaign_id=pref.comparison.campaign_id).update(split="train")
+    preference_revise(
+        preference_id=pref.pk, annotator=annotator, choice="right", strength=3
+    )
+    snapshot = dataset_snapshot_create(campaign=pref.comparison.campaign)
+
+    comparison = pref.comparison
+    right_text = (
+        comparison.completion_b.text if pref.a_on_left else comparison.completion_a.text
+    )
+    rows = [
+        json.loads(line)
+        for line in (snapshot_data_dir(snapshot, "dpo") / "train.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert [r["chosen"] for r in rows] == [right_text]
+    with pytest.raises(LabelEditRefused, match="snapshot"):
+        preference_revise(preference_id=pref.pk, annotator=annotator, choice="tie")
+    pref.refresh_from_db()
+    assert pref.version == 2
+
+
+@pytest.mark.django_db
+def test_export_reads_the_latest_version(annotator: Any) -> None:
+    pref = _labeled(annotator)
+    preference_revise(
+        preference_id=pref.pk, annotator=annotator, choice="right", strength=2
+    )
+    (row,) = preference_export_rows(campaign=pref.comparison.campaign)
+    comparison = pref.comparison
+    right_text = (
+        comparison.completion_b.text if pref.a_on_left else comparison.completion_a.text
+    )
+    assert (row["chosen"], row["version"], row["strength"]) == (right_text, 2, 2)
+
+
+@pytest.mark.django_db
+def test_answering_an_answered_pair_again_changes_the_label_only_when_different(
+    annotator: Any,
+) -> None:
+    """The page submits with ``revise``: the same answer again (a double
+    click, a retry) is no new version; a different one is."""
+    pref = _labeled(annotator)
+    same = preference_record(
+        lease_id=pref.lease_id,
+        annotator=annotator,
+        choice="left",
+        strength=-2,
+        rationale="cites its source",
+        revise=True,
+    )
+    assert not same.created and not same.revised and same.preference.version == 1
+    changed = preference_record(
+        lease_id=pref.lease_id,
+        annotator=annotator,
+        choice="both_bad",
+        revise=True,
+    )
+    assert changed.revised and changed.preference.version == 2
+    assert changed.preference.choice == "both_bad"
+    # Without ``revise`` (the API's idempotent POST) nothing changes.
+    again = preference_record(lease_id=pref.lease_id, annotator=annotator, choice="tie")
+    assert not again.revised and again.preference.choice == "both_bad"
+    assert PreferenceRevision.objects.filter(preference=pref).count() == 1
 
 
 # ---------------------------------------------------------------- late submit

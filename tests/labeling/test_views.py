@@ -192,3 +192,141 @@ def test_get_on_the_start_url_shows_the_start_page_and_leases_nothing(
     assert not Lease.objects.exists()
     assert logged_in.post(url).status_code == 302
     assert Lease.objects.filter(annotator=annotator).count() == 1
+
+
+# ---------------------------------------------------------------- what the annotator meant and saw
+
+
+def _label_first(logged_in: Client, annotator: Any, campaign: Any) -> Lease:
+    logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    lease = Lease.objects.get(annotator=annotator)
+    logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "left", "strength": "-1", "client_request_id": "r1"},
+    )
+    return lease
+
+
+@pytest.mark.django_db
+def test_contradicting_strength_is_refused_on_the_page_with_the_answer_kept(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 1)
+    logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    lease = Lease.objects.get(annotator=annotator)
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "left", "strength": "3"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "strength says right is better but the choice is left" in page
+    assert '<option value="3" selected>' in page
+    assert not Preference.objects.exists()
+
+
+@pytest.mark.django_db
+def test_back_and_answer_again_changes_the_label_as_a_new_version(
+    logged_in: Client, annotator: Any
+) -> None:
+    """The old card (browser Back) still posts to its lease: a different
+    answer is a change, recorded, not silently dropped."""
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    lease = _label_first(logged_in, annotator, campaign)
+
+    page = logged_in.get(reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]))
+    content = page.content.decode()
+    assert "You already answered this pair: <strong>Left is better</strong>" in content
+    assert "You can change it until" in content
+    assert 'value="left" data-key="1" class="choice" aria-pressed="true"' in content
+
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "right", "client_request_id": "r1"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    assert "Label changed to “Right is better” (version 2" in response.content.decode()
+    pref = Preference.objects.get(annotator=annotator)
+    assert pref.version == 2 and pref.choice == ("b" if lease.a_on_left else "a")
+    assert pref.revisions.count() == 1
+    assert Preference.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_answered_pair_after_the_window_says_why_it_cannot_change(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign = CampaignFactory(label_edit_minutes=0)
+    make_pairs(campaign, 2)
+    lease = _label_first(logged_in, annotator, campaign)
+
+    page = logged_in.get(reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]))
+    content = page.content.decode()
+    assert "cannot be changed once given" in content
+    assert 'id="label-form"' not in content
+
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "right"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    assert "cannot be changed once given" in response.content.decode()
+    assert Preference.objects.get(annotator=annotator).version == 1
+
+
+@pytest.mark.django_db
+def test_recent_labels_list_links_to_each_answered_pair(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 2)
+    lease = _label_first(logged_in, annotator, campaign)
+    next_lease = Lease.objects.get(annotator=annotator, status="active")
+    page = logged_in.get(
+        reverse("labeling:lease-detail", args=[campaign.pk, next_lease.pk])
+    ).content.decode()
+    assert "Your recent labels" in page
+    assert reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]) in page
+    assert "can change until" in page
+
+
+@pytest.mark.django_db
+def test_truncated_completion_is_marked_with_its_token_count(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign = CampaignFactory()
+    (pair,) = make_pairs(campaign, 1)
+    Completion.objects.filter(pk=pair.completion_a_id).update(
+        generation={"max_new_tokens": 96, "finished": False, "new_tokens": 96}
+    )
+    Completion.objects.filter(pk=pair.completion_b_id).update(
+        generation={"max_new_tokens": 96, "finished": True, "new_tokens": 40}
+    )
+    start = logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    page = logged_in.get(start["Location"]).content.decode()
+    assert page.count("cut at 96 tokens") == 1
+    lease = Lease.objects.get(annotator=annotator)
+    side = "left" if lease.a_on_left else "right"
+    section = page.split(f'data-side="{side}"')[1].split("</article>")[0]
+    assert "cut at 96 tokens" in section
+
+
+@pytest.mark.django_db
+def test_answers_keep_single_line_breaks_and_table_cells(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign = CampaignFactory()
+    (pair,) = make_pairs(campaign, 1)
+    Completion.objects.filter(pk=pair.completion_a_id).update(
+        text="Roses are red,\nviolets are blue\n\n| n | x |\n|---|---|\n| 10 | 2 |"
+    )
+    start = logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    page = logged_in.get(start["Location"]).content.decode()
+    assert "Roses are red,<br>\nviolets are blue" in page
+    assert "<td>10</td>" in page
+    assert 'class="prose answer"' in page

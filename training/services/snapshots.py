@@ -142,12 +142,23 @@ def dataset_snapshot_create(
     """Write ``preference/``, ``sft/`` and ``prompts/`` (``train.jsonl`` and
     ``val.jsonl`` each) for ``campaign``'s labels up to now and record them.
 
-    Splits follow each prompt's split; golden prompts are excluded. Raises
+    Splits follow each prompt's split; golden prompts are excluded. Each
+    label is read at its latest version, and from now on it can no longer be
+    changed (``Campaign.snapshot_preference_id``). Raises
     ``NoTrainingData`` when there is no training preference at all.
     """
     if tie_policy not in TIE_POLICIES:
         raise TrainingError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}.")
     clean = _validate_filters(filters or {})
+    # Serialises with label changes (labeling.services.queue): a change either
+    # lands before this snapshot reads the labels or is refused after it, so
+    # a snapshot holds each label's latest version and that label is final.
+    # No-key, so new leases and labels referencing the campaign never wait.
+    list(
+        Campaign.objects.select_for_update(no_key=True)
+        .filter(pk=campaign.pk)
+        .values_list("pk", flat=True)
+    )
     dropped, reliability = _quality_plan(campaign, clean)
     weighting = clean.get("weighting", "none")
     last_id = (
@@ -254,6 +265,9 @@ def dataset_snapshot_create(
         )
         snapshot.full_clean()
         snapshot.save()
+        Campaign.objects.filter(
+            pk=campaign.pk, snapshot_preference_id__lt=last_id
+        ).update(snapshot_preference_id=last_id)
         # Last step, so a failure above leaves no folder; a rollback after it
         # leaves an unreferenced folder, never a row without files.
         tmp.rename(final)
