@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.api import quality, views
+from labeling.api import quality, revisions, views
 
 urlpatterns = [
     path("me/", views.MeApi.as_view(), name="api-me"),
@@ -34,6 +34,11 @@ urlpatterns = [
         "leases/<int:lease_id>/preference/",
         views.PreferenceCreateApi.as_view(),
         name="api-preference-create",
+    ),
+    path(
+        "preferences/<int:preference_id>/",
+        revisions.PreferenceReviseApi.as_view(),
+        name="api-preference-revise",
     ),
     path(
         "leases/<int:lease_id>/skip/",

@@ -21,7 +21,7 @@ from django.utils import timezone
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.models import Campaign, Completion, Lease, Preference
 from labeling.services.queue import comparison_lease_next
-from models_hub.models import Adapter, BaseModelVersion, GenerationJob
+from models_hub.models import Adapter, BaseModelVersion, CombineJob, GenerationJob
 from models_hub.services.generation import generation_job_launch
 from models_hub.services.registry import adapter_promote, adapter_register
 from tests.labeling.factories import PromptFactory, make_pairs
@@ -113,6 +113,13 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "opponent_key": f"base:{base.pk}",
         },
     )
+    combine_job = CombineJob.objects.create(
+        campaign=campaign,
+        base_model=base,
+        method=CombineJob.Method.LINEAR,
+        parents=[{"adapter_id": policy.pk, "weight": 1.0}],
+        name="walk-combined",
+    )
     preference = Preference.objects.filter(comparison__campaign=campaign).first()
     assert preference is not None
     return {
@@ -124,11 +131,13 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "adapter_id": policy.pk,
             "action": "promote",
             "comparison_id": preference.comparison_id,
+            "preference_id": preference.pk,
             "annotator_id": preference.annotator_id,
             "job_id": job.pk,
             "generation_job_id": generation_job.pk,
             "method": "dpo",
             "user_id": annotator.pk,
+            "combine_job_id": combine_job.pk,
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
     }
