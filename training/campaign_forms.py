@@ -42,6 +42,7 @@ DEFAULT_TEXT = {
 LABELS = {
     "overlap_k": "Labels per pair (k)",
     "lease_ttl_seconds": "Lease time (seconds)",
+    "label_edit_minutes": "Minutes to change a label",
     "min_interval_minutes": "Minutes between rounds",
     "max_nll_increase": "Max NLL increase",
     "top_p": "Top-p",

@@ -16,6 +16,7 @@ EDITABLE_FIELDS = (
     "criteria",
     "overlap_k",
     "lease_ttl_seconds",
+    "label_edit_minutes",
     "gold_rate",
     "status",
 )

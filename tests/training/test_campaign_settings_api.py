@@ -50,6 +50,7 @@ def test_reviewer_reads_the_defaults_of_a_fresh_campaign_but_cannot_patch(
         "overlap_k": 1,
         "gold_rate": 0.0,
         "lease_ttl_seconds": 600,
+        "label_edit_minutes": 5,
         "status": "active",
         "annotators": [],
     }

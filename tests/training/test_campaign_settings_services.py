@@ -29,7 +29,13 @@ def _snapshot(campaign: Campaign) -> dict[str, Any]:
     return {
         "campaign": {
             f: getattr(campaign, f)
-            for f in ("overlap_k", "gold_rate", "lease_ttl_seconds", "status")
+            for f in (
+                "overlap_k",
+                "gold_rate",
+                "lease_ttl_seconds",
+                "label_edit_minutes",
+                "status",
+            )
         },
         "annotators": sorted(campaign.annotators.values_list("username", flat=True)),
         "policies": list(TrainingPolicy.objects.filter(campaign=campaign).values()),
@@ -164,6 +170,7 @@ def test_every_invalid_field_is_named_by_section(make_user: Any) -> None:
                 "overlap_k": 0,
                 "gold_rate": 0.9,
                 "lease_ttl_seconds": 5,
+                "label_edit_minutes": 5000,
                 "status": "sleeping",
                 "annotators": ["zed", "dave", "amy"],
             },
@@ -191,6 +198,7 @@ def test_every_invalid_field_is_named_by_section(make_user: Any) -> None:
         "overlap_k",
         "gold_rate",
         "lease_ttl_seconds",
+        "label_edit_minutes",
         "status",
         "annotators",
     }

@@ -39,7 +39,13 @@ TRAINING = "training"
 GENERATION = "generation"
 SECTIONS = (CAMPAIGN, TRAINING, GENERATION)
 
-CAMPAIGN_FIELDS = ("overlap_k", "gold_rate", "lease_ttl_seconds", "status")
+CAMPAIGN_FIELDS = (
+    "overlap_k",
+    "gold_rate",
+    "lease_ttl_seconds",
+    "label_edit_minutes",
+    "status",
+)
 TRAINING_FIELDS = (
     "enabled",
     "pipeline",
