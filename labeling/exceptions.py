@@ -21,6 +21,14 @@ class NothingToLabel(NotFound):
     pass
 
 
+class LabelNotFound(NotFound):
+    """No such label of this annotator."""
+
+
+class LabelEditRefused(Conflict):
+    """The label may no longer be changed (window over, in a snapshot)."""
+
+
 class ImportFailed(LabelingError):
     """An import line was invalid; nothing was written."""
 

@@ -19,12 +19,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.exceptions import Conflict, NotFound
 from core.reports import reports_mark_stale
 from labeling.exceptions import (
     CampaignNotAvailable,
     ComparisonFull,
+    LabelEditRefused,
     LabelingError,
+    LabelNotFound,
     LeaseNotFound,
     NothingToLabel,
 )
@@ -46,14 +47,6 @@ logger = logging.getLogger(__name__)
 
 # Defined beside the one service that raises them (labeling.exceptions
 # belongs to the campaign and quality services' owners in this change).
-class LabelNotFound(NotFound):
-    """No such label of this annotator."""
-
-
-class LabelEditRefused(Conflict):
-    """The label may no longer be changed (window over, in a snapshot)."""
-
-
 SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 
 # One statement: pick the best open pair this annotator may take, lock it

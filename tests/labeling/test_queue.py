@@ -16,7 +16,9 @@ from django.utils import timezone
 from labeling.exceptions import (
     CampaignNotAvailable,
     ComparisonFull,
+    LabelEditRefused,
     LabelingError,
+    LabelNotFound,
     LeaseNotFound,
     NothingToLabel,
 )
@@ -30,8 +32,6 @@ from labeling.models import (
 )
 from labeling.selectors import preference_export_rows
 from labeling.services.queue import (
-    LabelEditRefused,
-    LabelNotFound,
     comparison_lease_next,
     lease_skip,
     preference_record,
