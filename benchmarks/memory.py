@@ -125,6 +125,7 @@ def measure(
 
 
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="2,4")
     parser.add_argument("--length", type=int, default=128)

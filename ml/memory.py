@@ -13,8 +13,9 @@ worker to explain a kill. The estimate is the sum of
 - activations kept for the backward pass:
   ``sequences x length x hidden x layers x ACTIVATION_BYTES``;
 - the logits, ``sequences x length x vocab x 4`` bytes, times
-  ``LOGIT_COPIES`` (log-softmax, its gradient, the gathered log-probs); DPO
-  adds the reference pass (adapter disabled, no gradient).
+  ``LOGIT_COPIES`` (log-softmax, its gradient, the gathered log-probs). DPO's
+  reference pass (adapter disabled, no gradient) adds nothing at the peak:
+  its logits are reduced to log-probs and freed before the policy pass.
 
 ``sequences`` is the micro-batch (``per_device_train_batch_size``), doubled
 for DPO and reward models (chosen and rejected go through together), and
@@ -22,10 +23,13 @@ for DPO and reward models (chosen and rejected go through together), and
 whose every sequence is cut at ``max_length``. Shorter data uses less, since
 batches are padded only to their longest row.
 
-The factors were calibrated on SmolLM2-135M on CPU (benchmarks/memory.py
-prints estimate against measured peak RSS); on a GPU worker the same
-figures describe host memory only roughly (weights and activations live on
-the device).
+The factors were calibrated on SmolLM2-135M on CPU at 128 tokens, batches
+2 and 4 (benchmarks/memory.py prints estimate against measured peak RSS:
+within a few percent for SFT and DPO, 10-20 % above for reward models). For
+the DPO launch of issue 17 (batch 8, 512 tokens) it says 23 GB; the worker
+had reached 22.8 GB when the kernel killed it. On a GPU worker the figures
+describe host memory only roughly (weights and activations live on the
+device).
 """
 
 from __future__ import annotations
@@ -42,16 +46,17 @@ from ml.config import RunConfig
 GIB = 1024**3
 MIB = 1024**2
 
-#: Python + torch + transformers + peft + trl + datasets, imported, with the
-#: tokenizer and a small dataset loaded; measured on SmolLM2 with one token.
-RUNTIME_BYTES = 700 * MIB
-#: Bytes kept per (token x hidden unit x layer) for the backward pass, float32
-#: (attention inputs, MLP intermediates at intermediate/hidden ~ 2.7, norms).
-ACTIVATION_BYTES = 34.0
-#: Copies of the float32 logits alive at the peak of a step with gradients.
+#: Python + torch + transformers + peft + trl + datasets imported, with the
+#: tokenizer and dataset loaded (the intercept of the measured runs).
+RUNTIME_BYTES = 750 * MIB
+#: Bytes kept per (token x hidden unit x layer) for the backward pass:
+#: float32 norms, projections, LoRA dropout copies and MLP intermediates
+#: (SmolLM2's intermediate is 2.7 x hidden); the slope of the reward runs,
+#: which have no vocabulary logits.
+ACTIVATION_BYTES = 120.0
+#: Copies of the float32 logits alive at the peak of a step with gradients
+#: (the slope of SFT and DPO runs beyond their activations).
 LOGIT_COPIES = 3.0
-#: Copies alive in a forward pass without gradients (DPO's reference pass).
-REFERENCE_LOGIT_COPIES = 1.0
 #: Bytes per trainable parameter: float32 weight, gradient, AdamW m and v.
 TRAINABLE_BYTES = 16
 FLOAT32 = 4
@@ -201,8 +206,6 @@ def estimate_peak_memory(config: RunConfig, shape: ModelShape) -> MemoryEstimate
     if method != "reward":  # a reward model's head has one output, not a vocabulary
         logits = tokens * shape.vocab_size * FLOAT32
         parts["logits"] = int(logits * LOGIT_COPIES)
-        if method == "dpo":
-            parts["reference logits"] = int(logits * REFERENCE_LOGIT_COPIES)
     return MemoryEstimate(parts=parts)
 
 

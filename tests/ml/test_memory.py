@@ -60,18 +60,18 @@ def test_estimate_grows_with_batch_and_length_and_dpo_costs_most() -> None:
         _config("reward", per_device_train_batch_size=4), shape
     )
     assert sft.total < sft8.total and sft.total < longer.total
-    assert dpo.total > sft.total and "reference logits" in dpo.parts
+    assert dpo.total > sft.total
     # A reward head has one output: no vocabulary-sized logits.
     assert "logits" not in reward.parts
     assert sft.parts["base weights"] == shape.parameters * 4
     assert "GB" in dpo.describe() and dpo.to_dict()["total"] == dpo.total
 
 
-def test_the_issue_17_dpo_defaults_are_estimated_above_ten_gigabytes() -> None:
-    """DPO at batch 8 and 512 tokens on SmolLM2 grew a 24 GB worker past
-    22 GB; the estimate must not call that small."""
+def test_the_issue_17_dpo_launch_is_estimated_near_what_killed_the_worker() -> None:
+    """DPO at batch 8 and 512 tokens on SmolLM2 had grown a 24 GB worker to
+    22.8 GB when the kernel killed it at step 3."""
     estimate = memory.estimate_peak_memory(_config("dpo"), memory.SMOLLM2_135M)
-    assert estimate.total > 10 * memory.GIB
+    assert 20 * memory.GIB < estimate.total < 26 * memory.GIB
 
 
 def test_a_smaller_batch_keeps_the_effective_batch() -> None:

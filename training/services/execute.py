@@ -281,6 +281,7 @@ class ChildOutcome:
     oom_kills_before: int | None = None
     oom_kills_after: int | None = None
     stderr_tail: str = ""
+    cancel_sent: bool = False
 
     @property
     def signal(self) -> int | None:
@@ -366,45 +367,16 @@ def run_in_child(
             name=f"runner-{job_id}-stdout",
             daemon=True,
         ).start()
-        started = time.monotonic()
-        next_sample = started + FIRST_RSS_SAMPLE_SECONDS
-        stop_sent_at: float | None = None
-        peak = 0
-        while True:
-            try:
-                line = lines.get(timeout=0.25)
-            except queue.Empty:
-                line = ""
-            if line is None:
-                break
-            if line.strip():
-                _relay(line, reporter, outcome)
-            now = time.monotonic()
-            if now >= next_sample:
-                next_sample = now + RSS_SAMPLE_SECONDS
-                rss = memory.process_rss(proc.pid)
-                if rss is not None:
-                    peak = max(peak, rss)
-                    outcome.rss, outcome.peak_rss = rss, peak
-                    reporter.on_memory(rss=rss, peak=peak)
-                    if watchdog and rss > watchdog and proc.poll() is None:
-                        logger.warning(
-                            "training.job.memory_limit job=%s rss=%s limit=%s",
-                            job_id,
-                            rss,
-                            watchdog,
-                        )
-                        proc.kill()
-            if stop_sent_at is None and reporter.should_stop():
-                stop_sent_at = now
-                proc.send_signal(signal.SIGTERM)
-            elif stop_sent_at and now - stop_sent_at > STOP_GRACE_SECONDS:
-                proc.kill()
-        # wait4 gives the kernel's own peak for this child (ru_maxrss, KiB).
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = outcome.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            peak = _watch(proc, lines, job_id, reporter, outcome, watchdog)
+        except BaseException:
+            # The run must not outlive a parent that gives up on it.
+            proc.kill()
+            proc.wait()
+            raise
+        outcome.returncode, kernel_peak = _reap(proc)
         proc.stdout.close()
-    outcome.peak_rss = max(peak, usage.ru_maxrss * 1024) or None
+    outcome.peak_rss = max(peak, kernel_peak) or None
     outcome.oom_kills_after = memory.cgroup_oom_kills()
     if outcome.peak_rss:
         reporter.on_memory(rss=outcome.rss or 0, peak=outcome.peak_rss)
@@ -414,6 +386,67 @@ def run_in_child(
         tail = ""
     outcome.stderr_tail = "\n".join(tail.strip().splitlines()[-8:])
     return outcome
+
+
+def _reap(proc: subprocess.Popen[str]) -> tuple[int, int]:
+    """(exit code, the kernel's peak RSS in bytes or 0) of an ended child.
+    ``wait4`` reports the peak (ru_maxrss, KiB) unless Popen already reaped
+    the child (``kill``/``send_signal`` poll first)."""
+    if proc.returncode is None:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except ChildProcessError:
+            return proc.wait(), 0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode, usage.ru_maxrss * 1024
+    return proc.returncode, 0
+
+
+def _watch(
+    proc: subprocess.Popen[str],
+    lines: queue.Queue[str | None],
+    job_id: int,
+    reporter: JobReporter,
+    outcome: ChildOutcome,
+    watchdog: int | None,
+) -> int:
+    """Relay events, sample memory, pass on a cancel and enforce the limit
+    until the child closes its stdout. Returns the peak RSS sampled."""
+    next_sample = time.monotonic() + FIRST_RSS_SAMPLE_SECONDS
+    stop_sent_at: float | None = None
+    peak = 0
+    while True:
+        try:
+            line = lines.get(timeout=0.25)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            break
+        if line.strip():
+            _relay(line, reporter, outcome)
+        now = time.monotonic()
+        if now >= next_sample:
+            next_sample = now + RSS_SAMPLE_SECONDS
+            rss = memory.process_rss(proc.pid)
+            if rss is not None:
+                peak = max(peak, rss)
+                outcome.rss, outcome.peak_rss = rss, peak
+                reporter.on_memory(rss=rss, peak=peak)
+                if watchdog and rss > watchdog:
+                    logger.warning(
+                        "training.job.memory_limit job=%s rss=%s limit=%s",
+                        job_id,
+                        rss,
+                        watchdog,
+                    )
+                    proc.kill()
+        if stop_sent_at is None and reporter.should_stop():
+            stop_sent_at = now
+            outcome.cancel_sent = True
+            proc.send_signal(signal.SIGTERM)
+        elif stop_sent_at and now - stop_sent_at > STOP_GRACE_SECONDS:
+            proc.kill()
+    return peak
 
 
 def _relay(line: str, reporter: JobReporter, outcome: ChildOutcome) -> None:
@@ -524,6 +557,11 @@ def training_job_execute(*, job_id: int) -> None:
     reporter.close()
     close_old_connections()
     result = outcome.result
+    if result is None and outcome.cancel_sent:
+        # Cancelled, and killed after STOP_GRACE_SECONDS without stopping.
+        shutil.rmtree(workdir, ignore_errors=True)
+        _finish(job, TrainingJob.Status.CANCELLED)
+        return
     if result is None or outcome.returncode not in (0, 3):
         shutil.rmtree(workdir, ignore_errors=True)
         if outcome.signal is not None:
