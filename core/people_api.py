@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from core import people
 from core.permissions import IsAdmin
 from core.roles import ROLES
+from core.schema import ApiAutoSchema
 
 
 @extend_schema_serializer(component_name="PeopleError")
@@ -49,7 +50,7 @@ NO_SUCH_PERSON = _error("No person has this id.")
 class PersonOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
-    email = serializers.EmailField()
+    email = serializers.CharField(help_text="An email address, or empty.")
     role = serializers.SerializerMethodField(
         help_text="annotator, reviewer or admin (superusers are admins); null "
         "for an account in no role group."
@@ -91,10 +92,16 @@ class PersonListApi(APIView):
     """Accounts: list them, or create one with a role and an API token."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="PersonCreateInput")
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+        # Django's username rule, stated in the schema.
+        username = serializers.RegexField(
+            r"^[\w.@+-]+$",
+            max_length=150,
+            help_text="Letters, digits and @ . + - _ only.",
+        )
         email = serializers.EmailField(required=False, allow_blank=True, default="")
         role = serializers.ChoiceField(choices=ROLES)
         password = serializers.CharField(
@@ -146,6 +153,7 @@ class PersonDetailApi(APIView):
     are never deleted (their labels stay): deactivate them instead."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="PersonUpdateInput")
     class InputSerializer(serializers.Serializer):
@@ -198,6 +206,7 @@ class PersonTokenRotateApi(APIView):
     Their previous token stops working at once."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         request=None,
@@ -217,6 +226,8 @@ class PersonTokenRotateApi(APIView):
 class MeTokenRotateApi(APIView):
     """Replace the caller's own API token, shown once in the response. The
     token used for this very request stops working at once."""
+
+    schema = ApiAutoSchema()
 
     @extend_schema(
         request=None,

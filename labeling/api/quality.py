@@ -7,12 +7,14 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import NotFound
 from core.permissions import IsReviewer
+from core.schema import ApiAutoSchema, error
 from labeling.models import Comparison
 from labeling.selectors import campaign_get_for_user
 from labeling.selectors import quality as q
@@ -37,6 +39,7 @@ class CampaignQualityApi(APIView):
     newer one is on its way, else ``current``."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int) -> Response:
@@ -74,10 +77,40 @@ class CampaignQualityApi(APIView):
         )
 
 
-class AnnotatorTimelineApi(APIView):
-    permission_classes = [IsReviewer]
+@extend_schema_serializer(component_name="AnnotatorDay")
+class TimelineDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    labels = serializers.IntegerField(help_text="Labels given that day.")
+    gold = serializers.IntegerField(help_text="Of them, on gold pairs.")
+    gold_accuracy = serializers.FloatField(
+        allow_null=True, help_text="Share of gold pairs answered right; null without."
+    )
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+
+@extend_schema_serializer(component_name="DisagreementLabel")
+class DisagreementLabelSerializer(serializers.Serializer):
+    annotator_id = serializers.IntegerField()
+    choice = serializers.CharField(help_text="a, b, tie or both_bad.")
+    rationale = serializers.CharField(allow_blank=True)
+
+
+@extend_schema_serializer(component_name="Disagreement")
+class DisagreementSerializer(serializers.Serializer):
+    comparison_id = serializers.IntegerField()
+    prompt = serializers.JSONField(help_text="A string, or chat messages.")
+    a = serializers.CharField()
+    b = serializers.CharField()
+    labels = DisagreementLabelSerializer(many=True)
+
+
+class AnnotatorTimelineApi(APIView):
+    """Labels and gold accuracy per day over the last 30 days (days without
+    labels are left out; an annotator without labels has an empty list)."""
+
+    permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
+
+    @extend_schema(responses={200: TimelineDaySerializer(many=True)})
     def get(self, request: Request, campaign_id: int, annotator_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         return Response(
@@ -91,8 +124,9 @@ class DisagreementListApi(APIView):
     any adjudicated since."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: DisagreementSerializer(many=True)})
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         report = q.quality_report_cached(campaign=campaign)
@@ -122,6 +156,7 @@ class DisagreementListApi(APIView):
 
 class ComparisonAdjudicateApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="ComparisonAdjudicateInput")
     class InputSerializer(serializers.Serializer):
@@ -130,7 +165,22 @@ class ComparisonAdjudicateApi(APIView):
             max_length=1000, required=False, allow_blank=True, default=""
         )
 
-    @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema_serializer(component_name="ComparisonAdjudicateOutput")
+    class OutputSerializer(serializers.Serializer):
+        preference_id = serializers.IntegerField()
+        choice = serializers.CharField()
+        source = serializers.CharField(help_text="adjudication")
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            409: error(
+                "The pair was already adjudicated, or the reviewer labeled it "
+                "themselves."
+            ),
+        },
+    )
     def post(self, request: Request, comparison_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -149,12 +199,21 @@ class ComparisonGoldApi(APIView):
     """Mark a pair as gold with its known answer, or unmark it (choice null)."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
+    # A null choice (unmark) has no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="ComparisonGoldInput")
     class InputSerializer(serializers.Serializer):
         choice = serializers.ChoiceField(choices=["a", "b", "tie"], allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema_serializer(component_name="ComparisonGoldOutput")
+    class OutputSerializer(serializers.Serializer):
+        comparison_id = serializers.IntegerField()
+        is_gold = serializers.BooleanField()
+        gold_choice = serializers.CharField(allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
     def post(self, request: Request, comparison_id: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

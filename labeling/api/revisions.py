@@ -13,11 +13,13 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import IsAnnotator
+from core.schema import ApiAutoSchema
 from labeling import selectors
 from labeling.services import queue
 
@@ -65,6 +67,9 @@ class PreferenceReviseApi(APIView):
     """Change one of your own labels (PATCH: fields left out keep their value)."""
 
     permission_classes = [IsAnnotator]
+    schema = ApiAutoSchema()
+    # ``strength`` may be null and ``criteria`` is an object: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="PreferenceReviseInput")
     class InputSerializer(serializers.Serializer):

@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.parsers import FileUploadParser, MultiPartParser
+from rest_framework.parsers import FileUploadParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from core import roles
 from core.exceptions import ApplicationError
 from core.permissions import AdminToWrite, IsAdmin, IsAnnotator, IsReviewer
+from core.schema import ApiAutoSchema, error
 from labeling import selectors
 from labeling.exceptions import NothingToLabel
 from labeling.models import Campaign
@@ -51,6 +52,9 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
 
 class CampaignListApi(APIView):
     permission_classes = [IsAnnotator, AdminToWrite]
+    schema = ApiAutoSchema()
+    # Criteria are objects and annotators a list: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="CampaignListInput")
     class InputSerializer(serializers.Serializer):
@@ -68,7 +72,7 @@ class CampaignListApi(APIView):
         )
         gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
         annotator_ids = serializers.ListField(
-            child=serializers.IntegerField(),
+            child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
             required=False,
             help_text="Users who may label this campaign; every id must exist.",
         )
@@ -105,6 +109,8 @@ class CampaignListApi(APIView):
 
 class CampaignDetailApi(APIView):
     permission_classes = [IsAnnotator, AdminToWrite]
+    schema = ApiAutoSchema()
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="CampaignDetailInput")
     class InputSerializer(CampaignListApi.InputSerializer):
@@ -138,6 +144,7 @@ class CampaignImportApi(APIView):
     """Bulk import JSONL (prompts, completions, pairs); atomic."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
     parser_classes = [MultiPartParser, FileUploadParser]
 
     @extend_schema(
@@ -145,6 +152,7 @@ class CampaignImportApi(APIView):
             "multipart/form-data": {
                 "type": "object",
                 "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
             }
         },
         responses=inline_serializer(
@@ -187,6 +195,7 @@ class ComparisonNextApi(APIView):
     """Lease the next pair. Sides are shuffled per lease; no model is named."""
 
     permission_classes = [IsAnnotator]
+    schema = ApiAutoSchema()
 
     @extend_schema(request=None, responses={200: BlindPairSerializer, 204: None})
     def post(self, request: Request, campaign_id: int) -> Response:
@@ -226,6 +235,9 @@ class PreferenceCreateApi(APIView):
     """Submit a label for a leased pair. Idempotent per pair and annotator."""
 
     permission_classes = [IsAnnotator]
+    schema = ApiAutoSchema()
+    # Criteria are an object and strength may be null: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="PreferenceCreateInput")
     class InputSerializer(serializers.Serializer):
@@ -248,7 +260,11 @@ class PreferenceCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: PreferenceOutputSerializer, 200: PreferenceOutputSerializer},
+        responses={
+            201: PreferenceOutputSerializer,
+            200: PreferenceOutputSerializer,
+            409: error("The pair already has all the labels it needs, or is closed."),
+        },
     )
     def post(self, request: Request, lease_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
@@ -262,6 +278,7 @@ class PreferenceCreateApi(APIView):
 
 class LeaseSkipApi(APIView):
     permission_classes = [IsAnnotator]
+    schema = ApiAutoSchema()
 
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request, lease_id: int) -> Response:
@@ -273,6 +290,7 @@ class CampaignStatsApi(APIView):
     """Reviewers see the campaign; annotators see their own progress."""
 
     permission_classes = [IsAnnotator]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, campaign_id: int) -> Response:
@@ -293,6 +311,7 @@ class PreferenceExportApi(APIView):
     """Stream preferences as JSONL in the format TRL trainers read."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="PreferenceExportInput")
     class InputSerializer(serializers.Serializer):
@@ -351,6 +370,8 @@ class PreferenceExportApi(APIView):
 
 
 class MeApi(APIView):
+    schema = ApiAutoSchema()
+
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         user = request.user

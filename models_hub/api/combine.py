@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import IsAdmin
+from core.schema import ApiAutoSchema
 from models_hub.api.views import NOT_ADMIN, NOT_LOGGED_IN, _error
 from models_hub.models import CombineJob
 from models_hub.services.combine import combine_job_create, combine_job_get
@@ -67,6 +69,9 @@ class CombineJobCreateApi(APIView):
     the gate)."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
+    # ``adapters`` is a list of objects: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="CombineJobInput")
     class InputSerializer(serializers.Serializer):
@@ -121,6 +126,7 @@ class CombineJobCreateApi(APIView):
 
 class CombineJobDetailApi(APIView):
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         responses={

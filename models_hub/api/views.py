@@ -4,7 +4,6 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
 )
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 
 from core.exceptions import NotFound
 from core.permissions import AdminToWrite, IsAdmin, IsReviewer
+from core.schema import ApiAutoSchema, error
 from labeling.selectors import campaign_get_for_user
 from models_hub import selectors
 from models_hub.models import Adapter, AdapterEvent, BaseModelVersion, GenerationJob
@@ -64,10 +64,13 @@ class BaseModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = BaseModelVersion
         fields = ["id", "name", "source", "revision", "dtype", "is_default"]
+        # The default base model is chosen by settings, never by a POST.
+        read_only_fields = ["is_default"]
 
 
 class BaseModelListApi(APIView):
     permission_classes = [IsReviewer, AdminToWrite]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses=BaseModelSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -81,14 +84,13 @@ class BaseModelListApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = BaseModelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        base = registry.base_model_create(
-            **{k: v for k, v in serializer.validated_data.items() if k != "is_default"}
-        )
+        base = registry.base_model_create(**serializer.validated_data)
         return Response(BaseModelSerializer(base).data, status=status.HTTP_201_CREATED)
 
 
 class AdapterListApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="AdapterListFilter")
     class FilterSerializer(serializers.Serializer):
@@ -103,7 +105,7 @@ class AdapterListApi(APIView):
         parameters=[FilterSerializer],
         responses={
             200: AdapterOutputSerializer(many=True),
-            400: OpenApiTypes.OBJECT,
+            400: error("The campaign filter is not a positive integer."),
         },
     )
     def get(self, request: Request) -> Response:
@@ -124,6 +126,7 @@ class AdapterListApi(APIView):
 
 class AdapterDetailApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses=AdapterOutputSerializer)
     def get(self, request: Request, adapter_id: int) -> Response:
@@ -141,9 +144,18 @@ class AdapterPromoteApi(APIView):
     """Make this adapter the champion (the promotion gate may refuse: 409)."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
-        request=AdapterActionInputSerializer, responses=AdapterOutputSerializer
+        request=AdapterActionInputSerializer,
+        responses={
+            200: AdapterOutputSerializer,
+            409: error(
+                "The adapter is already the champion or retired, the promotion "
+                "gate refused it (evidence in the body), or an override came "
+                "without a reason."
+            ),
+        },
     )
     def post(self, request: Request, adapter_id: int) -> Response:
         data = AdapterActionInputSerializer(data=request.data)
@@ -156,9 +168,14 @@ class AdapterPromoteApi(APIView):
 
 class AdapterRetireApi(APIView):
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
-        request=AdapterActionInputSerializer, responses=AdapterOutputSerializer
+        request=AdapterActionInputSerializer,
+        responses={
+            200: AdapterOutputSerializer,
+            409: error("The adapter is the champion: promote another or roll back."),
+        },
     )
     def post(self, request: Request, adapter_id: int) -> Response:
         data = AdapterActionInputSerializer(data=request.data)
@@ -176,6 +193,7 @@ class ChampionRollbackApi(APIView):
     (the base model when the current champion was the first)."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="ChampionRollbackInput")
     class InputSerializer(serializers.Serializer):
@@ -193,7 +211,13 @@ class ChampionRollbackApi(APIView):
             help_text="The champion after the rollback; null when the base model serves again.",
         )
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            409: error("There is no champion to roll back; the base model serves."),
+        },
+    )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = campaign_get_for_user(user=request.user, campaign_id=campaign_id)
         data = self.InputSerializer(data=request.data)
@@ -204,10 +228,30 @@ class ChampionRollbackApi(APIView):
         return Response(self.OutputSerializer({"champion": adapter}).data)
 
 
+@extend_schema_serializer(component_name="AdapterEvent")
+class AdapterEventSerializer(serializers.ModelSerializer):
+    previous_champion_id = serializers.IntegerField(allow_null=True)
+    actor_id = serializers.IntegerField(allow_null=True)
+
+    class Meta:
+        model = AdapterEvent
+        fields = [
+            "id",
+            "action",
+            "previous_champion_id",
+            "actor_id",
+            "override",
+            "reason",
+            "evidence",
+            "created_at",
+        ]
+
+
 class AdapterEventListApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: AdapterEventSerializer(many=True)})
     def get(self, request: Request, adapter_id: int) -> Response:
         events = AdapterEvent.objects.filter(adapter=_adapter(adapter_id)).values(
             "id",
@@ -226,8 +270,14 @@ class AdapterDownloadApi(APIView):
     """The adapter's PEFT folder as a zip."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            409: error("The adapter's files are missing from the storage root."),
+        }
+    )
     def get(self, request: Request, adapter_id: int) -> FileResponse:
         adapter = _adapter(adapter_id)
         return FileResponse(
@@ -241,6 +291,7 @@ class AdapterMergeApi(APIView):
     """Queue a merged full-model export (merge_and_unload) on the GPU worker."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(request=None, responses={202: AdapterOutputSerializer})
     def post(self, request: Request, adapter_id: int) -> Response:
@@ -259,6 +310,7 @@ class LeaderboardApi(APIView):
     its way, else ``current``; ``report.computed_at`` says as of when."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, campaign_id: int) -> Response:
@@ -297,6 +349,7 @@ class CompareApi(APIView):
     does not exist."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         parameters=[
@@ -312,8 +365,8 @@ class CompareApi(APIView):
         ],
         responses={
             200: OpenApiTypes.OBJECT,
-            400: OpenApiTypes.OBJECT,
-            404: OpenApiTypes.OBJECT,
+            400: error("A version key is malformed, or both name one version."),
+            404: error("No such campaign, or a version does not exist."),
         },
     )
     def get(self, request: Request, campaign_id: int) -> Response:
@@ -360,19 +413,12 @@ class CompareApi(APIView):
 # ---------------------------------------------------------------- generation jobs
 
 
-@extend_schema_serializer(component_name="ErrorDetail")
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="Why the request was refused.")
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ErrorSerializer, description=description)
-
-
-NOT_LOGGED_IN = _error("No credentials (or invalid ones).")
-NOT_REVIEWER = _error("The user lacks the reviewer role.")
-NOT_ADMIN = _error("The user lacks the admin role.")
-NO_SUCH_JOB = _error("No generation job has this id.")
+# Other API modules of this app document their errors through these names.
+_error = error
+NOT_LOGGED_IN = error("No credentials (or invalid ones).")
+NOT_REVIEWER = error("The user lacks the reviewer role.")
+NOT_ADMIN = error("The user lacks the admin role.")
+NO_SUCH_JOB = error("No generation job has this id.")
 
 
 class GenerationJobOutputSerializer(serializers.ModelSerializer):
@@ -418,6 +464,7 @@ class GenerationJobListApi(APIView):
     newest first, at most 200."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="GenerationJobListFilter")
     class FilterSerializer(serializers.Serializer):
@@ -432,9 +479,9 @@ class GenerationJobListApi(APIView):
         parameters=[FilterSerializer],
         responses={
             200: GenerationJobOutputSerializer(many=True),
-            400: _error("The campaign filter is not a positive integer."),
+            400: error("The campaign filter is not a positive integer."),
             401: NOT_LOGGED_IN,
-            403: _error(
+            403: error(
                 "The user lacks the reviewer role, or the campaign does not exist."
             ),
         },
@@ -454,6 +501,7 @@ class GenerationJobListApi(APIView):
 
 class GenerationJobDetailApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         responses={
@@ -474,6 +522,7 @@ class GenerationJobCancelApi(APIView):
     already wrote is kept; launching the round again duplicates nothing."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         request=None,
@@ -482,7 +531,7 @@ class GenerationJobCancelApi(APIView):
             401: NOT_LOGGED_IN,
             403: NOT_ADMIN,
             404: NO_SUCH_JOB,
-            409: _error(
+            409: error(
                 "The job has already finished (succeeded, failed or cancelled)."
             ),
         },
@@ -502,17 +551,18 @@ class CampaignBootstrapApi(APIView):
     The job is queued for the GPU worker; follow it at its detail URL."""
 
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
     @extend_schema(
         request=None,
         responses={
             201: GenerationJobOutputSerializer,
-            400: _error("Every prompt of the campaign already has an open pair."),
+            400: error("Every prompt of the campaign already has an open pair."),
             401: NOT_LOGGED_IN,
-            403: _error(
+            403: error(
                 "The user lacks the admin role, or the campaign does not exist."
             ),
-            409: _error(
+            409: error(
                 "A bootstrap round of this campaign is already queued or running."
             ),
         },

@@ -177,3 +177,51 @@ def test_listing_base_models_writes_nothing(setup: dict[str, Any]) -> None:
     ]
     assert "SmolLM2-135M-Instruct" in names
     assert BaseModelVersion.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_an_invalid_adapter_filter_is_a_400(setup: dict[str, Any]) -> None:
+    """``?campaign=null`` is refused, not read as "every campaign"."""
+    url = reverse("api-adapter-list")
+    response = setup[REVIEWER].get(url, {"campaign": "null"})
+    assert response.status_code == 400
+    assert "campaign" in response.json()
+    listed = setup[REVIEWER].get(url, {"campaign": setup["campaign"].pk}).json()
+    assert len(listed) == 2
+
+
+@pytest.mark.django_db
+def test_a_new_base_model_is_never_made_the_default_by_a_post(
+    setup: dict[str, Any],
+) -> None:
+    """``is_default`` is read-only: sending it used to fail the uniqueness
+    check with a 400 although the schema allowed it; now it is ignored."""
+    BaseModelVersion.objects.update(is_default=False)
+    BaseModelVersion.objects.create(name="d", source="/models/d", is_default=True)
+    response = setup[ADMIN].post(
+        reverse("api-base-model-list"),
+        {"name": "n", "source": "/models/n", "is_default": True},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["is_default"] is False
+    assert BaseModelVersion.objects.get(is_default=True).name == "d"
+
+
+@pytest.mark.django_db
+def test_adapter_events_are_a_list_of_documented_rows(setup: dict[str, Any]) -> None:
+    adapter = setup["adapters"][0]
+    events = (
+        setup[REVIEWER].get(reverse("api-adapter-events", args=[adapter.pk])).json()
+    )
+    assert [e["action"] for e in events] == ["registered"]
+    assert set(events[0]) == {
+        "id",
+        "action",
+        "previous_champion_id",
+        "actor_id",
+        "override",
+        "reason",
+        "evidence",
+        "created_at",
+    }

@@ -17,9 +17,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import AdminToWrite, IsReviewer
+from core.schema import ApiAutoSchema, ErrorSerializer
 from labeling.models import Campaign
 from labeling.selectors import TIE_POLICIES
-from models_hub.api.views import ErrorSerializer
 from models_hub.models import BaseModelVersion, GenerationSettings
 from training.models import TrainingPipeline, TrainingPolicy
 from training.services.campaign_settings import (
@@ -50,6 +50,8 @@ class _Section(serializers.Serializer):
     never passes silently."""
 
     unknown_message = "Not a setting of this section."
+    # core.schema.ApiAutoSchema states it: additionalProperties is false.
+    refuses_unknown_fields = True
 
     def to_internal_value(self, data: Any) -> Any:
         unknown = sorted(set(data) - set(self.fields)) if isinstance(data, dict) else []
@@ -76,6 +78,10 @@ class CampaignInput(_Section):
     lease_ttl_seconds = serializers.IntegerField(
         required=False,
         help_text=_help(Campaign, "lease_ttl_seconds") + " From 30 to 86400.",
+    )
+    label_edit_minutes = serializers.IntegerField(
+        required=False,
+        help_text=_help(Campaign, "label_edit_minutes") + " From 0 to 1440.",
     )
     status = serializers.ChoiceField(choices=Campaign.Status.choices, required=False)
     annotators = serializers.ListField(
@@ -188,6 +194,7 @@ class CampaignSettingsCampaignOutput(serializers.Serializer):
     overlap_k = serializers.IntegerField(source="campaign.overlap_k")
     gold_rate = serializers.FloatField(source="campaign.gold_rate")
     lease_ttl_seconds = serializers.IntegerField(source="campaign.lease_ttl_seconds")
+    label_edit_minutes = serializers.IntegerField(source="campaign.label_edit_minutes")
     status = serializers.ChoiceField(
         choices=Campaign.Status.choices, source="campaign.status"
     )
@@ -265,6 +272,7 @@ class CampaignSettingsApi(APIView):
     changes. The answer is the full settings after the change."""
 
     permission_classes = [IsReviewer, AdminToWrite]
+    schema = ApiAutoSchema()
     # Nested sections have no form encoding.
     parser_classes = [JSONParser]
 

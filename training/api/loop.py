@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.permissions import IsReviewer
-from models_hub.api.views import ErrorSerializer
+from core.schema import ApiAutoSchema, ErrorSerializer
 from training.loop import Round, campaign_loop_get
 
 
@@ -212,6 +212,7 @@ class CampaignLoopApi(APIView):
     what the loop waits for right now (``waits_for``)."""
 
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema_serializer(component_name="CampaignLoop")
     class OutputSerializer(serializers.Serializer):

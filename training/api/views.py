@@ -3,13 +3,18 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.permissions import IsAdmin, IsReviewer
+from core.permissions import AdminToWrite, IsAdmin, IsReviewer
+from core.schema import ApiAutoSchema, error
 from labeling.selectors import campaign_get_for_user
 from models_hub.models import Adapter, BaseModelVersion
 from training import selectors
@@ -60,7 +65,19 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
 class TrainingJobListApi(APIView):
     """List jobs (reviewers) and launch one (admins)."""
 
-    permission_classes = [IsReviewer]
+    permission_classes = [IsReviewer, AdminToWrite]
+    schema = ApiAutoSchema()
+    # ``config`` is an object: no form encoding.
+    parser_classes = [JSONParser]
+
+    @extend_schema_serializer(component_name="TrainingJobListFilter")
+    class FilterSerializer(serializers.Serializer):
+        campaign = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=2**63 - 1,
+            help_text="Only this campaign's jobs.",
+        )
 
     @extend_schema_serializer(component_name="TrainingJobListInput")
     class InputSerializer(serializers.Serializer):
@@ -79,11 +96,15 @@ class TrainingJobListApi(APIView):
             required=False, help_text="Overrides of the method's defaults."
         )
 
-    @extend_schema(responses=TrainingJobOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses=TrainingJobOutputSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
-        campaign = request.query_params.get("campaign")
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
         jobs = selectors.training_job_list(
-            campaign_id=int(campaign) if campaign and campaign.isdigit() else None
+            campaign_id=params.validated_data.get("campaign")
         )
         return Response(TrainingJobOutputSerializer(jobs[:200], many=True).data)
 
@@ -91,10 +112,6 @@ class TrainingJobListApi(APIView):
         request=InputSerializer, responses={201: TrainingJobOutputSerializer}
     )
     def post(self, request: Request) -> Response:
-        if not IsAdmin().has_permission(request, self):
-            return Response(
-                {"detail": IsAdmin.message}, status=status.HTTP_403_FORBIDDEN
-            )
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data: dict[str, Any] = serializer.validated_data
@@ -117,6 +134,7 @@ class TrainingJobListApi(APIView):
 
 class TrainingJobDetailApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses=TrainingJobOutputSerializer)
     def get(self, request: Request, job_id: int) -> Response:
@@ -127,8 +145,17 @@ class TrainingJobDetailApi(APIView):
 
 class TrainingJobCancelApi(APIView):
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
 
-    @extend_schema(request=None, responses=TrainingJobOutputSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            202: TrainingJobOutputSerializer,
+            409: error(
+                "The job has already finished (succeeded, failed or cancelled)."
+            ),
+        },
+    )
     def post(self, request: Request, job_id: int) -> Response:
         job = job_services.training_job_cancel(
             job=selectors.training_job_get(job_id=job_id)
@@ -140,6 +167,7 @@ class TrainingJobCancelApi(APIView):
 
 class TrainingJobMetricsApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request, job_id: int) -> Response:
@@ -155,8 +183,17 @@ class TrainingJobMetricsApi(APIView):
 
 class TrainingConfigDefaultsApi(APIView):
     permission_classes = [IsReviewer]
+    schema = ApiAutoSchema()
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema_serializer(component_name="TrainingConfigField")
+    class OutputSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        default = serializers.JSONField(help_text="The method's default value.")
+        help = serializers.CharField(allow_blank=True)
+
+    @extend_schema(
+        responses={200: OutputSerializer(many=True)},
+    )
     def get(self, request: Request, method: str) -> Response:
         if method not in dict(METHOD_CHOICES):
             return Response(
@@ -183,6 +220,9 @@ class SnapshotOutputSerializer(serializers.ModelSerializer):
 
 class DatasetSnapshotListApi(APIView):
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
+    # ``filters`` is an object: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="DatasetSnapshotListInput")
     class InputSerializer(serializers.Serializer):
@@ -221,6 +261,9 @@ class DatasetSnapshotListApi(APIView):
 
 class TrainingPipelineLaunchApi(APIView):
     permission_classes = [IsAdmin]
+    schema = ApiAutoSchema()
+    # ``config_overrides`` is an object: no form encoding.
+    parser_classes = [JSONParser]
 
     @extend_schema_serializer(component_name="TrainingPipelineLaunchInput")
     class InputSerializer(serializers.Serializer):
@@ -228,7 +271,22 @@ class TrainingPipelineLaunchApi(APIView):
         kind = serializers.ChoiceField(choices=TrainingPipeline.Kind.choices)
         config_overrides = serializers.DictField(required=False)
 
-    @extend_schema(request=InputSerializer, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema_serializer(component_name="TrainingPipelineLaunched")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        kind = serializers.CharField()
+        status = serializers.CharField()
+        jobs = serializers.ListField(
+            child=serializers.IntegerField(), help_text="Its training jobs' ids."
+        )
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: OutputSerializer,
+            409: error("A pipeline of this campaign is already queued or running."),
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
