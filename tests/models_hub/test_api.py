@@ -180,17 +180,6 @@ def test_listing_base_models_writes_nothing(setup: dict[str, Any]) -> None:
 
 
 @pytest.mark.django_db
-def test_an_invalid_adapter_filter_is_a_400(setup: dict[str, Any]) -> None:
-    """``?campaign=null`` is refused, not read as "every campaign"."""
-    url = reverse("api-adapter-list")
-    response = setup[REVIEWER].get(url, {"campaign": "null"})
-    assert response.status_code == 400
-    assert "campaign" in response.json()
-    listed = setup[REVIEWER].get(url, {"campaign": setup["campaign"].pk}).json()
-    assert len(listed) == 2
-
-
-@pytest.mark.django_db
 def test_a_new_base_model_is_never_made_the_default_by_a_post(
     setup: dict[str, Any],
 ) -> None:
