@@ -542,7 +542,7 @@ SETTINGS = {
         "low_water_mark": 10,
         "bootstrap_prompts": 40,
         "samples_per_prompt": 2,
-        "prompts_per_round": 40,
+        "prompts_per_round": 30,
         "gate_min_comparisons": 20,
     },
     "training": {"min_new_preferences": 40, "min_interval_minutes": 0},
