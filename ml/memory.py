@@ -24,10 +24,11 @@ whose every sequence is cut at ``max_length``. Shorter data uses less, since
 batches are padded only to their longest row.
 
 The factors were calibrated on SmolLM2-135M on CPU at 128 tokens, batches
-2 and 4 (benchmarks/memory.py prints estimate against measured peak RSS:
-within a few percent for SFT and DPO, 10-20 % above for reward models). For
-the DPO launch of issue 17 (batch 8, 512 tokens) it says 23 GB; the worker
-had reached 22.8 GB when the kernel killed it. On a GPU worker the figures
+2 and 4 (benchmarks/memory.py prints estimate against measured peak RSS;
+the same run measures up to 0.5 GB apart from one try to the next, and the
+estimate fell between 0.9 and 1.2 times the measured peak). For the DPO
+launch of issue 17 (batch 8, 512 tokens) it says 23 GB; the worker had
+reached 22.8 GB at step 3 when the kernel killed it. On a GPU worker the figures
 describe host memory only roughly (weights and activations live on the
 device).
 """
@@ -55,8 +56,9 @@ RUNTIME_BYTES = 750 * MIB
 #: which have no vocabulary logits.
 ACTIVATION_BYTES = 120.0
 #: Copies of the float32 logits alive at the peak of a step with gradients
-#: (the slope of SFT and DPO runs beyond their activations).
-LOGIT_COPIES = 3.0
+#: (the slope of SFT and DPO runs beyond their activations: 3 to 4 copies
+#: across repeated runs; the higher keeps the estimate on the safe side).
+LOGIT_COPIES = 4.0
 #: Bytes per trainable parameter: float32 weight, gradient, AdamW m and v.
 TRAINABLE_BYTES = 16
 FLOAT32 = 4
