@@ -9,6 +9,7 @@ urlpatterns = [
     path("jobs/new/", views.job_launch, name="job-launch"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
+    path("jobs/<int:job_id>/relaunch/", views.job_relaunch, name="job-relaunch"),
     path("jobs/<int:job_id>/metrics/", views.job_metrics, name="job-metrics"),
     path(
         "campaigns/<int:campaign_id>/settings/",

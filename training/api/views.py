@@ -57,6 +57,8 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
             "error",
             "log_tail",
             "final_metrics",
+            "rss_bytes",
+            "peak_rss_bytes",
             "adapter_id",
             "created_at",
         ]
