@@ -91,8 +91,10 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page_desktop_or_phone
     new_context: Any,
 ) -> None:
     """Every page an admin reaches, the login form, a pair being labeled and
-    a pair under blind review, at desktop and at phone size."""
+    a pair under blind review, at desktop and at phone size; no product page
+    is wider than the phone."""
     found: list[str] = []
+    wide: list[str] = []
     campaign_id = world["values"]["campaign_id"]
     for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         # axe is injected by page.evaluate, which the strict CSP (no eval)
@@ -106,6 +108,9 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page_desktop_or_phone
             assert response is not None and response.status < 400, (url, response)
             page.wait_for_load_state("load")
             found += _blocking_violations(page, f"{name} {url}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if name == "phone" and not url.startswith("/admin/") and width > 390:
+                wide.append(f"{url} is {width}px wide")
         # Blind review first: a live labeling lease keeps blind review waiting.
         _start_blind_review(page, world)
         found += _blocking_violations(page, f"{name} {page.url} (blind pair)")
@@ -113,6 +118,8 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page_desktop_or_phone
         found += _blocking_violations(page, f"{name} {page.url} (pair)")
         page.context.close()
     assert found == [], "axe violations:\n" + "\n".join(found)
+    # On a phone, wide tables and the nav scroll in their box, never the page.
+    assert wide == [], "pages wider than the phone:\n" + "\n".join(wide)
 
 
 def test_blind_review_records_a_vote_on_key_1_and_phone_labeling_shows_prompt_first(
