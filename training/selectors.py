@@ -58,7 +58,7 @@ METRIC_GROUPS: tuple[tuple[str, str, charts.Axis, dict[str, tuple[str, ...]]], .
     ),
     (
         "margin",
-        "Reward margin",
+        "Reward margins",
         charts.axis("margin", "reward"),
         {
             "train": ("rewards/margins", "margin"),
@@ -274,6 +274,16 @@ class TrainingJobSummary:
     eta: str
     heartbeat_stale: bool
     can_cancel: bool
+    worker: str
+
+
+def worker_words(worker: str) -> str:
+    """``"host:pid"`` (how the executor names itself) as a person reads it:
+    ``"host (pid 123)"``; anything else as it is."""
+    host, sep, pid = worker.rpartition(":")
+    if sep and host and pid.isdigit():
+        return f"{host} (pid {pid})"
+    return worker
 
 
 def training_job_summary(
@@ -291,4 +301,5 @@ def training_job_summary(
         eta=eta_words(job.eta_seconds) if training else "",
         heartbeat_stale=training_job_heartbeat_stale(job=job, now=now),
         can_cancel=job.is_active and not job.cancel_requested,
+        worker=worker_words(job.worker or ""),
     )

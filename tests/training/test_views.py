@@ -424,3 +424,30 @@ def test_an_htmx_cancel_of_a_running_job_returns_the_card_saying_it_stops(
     text = stopped.content.decode()
     assert "Cancelled while training (step 2 of 9)" in text
     assert "Cancelled: no adapter was kept." in text
+
+
+@pytest.mark.django_db
+def test_a_finished_job_shows_no_heartbeat_and_names_its_worker_in_words(
+    make_user: Any,
+) -> None:
+    """A running job shows its heartbeat and "running on host (pid N)"; once
+    it finished, the heartbeat line goes and the worker is where it ran."""
+    now = timezone.now()
+    job = make_job(
+        status="running",
+        phase="training",
+        heartbeat_at=now,
+        started_at=now,
+        worker="gpu-box:19962",
+    )
+    client = _client(make_user(REVIEWER))
+    url = reverse("training:job-detail", args=[job.pk])
+    running = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert '<span class="heartbeat">heartbeat' in running
+    assert "running on gpu-box (pid 19962)" in running
+    assert "gpu-box:19962" not in running
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", phase="done")
+    done = client.get(url).content.decode()
+    assert "heartbeat" not in done.lower()
+    assert "ran on gpu-box (pid 19962)" in done and "gpu-box:19962" not in done
+    assert selectors.worker_words("plain-name") == "plain-name"

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 1.0
 LOG_TAIL_LINES = 60
+# The ETA runs at the pace of this many latest steps (JobReporter._eta).
+ETA_WINDOW_STEPS = 20
 #: How often the parent samples the child's resident memory (the first
 #: sample comes sooner: a watchdog limit may be passed while loading).
 RSS_SAMPLE_SECONDS = 2.0
@@ -95,6 +97,10 @@ class JobReporter:
         self._phase: str | None = None
         self._phase_seen = ""
         self._training_started: float | None = None
+        # (monotonic time, step) of the latest progress events, for the ETA.
+        self._recent_steps: deque[tuple[float, int]] = deque(
+            maxlen=ETA_WINDOW_STEPS + 1
+        )
         self._metrics: list[TrainingMetric] = []
         self._log_dirty = False
         self._memory: dict[str, int] | None = None
@@ -132,12 +138,7 @@ class JobReporter:
         last_step = False
         if kind == "progress":
             step, total = int(payload.get("step", 0)), int(payload.get("total", 0))
-            # From the start of training: loading the models says nothing
-            # about how long the remaining steps take.
-            elapsed = time.monotonic() - (self._training_started or self.started)
-            eta = (
-                int(elapsed / step * (total - step)) if step and total >= step else None
-            )
+            eta = self._eta(step=step, total=total, now=time.monotonic())
             self._progress = {
                 "progress_step": step,
                 "progress_total": total,
@@ -172,6 +173,27 @@ class JobReporter:
             last_step = True  # phase changes are rare and worth showing at once
         if last_step or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
+
+    def _eta(self, *, step: int, total: int, now: float) -> int | None:
+        """Seconds left at the pace of the last ``ETA_WINDOW_STEPS`` steps.
+
+        The average over the whole run lags: after slow first steps (or an
+        evaluation pass) it stays high, then the ETA stalls or rises. Until
+        the window holds two samples it counts from the start of training
+        (loading the models says nothing about how long the steps take)."""
+        if not step or total < step:
+            return None
+        if self._recent_steps and step < self._recent_steps[-1][1]:
+            self._recent_steps.clear()  # a restarted count: start over
+        if not self._recent_steps or step > self._recent_steps[-1][1]:
+            self._recent_steps.append((now, step))
+        first_time, first_step = self._recent_steps[0]
+        if step > first_step:
+            per_step = (now - first_time) / (step - first_step)
+        else:
+            start = self._training_started
+            per_step = (now - (self.started if start is None else start)) / step
+        return int(per_step * (total - step))
 
     def on_memory(self, *, rss: int, peak: int) -> None:
         """Buffer a memory sample; written with the next flush."""
