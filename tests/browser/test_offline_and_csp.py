@@ -2,16 +2,18 @@
 Chromium through Playwright): every page of the product, walked as an admin,
 loads nothing from another origin and breaks no CSP rule; Swagger UI at
 /api/docs/ renders from our own static files; charts draw; a label submitted
-over htmx is stored."""
+over htmx is stored. The walk saves the first screen of every page at
+desktop (1366x900) and phone (390x844) size in docs/screenshots/."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from django.urls import reverse
+from django.urls import resolve, reverse
 from playwright.sync_api import expect
 
 from labeling.models import Preference
@@ -27,6 +29,30 @@ pytestmark = [
         reason=f"browser tests need the system Chromium at {CHROMIUM}",
     ),
 ]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# docs/screenshots/<page>-desktop.png and <page>-phone.png of every page.
+VIEWPORTS = {"desktop": (1366, 900), "phone": (390, 844)}
+
+
+def screenshot_name(url: str) -> str:
+    """A page's file name from its URL name: ``training-job-detail``."""
+    match = resolve(urlsplit(url).path)
+    return "-".join([*match.namespaces, match.url_name or "page"]).replace("_", "-")
+
+
+def save_screenshots(page: Any, name: str) -> None:
+    """The first screen of the open page at each size (not the full page:
+    small files), then back to the desktop size."""
+    for size, (width, height) in VIEWPORTS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(150)  # charts redraw on resize
+        path = SCREENSHOTS / f"{name}-{size}.png"
+        page.screenshot(path=str(path), full_page=False)
+        assert path.stat().st_size > 5_000, path
+    width, height = VIEWPORTS["desktop"]
+    page.set_viewport_size({"width": width, "height": height})
+
 
 # Record violations as the page sees them, in addition to the console.
 REPORT_VIOLATIONS = """
@@ -123,18 +149,23 @@ def test_every_page_loads_only_our_origin_and_breaks_no_csp_rule(
     ):
         assert directive in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    save_screenshots(page, "login")
     page.fill("#id_username", admin.username)
     page.fill("#id_password", PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(lambda url: urlsplit(url).path == "/")
 
-    for url in _pages(world):
+    names = [screenshot_name(url) for url in _pages(world)]
+    assert len(set(names)) == len(names), names
+    for name, url in zip(names, _pages(world), strict=True):
         response = page.goto(url)
         assert response is not None and response.status < 400, (url, response)
         assert "script-src 'self'" in response.headers.get(
             "content-security-policy", ""
         ), f"{url} has no CSP header"
         page.wait_for_load_state("load")
+        save_screenshots(page, name)
 
     # A chart drawn by the vendored Chart.js from the JSON beside its canvas.
     page.goto(reverse("training:job-detail", args=[world["values"]["job_id"]]))
@@ -147,6 +178,7 @@ def test_every_page_loads_only_our_origin_and_breaks_no_csp_rule(
     page.goto(reverse("api-docs"))
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Arbiter API")
     expect(page.locator(".opblock").first).to_be_visible()
+    save_screenshots(page, "api-docs")
 
     # Labeling under the policy: htmx swaps in the next card after a key press.
     campaign_id = world["values"]["campaign_id"]
@@ -154,6 +186,7 @@ def test_every_page_loads_only_our_origin_and_breaks_no_csp_rule(
     page.get_by_role("button", name=re.compile("Start labeling")).click()
     page.wait_for_url(re.compile(r"/label/\d+/$"))
     action = page.get_attribute("#label-form", "action")
+    save_screenshots(page, "labeling-label")
     before = Preference.objects.filter(annotator=admin).count()
     page.keyboard.press("1")
     page.wait_for_function(

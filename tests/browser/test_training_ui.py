@@ -130,7 +130,7 @@ def test_job_page_draws_charts_and_keeps_sections_open_while_polling(
         progress_step=4, log_tail="01:00:00 step 2: loss=0.6\n01:00:02 step 3 done"
     )
     wait_for_polls(page, "metrics", 2)
-    wait_for_polls(page, "status", 1)
+    wait_for_polls(page, "status", 2)
     assert page.locator("#job-config").get_attribute("open") is not None
     assert page.locator("#job-log").text_content().endswith("step 3 done")
     assert page.locator("#job-log").is_visible()
