@@ -103,6 +103,26 @@ GROUPED_KEYS = frozenset(
 METRIC_FEED_LIMIT = 5000
 
 
+def _metric_order(name: str) -> tuple[int, str]:
+    """Keys of the named charts in chart order, then the rest by name."""
+    for index, (*_, splits) in enumerate(METRIC_GROUPS):
+        if any(name in keys for keys in splits.values()):
+            return (index, name)
+    return (len(METRIC_GROUPS), name)
+
+
+def metric_words(name: str) -> str:
+    """A metric key as a person reads it: ``eval_loss`` → "eval loss",
+    ``rewards/margins`` → "train reward margins"; other keys with spaces
+    for underscores."""
+    for _, title, _, splits in METRIC_GROUPS:
+        for split, keys in splits.items():
+            if name in keys:
+                words = title[0].lower() + title[1:]
+                return words if len(splits) == 1 else f"{split} {words}"
+    return name.replace("_", " ")
+
+
 def training_job_metric_rows(
     *, job: TrainingJob, after_id: int = 0, limit: int | None = None
 ) -> list[tuple[int, str, int, float]]:
@@ -275,6 +295,8 @@ class TrainingJobSummary:
     heartbeat_stale: bool
     can_cancel: bool
     worker: str
+    # The run's final metrics as (words, value): the named charts' first.
+    final_metrics: list[tuple[str, float]]
 
 
 def worker_words(worker: str) -> str:
@@ -302,4 +324,10 @@ def training_job_summary(
         heartbeat_stale=training_job_heartbeat_stale(job=job, now=now),
         can_cancel=job.is_active and not job.cancel_requested,
         worker=worker_words(job.worker or ""),
+        final_metrics=[
+            (metric_words(name), value)
+            for name, value in sorted(
+                (job.final_metrics or {}).items(), key=lambda kv: _metric_order(kv[0])
+            )
+        ],
     )

@@ -431,7 +431,8 @@ def test_a_finished_job_shows_no_heartbeat_and_names_its_worker_in_words(
     make_user: Any,
 ) -> None:
     """A running job shows its heartbeat and "running on host (pid N)"; once
-    it finished, the heartbeat line goes and the worker is where it ran."""
+    it finished, the heartbeat line goes, the worker is where it ran and the
+    final metrics are named in words."""
     now = timezone.now()
     job = make_job(
         status="running",
@@ -446,8 +447,18 @@ def test_a_finished_job_shows_no_heartbeat_and_names_its_worker_in_words(
     assert '<span class="heartbeat">heartbeat' in running
     assert "running on gpu-box (pid 19962)" in running
     assert "gpu-box:19962" not in running
-    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", phase="done")
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="succeeded",
+        phase="done",
+        final_metrics={"eval_loss": 0.5, "rewards/margins": 0.25, "train_runtime": 9},
+    )
     done = client.get(url).content.decode()
     assert "heartbeat" not in done.lower()
+    # Final metrics in words, not TRL keys.
+    final = re.search(r'<p class="stats final-metrics">(.*?)</p>', done)
+    assert final is not None
+    assert re.sub(r"<[^>]+>", "", final.group(1)) == (
+        "eval loss 0.5000train reward margins 0.2500train runtime 9.0000"
+    )
     assert "ran on gpu-box (pid 19962)" in done and "gpu-box:19962" not in done
     assert selectors.worker_words("plain-name") == "plain-name"
