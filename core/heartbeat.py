@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import socket
 import threading
 from datetime import datetime
 from types import TracebackType
@@ -29,6 +31,20 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+
+
+def worker_name() -> str:
+    """How a job records the process that runs it: ``"host:pid"``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_words(worker: str) -> str:
+    """``"host:pid"`` as a person reads it: ``"host (pid 123)"``; anything
+    else as it is."""
+    host, sep, pid = worker.rpartition(":")
+    if sep and host and pid.isdigit():
+        return f"{host} (pid {pid})"
+    return worker
 
 
 class Heartbeat:

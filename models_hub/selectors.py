@@ -87,7 +87,7 @@ def version_get(*, key: VersionKey) -> Version:
         base = BaseModelVersion.objects.filter(pk=key.pk).first()
         if base is not None:
             return Version.of_base(base)
-    raise NotFound(f"Unknown model version {str(key)!r}.")
+    raise NotFound(f"There is no model version {str(key)!r}.")
 
 
 def version_pair_get(*, left: object, right: object) -> tuple[Version, Version]:

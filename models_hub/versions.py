@@ -42,6 +42,8 @@ class VersionKey:
         """``"adapter:3"`` → ``VersionKey("adapter", 3)``; anything else raises
         ``InvalidVersionKey``."""
         text = raw if isinstance(raw, str) else ""
+        if not text.strip():
+            raise InvalidVersionKey("Pick a model version.")
         kind, sep, digits = text.strip().partition(":")
         if not sep or kind not in KINDS or not digits.isascii() or not digits.isdigit():
             raise InvalidVersionKey(

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core import charts
 from core.exceptions import NotFound
-from core.heartbeat import HEARTBEAT_SECONDS
+from core.heartbeat import HEARTBEAT_SECONDS, worker_words
 from training.models import TrainingJob, TrainingMetric
 
 
@@ -297,15 +297,6 @@ class TrainingJobSummary:
     worker: str
     # The run's final metrics as (words, value): the named charts' first.
     final_metrics: list[tuple[str, float]]
-
-
-def worker_words(worker: str) -> str:
-    """``"host:pid"`` (how the executor names itself) as a person reads it:
-    ``"host (pid 123)"``; anything else as it is."""
-    host, sep, pid = worker.rpartition(":")
-    if sep and host and pid.isdigit():
-        return f"{host} (pid {pid})"
-    return worker
 
 
 def training_job_summary(

@@ -5,6 +5,8 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
+from core.heartbeat import worker_words
+
 register = template.Library()
 
 _ALLOWED_TAGS = {
@@ -51,6 +53,12 @@ _ALLOWED_ATTRIBUTES = {
 _md = MarkdownIt(
     "commonmark", {"html": False, "linkify": False, "breaks": True}
 ).enable(["table", "strikethrough"])
+
+
+@register.filter(name="worker")
+def worker(name: str) -> str:
+    """A job's ``host:pid`` worker as words: ``host (pid 123)``."""
+    return worker_words(name or "")
 
 
 @register.filter(name="markdown")

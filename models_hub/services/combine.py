@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -39,7 +37,7 @@ from django.utils import timezone
 
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, NotFound
-from core.heartbeat import Heartbeat
+from core.heartbeat import Heartbeat, worker_name
 from ml.combine import combine_adapters, combine_check
 from models_hub.models import Adapter, AdapterEvent, CombineJob
 from models_hub.services.generation import generation_round_enqueue
@@ -209,7 +207,7 @@ def _claim(job_id: int) -> CombineJob | None:
             return None
         job.status = CombineJob.Status.RUNNING
         job.started_at = job.heartbeat_at = timezone.now()
-        job.worker = f"{socket.gethostname()}:{os.getpid()}"
+        job.worker = worker_name()
         job.phase = "loading"
         job.save(
             update_fields=[

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -43,7 +41,7 @@ from django.utils import timezone
 
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, Conflict
-from core.heartbeat import Heartbeat, task_messages_pending
+from core.heartbeat import Heartbeat, task_messages_pending, worker_name
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import (
     Adapter,
@@ -344,7 +342,7 @@ def _claim(job_id: int) -> GenerationJob | None:
             return None
         job.status = GenerationJob.Status.RUNNING
         job.started_at = job.heartbeat_at = timezone.now()
-        job.worker = f"{socket.gethostname()}:{os.getpid()}"
+        job.worker = worker_name()
         job.phase = "loading the model"
         job.save(
             update_fields=[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.templatetags.arbiter import render_markdown
+from core.templatetags.arbiter import render_markdown, worker
 
 
 def test_single_line_breaks_survive() -> None:
@@ -16,3 +16,8 @@ def test_single_line_breaks_survive() -> None:
 def test_raw_html_stays_text_with_breaks_on() -> None:
     html = render_markdown("line one\n<script>alert(1)</script>")
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_a_worker_reads_as_host_and_pid() -> None:
+    assert worker("gpu-box:19962") == "gpu-box (pid 19962)"
+    assert worker("") == ""

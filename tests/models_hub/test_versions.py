@@ -30,13 +30,19 @@ def test_keys_round_trip_through_their_string_form() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "nonsense", "base:", "adapter:x", "model:1", "base:-1", "base:١", None]
+    "raw", ["nonsense", "base:", "adapter:x", "model:1", "base:-1", "base:١"]
 )
 def test_malformed_keys_are_a_400_domain_error(raw: object) -> None:
     """Anything but ``base:<digits>`` / ``adapter:<digits>`` is refused."""
     with pytest.raises(InvalidVersionKey, match="not a model version") as info:
         VersionKey.parse(raw)
     assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize("raw", ["", "  ", None])
+def test_no_version_at_all_asks_for_one_in_words(raw: object) -> None:
+    with pytest.raises(InvalidVersionKey, match="^Pick a model version.$"):
+        VersionKey.parse(raw)
 
 
 def test_a_pair_must_name_two_different_versions() -> None:

@@ -166,10 +166,14 @@ def test_malformed_blind_and_generate_posts_are_400_not_500(
     response = client.post(blind, {"lease": "abc", "choice": "left"})
     assert response.status_code == 400 and b"not a lease id" in response.content
     generate = reverse("models_hub:compare-generate", args=[campaign])
-    for data in ({}, {"left": two_versions["left"]}, {"left": "x", "right": "y"}):
+    for data, reason in (
+        ({}, b"Pick a model version."),
+        ({"left": two_versions["left"]}, b"Pick a model version."),
+        ({"left": "x", "right": "y"}, b"not a model version"),
+    ):
         response = client.post(generate, data)
         assert response.status_code == 400
-        assert b"not a model version" in response.content
+        assert reason in response.content
     assert not Lease.objects.exists() and not Preference.objects.exists()
     huge = client.post(blind, {"lease": "9" * 30, "choice": "left"})
     assert huge.status_code == 200 and not Preference.objects.exists()

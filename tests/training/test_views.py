@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from core.heartbeat import worker_words
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from models_hub.models import BaseModelVersion
 from tests.conftest import PASSWORD
@@ -461,4 +462,4 @@ def test_a_finished_job_shows_no_heartbeat_and_names_its_worker_in_words(
         "eval loss 0.5000train reward margins 0.2500train runtime 9.0000"
     )
     assert "ran on gpu-box (pid 19962)" in done and "gpu-box:19962" not in done
-    assert selectors.worker_words("plain-name") == "plain-name"
+    assert worker_words("plain-name") == "plain-name"

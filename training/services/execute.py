@@ -27,7 +27,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,7 +41,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from core.heartbeat import Heartbeat
+from core.heartbeat import Heartbeat, worker_name
 from ml import memory
 from ml.result import RunResult
 from models_hub.models import BaseModelVersion
@@ -228,7 +227,7 @@ def _claim(job_id: int) -> TrainingJob | None:
         now = timezone.now()
         job.status = TrainingJob.Status.RUNNING
         job.started_at = job.heartbeat_at = now
-        job.worker = f"{socket.gethostname()}:{os.getpid()}"
+        job.worker = worker_name()
         job.save(
             update_fields=[
                 "status",
