@@ -25,7 +25,6 @@ import math
 import shutil
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from django.utils import timezone
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, NotFound
 from core.heartbeat import Heartbeat, worker_name
+from core.jobs import jobs_fail_stale
 from ml.combine import combine_adapters, combine_check
 from models_hub.models import Adapter, AdapterEvent, CombineJob
 from models_hub.services.generation import generation_round_enqueue
@@ -342,33 +342,14 @@ def _register(
 
 def combine_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
     """Fail RUNNING combine jobs whose worker stopped sending heartbeats."""
-    timeout = timeout_seconds or settings.ARBITER_HEARTBEAT_TIMEOUT
-    cutoff = timezone.now() - timedelta(seconds=timeout)
-    failed = 0
-    for job_id in CombineJob.objects.filter(
-        status=CombineJob.Status.RUNNING, heartbeat_at__lt=cutoff
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            job = (
-                CombineJob.objects.select_for_update(skip_locked=True)
-                .filter(
-                    pk=job_id, status=CombineJob.Status.RUNNING, heartbeat_at__lt=cutoff
-                )
-                .first()
-            )
-            if job is None:
-                continue
-            job.status = CombineJob.Status.FAILED
-            job.phase = "failed"
-            job.finished_at = timezone.now()
-            job.error = (
-                f"The worker running this job ({job.worker or 'unknown'}) stopped "
-                f"sending heartbeats for more than {timeout} s; it was probably "
-                "killed. No adapter was registered; combine again."
-            )
-            job.save(
-                update_fields=["status", "phase", "finished_at", "error", "updated_at"]
-            )
-            failed += 1
-            logger.warning("models_hub.combine.stale job=%s", job.pk)
-    return failed
+    return jobs_fail_stale(
+        model=CombineJob,
+        error=lambda job, timeout: (
+            f"The worker running this job ({job.worker or 'unknown'}) stopped "
+            f"sending heartbeats for more than {timeout} s; it was probably "
+            "killed. No adapter was registered; combine again."
+        ),
+        timeout_seconds=timeout_seconds,
+        also_set={"phase": "failed"},
+        log_name="models_hub.combine.stale",
+    )

@@ -30,10 +30,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Count, Q
@@ -41,7 +39,8 @@ from django.utils import timezone
 
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, Conflict
-from core.heartbeat import Heartbeat, task_messages_pending, worker_name
+from core.heartbeat import Heartbeat, worker_name
+from core.jobs import jobs_fail_stale, jobs_redispatch_lost
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from models_hub.models import (
     Adapter,
@@ -230,67 +229,28 @@ def bootstrap_tick() -> int:
 
 def generation_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
     """Fail RUNNING generation jobs whose worker stopped sending heartbeats."""
-    timeout = timeout_seconds or settings.ARBITER_HEARTBEAT_TIMEOUT
-    cutoff = timezone.now() - timedelta(seconds=timeout)
-    failed = 0
-    for job_id in GenerationJob.objects.filter(
-        status=GenerationJob.Status.RUNNING, heartbeat_at__lt=cutoff
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            job = (
-                GenerationJob.objects.select_for_update(skip_locked=True)
-                .filter(
-                    pk=job_id,
-                    status=GenerationJob.Status.RUNNING,
-                    heartbeat_at__lt=cutoff,
-                )
-                .first()
-            )
-            if job is None:
-                continue
-            job.status = GenerationJob.Status.FAILED
-            job.finished_at = timezone.now()
-            job.error = (
-                f"The worker running this job ({job.worker or 'unknown'}) stopped sending "
-                f"heartbeats for more than {timeout} s; it was probably killed. The "
-                "completions it wrote are kept; launching the round again continues "
-                "without duplicating them."
-            )
-            job.save(update_fields=["status", "finished_at", "error", "updated_at"])
-            failed += 1
-            logger.warning("models_hub.generation.stale job=%s", job.pk)
-    return failed
+    return jobs_fail_stale(
+        model=GenerationJob,
+        error=lambda job, timeout: (
+            f"The worker running this job ({job.worker or 'unknown'}) stopped sending "
+            f"heartbeats for more than {timeout} s; it was probably killed. The "
+            "completions it wrote are kept; launching the round again continues "
+            "without duplicating them."
+        ),
+        timeout_seconds=timeout_seconds,
+        log_name="models_hub.generation.stale",
+    )
 
 
 def generation_job_redispatch_lost(*, older_than_seconds: int | None = None) -> int:
-    """Send ``models_hub.generation_job_run`` again for QUEUED jobs older
-    than ``older_than_seconds`` (default ``ARBITER_REDISPATCH_AFTER``) whose
-    message no queue holds and no worker reserved (see
-    ``training_job_redispatch_lost``). Returns how many were sent."""
-    grace = (
-        settings.ARBITER_REDISPATCH_AFTER
-        if older_than_seconds is None
-        else older_than_seconds
+    """Send ``models_hub.generation_job_run`` again for QUEUED jobs whose
+    message was lost (``core.jobs.jobs_redispatch_lost``)."""
+    return jobs_redispatch_lost(
+        model=GenerationJob,
+        task="models_hub.generation_job_run",
+        older_than_seconds=older_than_seconds,
+        log_name="models_hub.generation.redispatched",
     )
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    queued = list(
-        GenerationJob.objects.filter(
-            status=GenerationJob.Status.QUEUED, created_at__lte=cutoff
-        ).values_list("pk", flat=True)
-    )
-    if not queued:
-        return 0
-    pending = task_messages_pending(name="models_hub.generation_job_run")
-    if pending is None:
-        return 0
-    sent = 0
-    for job_id in queued:
-        if (job_id,) in pending:
-            continue
-        enqueue("models_hub.generation_job_run", job_id)
-        sent += 1
-        logger.warning("models_hub.generation.redispatched job=%s", job_id)
-    return sent
 
 
 # ---------------------------------------------------------------- running

@@ -372,15 +372,15 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_once_and_runs(
     row.save()
     with gpu_queue_paused(celery_workers):
         job = generation_job_launch(campaign=campaign, kind=BOOTSTRAP)
-        assert task_messages_pending(name=run) == {(job.pk,)}
+        assert (job.pk,) in task_messages_pending(name=run)
         assert generation_job_redispatch_lost(older_than_seconds=0) == 0
 
         queue_purge("gpu")
-        assert task_messages_pending(name=run) == set()
+        assert (job.pk,) not in task_messages_pending(name=run)
         # Younger than the grace period: its message may still be on the way.
         assert generation_job_redispatch_lost(older_than_seconds=3600) == 0
         assert generation_job_redispatch_lost(older_than_seconds=0) == 1
-        assert task_messages_pending(name=run) == {(job.pk,)}
+        assert (job.pk,) in task_messages_pending(name=run)
         assert generation_job_redispatch_lost(older_than_seconds=0) == 0
         job.refresh_from_db()
         assert job.status == "queued"

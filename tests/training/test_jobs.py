@@ -429,7 +429,7 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_and_trains(
         job = training_job_launch(
             campaign=campaign, method="dpo", created_by=None, config=FAST
         )
-        assert task_messages_pending(name="training.job_run") == {(job.pk,)}
+        assert (job.pk,) in task_messages_pending(name="training.job_run")
         assert training_job_redispatch_lost(older_than_seconds=0) == 0
         queue_purge("gpu")
         assert training_job_redispatch_lost(older_than_seconds=3600) == 0

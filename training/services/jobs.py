@@ -7,7 +7,6 @@ import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.enqueue import enqueue
-from core.heartbeat import task_messages_pending
+from core.jobs import jobs_fail_stale, jobs_redispatch_lost
 from labeling.models import Campaign
 from ml import memory
 from ml.config import config_class, config_from_dict
@@ -402,75 +401,38 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
 
 def training_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
     """Fail RUNNING jobs whose heartbeat is older than the timeout (their
-    worker died). Returns how many were failed."""
-    timeout = timeout_seconds or settings.ARBITER_HEARTBEAT_TIMEOUT
-    cutoff = timezone.now() - timedelta(seconds=timeout)
-    failed = 0
-    stale_ids = list(
-        TrainingJob.objects.filter(
-            status=TrainingJob.Status.RUNNING, heartbeat_at__lt=cutoff
-        ).values_list("pk", flat=True)
+    worker died), close their pipeline and drop their scratch folder.
+    Returns how many were failed."""
+
+    def error(job: TrainingJob, timeout: int) -> str:
+        return (
+            f"The worker running this job ({job.worker or 'unknown'}) stopped sending heartbeats "
+            f"for more than {timeout} s (last at {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); it was "
+            "probably killed or lost its machine. No adapter was registered."
+        )
+
+    def after(job: TrainingJob) -> None:
+        pipeline_job_finished(job=job)
+        _remove_scratch(job.pk)
+
+    return jobs_fail_stale(
+        model=TrainingJob,
+        error=error,
+        timeout_seconds=timeout_seconds,
+        after=after,
+        log_name="training.job.stale",
     )
-    for job_id in stale_ids:
-        with transaction.atomic():
-            job = (
-                TrainingJob.objects.select_for_update(skip_locked=True)
-                .filter(
-                    pk=job_id,
-                    status=TrainingJob.Status.RUNNING,
-                    heartbeat_at__lt=cutoff,
-                )
-                .first()
-            )
-            if job is None:
-                continue
-            job.status = TrainingJob.Status.FAILED
-            job.finished_at = timezone.now()
-            job.error = (
-                f"The worker running this job ({job.worker or 'unknown'}) stopped sending heartbeats "
-                f"for more than {timeout} s (last at {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); it was "
-                "probably killed or lost its machine. No adapter was registered."
-            )
-            job.save(update_fields=["status", "finished_at", "error", "updated_at"])
-            pipeline_job_finished(job=job)
-            _remove_scratch(job.pk)
-            failed += 1
-            logger.warning("training.job.stale job=%s worker=%s", job.pk, job.worker)
-    return failed
 
 
 def training_job_redispatch_lost(*, older_than_seconds: int | None = None) -> int:
-    """Send ``training.job_run`` again for QUEUED jobs older than
-    ``older_than_seconds`` (default ``ARBITER_REDISPATCH_AFTER``) whose
-    message is neither waiting in the gpu queue nor reserved by a worker:
-    it was lost (Redis restarted without its data, the broker was down when
-    the job was launched, the queue was purged). Safe to repeat: a job that
-    is no longer QUEUED when the message arrives is skipped by the task.
-    Returns how many were sent; none when the broker cannot be read."""
-    grace = (
-        settings.ARBITER_REDISPATCH_AFTER
-        if older_than_seconds is None
-        else older_than_seconds
+    """Send ``training.job_run`` again for QUEUED jobs whose message was
+    lost (``core.jobs.jobs_redispatch_lost``). Returns how many were sent."""
+    return jobs_redispatch_lost(
+        model=TrainingJob,
+        task="training.job_run",
+        older_than_seconds=older_than_seconds,
+        log_name="training.job.redispatched",
     )
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    queued = list(
-        TrainingJob.objects.filter(
-            status=TrainingJob.Status.QUEUED, created_at__lte=cutoff
-        ).values_list("pk", flat=True)
-    )
-    if not queued:
-        return 0
-    pending = task_messages_pending(name="training.job_run")
-    if pending is None:
-        return 0
-    sent = 0
-    for job_id in queued:
-        if (job_id,) in pending:
-            continue
-        enqueue("training.job_run", job_id)
-        sent += 1
-        logger.warning("training.job.redispatched job=%s", job_id)
-    return sent
 
 
 def _remove_scratch(job_id: int) -> None:
