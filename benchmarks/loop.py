@@ -472,7 +472,7 @@ def round_details(api: Api, campaign_id: int, round_: Round, base_key: str) -> N
             f"/api/v1/models/campaigns/{campaign_id}/compare/"
             f"?left=adapter:{champion['id']}&right={base_key}"
         )
-        round_.judged = {"champion": champion["name"], **judge(compare["rows"])}
+        round_.judged = {"champion_name": champion["name"], **judge(compare["rows"])}
 
 
 def _seconds(stamp: str) -> float:
@@ -500,10 +500,12 @@ def print_round(r: Round) -> None:
     )
     if cand:
         print(
-            "  guardrails (candidate | opponent): repetition "
-            f"{cand.get('repetition', 0):.3f} | {opp.get('repetition', 0):.3f}, "
+            f"  guardrails (candidate | opponent {g.get('opponent_key', '?')}): repetition "
+            f"{cand.get('repetition_mean', 0):.3f} | {opp.get('repetition_mean', 0):.3f}, "
             f"degenerate {cand.get('degenerate', 0):.0%} | {opp.get('degenerate', 0):.0%}, "
             f"empty {cand.get('empty', 0):.0%} | {opp.get('empty', 0):.0%}, "
+            f"cut at max_new_tokens {cand.get('truncated', 0):.0%} | "
+            f"{opp.get('truncated', 0):.0%}, "
             f"length {_mean_length(cand):.0f} | {_mean_length(opp):.0f} chars, "
             f"NLL under base {cand.get('nll_under_base') or 0:.2f} | "
             f"{opp.get('nll_under_base') or 0:.2f}"
@@ -511,7 +513,7 @@ def print_round(r: Round) -> None:
     if j:
         c, b = j["champion"], j["base"]
         print(
-            f"  champion {j['champion']} vs base on {j['n']} golden prompts by the rule: "
+            f"  champion {j['champion_name']} vs base on {j['n']} golden prompts by the rule: "
             f"{j['wins']} wins, {j['losses']} losses, {j['ties']} ties, "
             f"win rate {j['rate']:.2f}, sign test p = {j['p']:.4f}"
         )
@@ -528,8 +530,7 @@ def print_round(r: Round) -> None:
 
 
 def _mean_length(figures: dict[str, Any]) -> float:
-    length = figures.get("length", 0)
-    return length.get("mean", 0) if isinstance(length, dict) else float(length or 0)
+    return float(figures.get("length_mean") or 0)
 
 
 # ---------------------------------------------------------------- main

@@ -45,7 +45,12 @@ def test_plain_post_flow_labels_and_redirects_to_the_next_pair(
     assert start.status_code == 302
     lease = Lease.objects.get(annotator=annotator)
     page = logged_in.get(start["Location"])
-    assert page.status_code == 200 and b"Left is better" in page.content
+    assert page.status_code == 200
+    # Left/Right side by side, Top/Bottom once the answers stack (CSS picks).
+    assert (
+        b'<span class="when-side-by-side">Left</span>'
+        b'<span class="when-stacked">Top</span> is better' in page.content
+    )
     submit_url = reverse("labeling:lease-submit", args=[campaign.pk, lease.pk])
     response = logged_in.post(
         submit_url,
