@@ -163,8 +163,12 @@ def test_blind_review_records_a_vote_on_key_1_and_phone_labeling_shows_prompt_fi
     assert bar is not None and bar["height"] < PHONE["height"] / 3, bar
     # Touch screens get no key hints, and the stacked answers are Top/Bottom.
     assert not phone.locator(".choices kbd").first.is_visible()
-    assert phone.locator("#comparison-card .side h2").first.inner_text() == "Top"
-    assert phone.locator(".choices .choice").first.inner_text() == "Top is better"
+    assert (
+        phone.locator("#comparison-card .side h2").first.inner_text().strip() == "Top"
+    )
+    assert (
+        phone.locator(".choices .choice").first.inner_text().strip() == "Top is better"
+    )
 
     # The page itself never scrolls sideways.
     width = phone.evaluate("document.documentElement.scrollWidth")
