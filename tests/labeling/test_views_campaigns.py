@@ -73,10 +73,15 @@ def test_campaign_page_roles(client_for: Any) -> None:
     assert reverse("models_hub:leaderboard", args=[campaign.pk]) in html
     assert reverse("labeling:label-start", args=[campaign.pk]) in html
     assert edit not in html and importer not in html and "import.js" not in html
+    # The loop's pages are one click away; only admins start a bootstrap round.
+    bootstrap = reverse("models_hub:campaign-bootstrap", args=[campaign.pk])
+    for page in ("training:campaign-loop", "training:campaign-settings"):
+        assert reverse(page, args=[campaign.pk]) in html
+    assert bootstrap not in html
 
     admin = client_for(ADMIN).get(url)
     html = admin.content.decode()
-    assert edit in html and importer in html
+    assert edit in html and importer in html and bootstrap in html
     assert 'hx-encoding="multipart/form-data"' in html and "<progress" in html
     assert "labeling/import.js" in html
 
