@@ -251,7 +251,33 @@ class GenerationSettings(BaseModel):
         return f"generation settings for {self.campaign}"
 
 
-class GenerationJob(BaseModel):
+class JobRecord(BaseModel):
+    """What a generation or combine job records about the worker that runs it
+    (the heartbeat the sweepers read, ``core.jobs``) and how it ended.
+    Subclasses define ``status`` with their ``Status`` and ``ACTIVE``."""
+
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class GenerationJob(JobRecord):
     """One generation round, visible like a training job.
 
     ``bootstrap`` answers prompts that have no open pair with the champion
@@ -310,18 +336,6 @@ class GenerationJob(BaseModel):
         blank=True,
         help_text="Guardrail figures per version and the violations found.",
     )
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -342,12 +356,8 @@ class GenerationJob(BaseModel):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
 
-
-class CombineJob(BaseModel):
+class CombineJob(JobRecord):
     """Combining two or more policy adapters of one campaign and base into a
     new adapter version (PEFT ``add_weighted_adapter``), visible like a
     training job. On success ``adapter`` is the new candidate; ``parents``
@@ -411,18 +421,6 @@ class CombineJob(BaseModel):
         related_name="combined_by",
         help_text="The adapter the job registered.",
     )
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -434,7 +432,3 @@ class CombineJob(BaseModel):
 
     def __str__(self) -> str:
         return f"combine job #{self.pk} ({self.status})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
