@@ -63,19 +63,20 @@ class _SectionForm(forms.Form):
     model: type[models.Model]
     field_names: tuple[str, ...]
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The ``CampaignSettings`` attribute that holds this section's row.
+    row_attribute: str
 
     def __init__(
         self,
         data: Mapping[str, Any] | None = None,
         *,
-        row: models.Model,
+        settings: CampaignSettings,
         read_only: bool,
-        initial: Mapping[str, Any] | None = None,
     ) -> None:
+        row = getattr(settings, self.row_attribute)
+        initial = self.initial_extra(settings)
         values = forms.models.model_to_dict(row, fields=self.field_names)
-        super().__init__(
-            data, prefix=self.section, initial={**values, **(initial or {})}
-        )
+        super().__init__(data, prefix=self.section, initial={**values, **initial})
         self.fields.update(fields_for_model(self.model, fields=self.field_names))
         for name, field in self.fields.items():
             field.label = LABELS.get(name, field.label)
@@ -117,6 +118,10 @@ class _SectionForm(forms.Form):
         """The section's values for the service: every field on the page."""
         return dict(self.cleaned_data)
 
+    def initial_extra(self, settings: CampaignSettings) -> dict[str, Any]:
+        """Initial values the row does not hold (subclasses)."""
+        return {}
+
     def add_service_errors(self, errors: Mapping[str, list[str]]) -> None:
         for name, messages in errors.items():
             self.add_error(name if name in self.fields else None, messages)
@@ -126,20 +131,10 @@ class CampaignSettingsForm(_SectionForm):
     section = CAMPAIGN
     model = Campaign
     field_names = CAMPAIGN_FIELDS
+    row_attribute = "campaign"
 
-    def __init__(
-        self,
-        data: Mapping[str, Any] | None = None,
-        *,
-        settings: CampaignSettings,
-        read_only: bool,
-    ) -> None:
-        super().__init__(
-            data,
-            row=settings.campaign,
-            read_only=read_only,
-            initial={"annotators": ", ".join(settings.annotators)},
-        )
+    def initial_extra(self, settings: CampaignSettings) -> dict[str, Any]:
+        return {"annotators": ", ".join(settings.annotators)}
 
     def customize(self) -> None:
         self.fields["overlap_k"].help_text += " From 1 to 20."
@@ -160,15 +155,7 @@ class TrainingSettingsForm(_SectionForm):
     section = TRAINING
     model = TrainingPolicy
     field_names = TRAINING_FIELDS
-
-    def __init__(
-        self,
-        data: Mapping[str, Any] | None = None,
-        *,
-        settings: CampaignSettings,
-        read_only: bool,
-    ) -> None:
-        super().__init__(data, row=settings.policy, read_only=read_only)
+    row_attribute = "policy"
 
     def customize(self) -> None:
         self.fields["base_model"] = forms.ModelChoiceField(
@@ -198,15 +185,7 @@ class GenerationSettingsForm(_SectionForm):
     model = GenerationSettings
     field_names = GENERATION_FIELDS
     groups = GENERATION_GROUPS
-
-    def __init__(
-        self,
-        data: Mapping[str, Any] | None = None,
-        *,
-        settings: CampaignSettings,
-        read_only: bool,
-    ) -> None:
-        super().__init__(data, row=settings.generation, read_only=read_only)
+    row_attribute = "generation"
 
     def bounds(self, name: str) -> dict[str, float]:
         attrs = super().bounds(name)
