@@ -4,11 +4,16 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from core.people import demo_accounts
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",
-        login_not_required(auth_views.LoginView.as_view()),
+        # demo_accounts is a callable: the page names the demo accounts, if any.
+        login_not_required(
+            auth_views.LoginView.as_view(extra_context={"demo_accounts": demo_accounts})
+        ),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -13,11 +13,13 @@ authenticating) and ``is_active=True`` brings it back.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group
 from django.contrib.auth.password_validation import validate_password
@@ -31,6 +33,9 @@ from core.roles import ADMIN, ANNOTATOR, REVIEWER, ROLES
 from core.services import roles_ensure
 
 logger = logging.getLogger(__name__)
+
+# Written by seed_demo to the data directory: the demo accounts' passwords.
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 # Highest first: a user in several role groups has the highest of them.
 _ROLES_HIGH_TO_LOW = (ADMIN, REVIEWER, ANNOTATOR)
@@ -237,3 +242,20 @@ def token_rotate(*, user: Any) -> IssuedToken:
     issued = _token_issue(user=user)
     logger.info("people.token.rotated", extra={"user_id": user.pk})
     return issued
+
+
+def demo_accounts() -> list[str]:
+    """The demo accounts that exist (active users named in the credentials
+    file that ``seed_demo`` writes to the data directory); empty outside a
+    demo. Usernames only: the passwords stay in the file and the terminal."""
+    path = settings.DATA_DIR / DEMO_CREDENTIALS_FILE
+    try:
+        names = list(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return []
+    return list(
+        get_user_model()
+        .objects.filter(username__in=names, is_active=True)
+        .order_by("username")
+        .values_list("username", flat=True)
+    )

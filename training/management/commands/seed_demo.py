@@ -25,6 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.people import DEMO_CREDENTIALS_FILE
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from core.services import roles_ensure, user_create
 from labeling.models import Campaign, Comparison
@@ -64,7 +65,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         roles_ensure()
-        creds_path = Path(settings.DATA_DIR) / "demo-credentials.json"
+        creds_path = Path(settings.DATA_DIR) / DEMO_CREDENTIALS_FILE
         creds: dict[str, str] = (
             json.loads(creds_path.read_text()) if creds_path.exists() else {}
         )
