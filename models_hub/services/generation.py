@@ -413,7 +413,9 @@ def _write(
             params=dataclasses.replace(params, seed=params.seed + start),
         )
         for prompt, (text, record) in zip(batch, outputs, strict=True):
-            stored = text or EMPTY_TEXT
+            # PostgreSQL text cannot hold NUL; a model that writes one (the
+            # tiny test model does) keeps a visible replacement character.
+            stored = text.replace("\x00", "\ufffd") or EMPTY_TEXT
             completion, _ = Completion.objects.get_or_create(
                 prompt=prompt,
                 content_hash=content_hash(stored),
