@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from core.models import BaseModel
@@ -100,6 +101,17 @@ class Adapter(BaseModel):
         blank=True,
         related_name="+",
     )
+    serving_enabled = models.BooleanField(
+        default=True,
+        help_text="Served by the inference API; switched off it stays in the "
+        "registry and the API answers 404 for it.",
+    )
+
+    @property
+    def served_name(self) -> str:
+        """The immutable name the inference API serves it under (a reused
+        name would serve stale prefix-cache entries in vLLM)."""
+        return f"adapter-{self.pk}"
 
     class Meta:
         constraints = [
@@ -432,3 +444,201 @@ class CombineJob(JobRecord):
 
     def __str__(self) -> str:
         return f"combine job #{self.pk} ({self.status})"
+
+
+class Deployment(BaseModel):
+    """What a campaign's alias ``campaign-<id>/champion`` serves: the champion
+    policy (the base while there is none) and, optionally, one candidate with
+    a share of the traffic (a canary) or half of it (an A/B split). Requests
+    that name a ``user`` are routed by a hash of it, so one user keeps one
+    arm. Every change is a ``DeploymentChange``; rolling back restores the
+    state before the last change."""
+
+    class Mode(models.TextChoices):
+        CHAMPION = "champion", "champion only"
+        CANARY = "canary", "canary (candidate gets a share)"
+        AB = "ab", "A/B (even split)"
+
+    campaign = models.OneToOneField(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="deployment"
+    )
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.CHAMPION)
+    candidate = models.ForeignKey(
+        Adapter,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The policy adapter that gets the canary or A/B share.",
+    )
+    candidate_share = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of requests the candidate answers in canary mode "
+        "(A/B is always 0.5).",
+    )
+    sample_share = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of served requests also answered by the other "
+        "version and queued as a comparison (0: off).",
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(mode="champion") | models.Q(candidate__isnull=False),
+                name="models_hub_deployment_candidate_when_split",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"deployment of {self.campaign}"
+
+
+class DeploymentChange(BaseModel):
+    """One change of a deployment: its state before and after, who and why."""
+
+    class Action(models.TextChoices):
+        UPDATED = "updated", "updated"
+        ROLLED_BACK = "rolled_back", "rolled back"
+        ENDED = "ended", "candidate left (promoted, retired or switched off)"
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="changes"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} {self.action}"
+
+
+class ServedResponse(BaseModel):
+    """One answer of the inference API, with the version that gave it."""
+
+    class Endpoint(models.TextChoices):
+        CHAT = "chat", "chat.completions"
+        COMPLETION = "completion", "completions"
+
+    class Arm(models.TextChoices):
+        NONE = "", "named directly"
+        CHAMPION = "champion", "champion"
+        CANDIDATE = "candidate", "candidate"
+
+    public_id = models.CharField(
+        max_length=64, unique=True, help_text="The response's OpenAI-style id."
+    )
+    endpoint = models.CharField(max_length=16, choices=Endpoint.choices)
+    requested_model = models.CharField(max_length=200)
+    served_model = models.CharField(
+        max_length=200, help_text="The immutable name of the version that answered."
+    )
+    base_model = models.ForeignKey(
+        BaseModelVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="served_responses",
+        help_text="Empty when the base alone answered.",
+    )
+    merged = models.BooleanField(
+        default=False, help_text="Answered by the adapter's merged export."
+    )
+    campaign = models.ForeignKey(
+        "labeling.Campaign",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Set when the request named the campaign's alias.",
+    )
+    arm = models.CharField(max_length=16, choices=Arm.choices, blank=True)
+    caller = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The token's owner.",
+    )
+    end_user = models.CharField(
+        max_length=200, blank=True, help_text="The request's `user` field."
+    )
+    prompt = models.JSONField(help_text="Text, or the chat messages.")
+    text = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=16)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(default=0.0)
+    sampled = models.BooleanField(
+        default=False, help_text="Chosen to be answered by the other version too."
+    )
+    comparison = models.ForeignKey(
+        "labeling.Comparison",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The pair made from this request (traffic sampling).",
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["campaign", "-created_at"], name="models_hub_served_campaign"
+            ),
+            models.Index(
+                fields=["adapter", "-created_at"], name="models_hub_served_adapter"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class ServedFeedback(BaseModel):
+    """A caller's verdict on one served response, counted for its version."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "thumbs up"
+        DOWN = "down", "thumbs down"
+        PREFER_OTHER = "prefer_other", "prefer the other version"
+
+    response = models.ForeignKey(
+        ServedResponse, on_delete=models.CASCADE, related_name="feedback"
+    )
+    rating = models.CharField(max_length=16, choices=Rating.choices)
+    comment = models.CharField(max_length=1000, blank=True)
+    caller = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    def __str__(self) -> str:
+        return f"{self.rating} on {self.response}"
