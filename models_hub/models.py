@@ -139,6 +139,8 @@ class AdapterEvent(BaseModel):
         ROLLED_BACK = "rolled_back", "rolled back"
         RETIRED = "retired", "retired"
         REFUSED = "refused", "refused by its guardrails"
+        SERVING_OFF = "serving_off", "switched off for serving"
+        SERVING_ON = "serving_on", "switched on for serving"
 
     adapter = models.ForeignKey(
         Adapter, on_delete=models.CASCADE, related_name="events"
