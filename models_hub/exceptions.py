@@ -7,3 +7,8 @@ class ModelsHubError(ApplicationError):
 
 class PromotionBlocked(Conflict):
     """The promotion gate refused: not enough evidence that the candidate wins."""
+
+
+class DeploymentRefused(ModelsHubError):
+    """A deployment change, a serving switch or a feedback was refused; the
+    message says why (400)."""

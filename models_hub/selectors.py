@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from core import charts
@@ -27,7 +27,15 @@ from core.stats import (
     win_rate_matrix,
 )
 from labeling.models import Campaign, Completion, Lease, Preference, Prompt
-from models_hub.models import Adapter, BaseModelVersion, GenerationJob
+from models_hub.models import (
+    Adapter,
+    BaseModelVersion,
+    Deployment,
+    DeploymentChange,
+    GenerationJob,
+    ServedFeedback,
+    ServedResponse,
+)
 from models_hub.versions import (
     SameVersion,
     VersionKey,
@@ -497,3 +505,204 @@ def generation_job_summary(
         opponent=str(report.get("opponent_key") or "the opponent"),
         violations=[str(v) for v in report.get("violations") or []],
     )
+
+
+# ---------------------------------------------------------------- deployments
+
+
+def campaign_alias(campaign: Campaign) -> str:
+    """The model name applications send to reach the campaign's deployment."""
+    return f"campaign-{campaign.pk}/champion"
+
+
+def deployment_for_campaign(*, campaign: Campaign) -> Deployment:
+    """The campaign's deployment; an unsaved champion-only one while it has
+    none (reads never create rows)."""
+    deployment = (
+        Deployment.objects.select_related("candidate", "updated_by")
+        .filter(campaign=campaign)
+        .first()
+    )
+    return deployment if deployment is not None else Deployment(campaign=campaign)
+
+
+def deployment_change_list(*, campaign: Campaign) -> QuerySet[DeploymentChange]:
+    """The campaign's deployment changes, newest first."""
+    return (
+        DeploymentChange.objects.filter(deployment__campaign=campaign)
+        .select_related("actor")
+        .order_by("-created_at", "-id")
+    )
+
+
+def deployment_rollback_target(deployment: Deployment) -> DeploymentChange | None:
+    """The change a rollback undoes: the newest change not yet undone.
+
+    Changes are read newest first as an undo stack: each ``rolled_back``
+    change has undone one earlier change, so it is skipped together with
+    the newest change before it that is not itself a rollback. A second
+    rollback therefore undoes the change before the one the first undid."""
+    if deployment.pk is None:
+        return None
+    pending_undos = 0
+    for change in deployment.changes.order_by("-created_at", "-id"):
+        if change.action == DeploymentChange.Action.ROLLED_BACK:
+            pending_undos += 1
+        elif pending_undos:
+            pending_undos -= 1
+        else:
+            return change
+    return None
+
+
+def deployment_candidate_options(*, campaign: Campaign) -> QuerySet[Adapter]:
+    """Policy candidates of the campaign that are switched on for serving:
+    what the deployment form offers (the service still checks the base)."""
+    return Adapter.objects.filter(
+        campaign=campaign,
+        role=Adapter.Role.POLICY,
+        status=Adapter.Status.CANDIDATE,
+        serving_enabled=True,
+    ).order_by("-version")
+
+
+@dataclass(frozen=True)
+class ServedCount:
+    """How many responses one arm's version gave through the alias."""
+
+    arm: str
+    served_model: str
+    adapter_id: int | None
+    label: str
+    last_24h: int
+    last_7d: int
+
+
+@dataclass(frozen=True)
+class VersionFeedback:
+    """Callers' verdicts on one version's responses."""
+
+    served_model: str
+    adapter_id: int | None
+    label: str
+    up: int
+    down: int
+    prefer_other: int
+
+
+@dataclass(frozen=True)
+class DeploymentSummary:
+    deployment: Deployment
+    alias: str
+    champion: Adapter | None
+    served: list[ServedCount]
+    feedback: list[VersionFeedback]
+    changes: list[DeploymentChange]
+    rollback_target: DeploymentChange | None
+
+
+def _version_labels(adapter_ids: set[int | None]) -> dict[int | None, str]:
+    labels: dict[int | None, str] = {None: "base model"}
+    for adapter in Adapter.objects.filter(pk__in={i for i in adapter_ids if i}):
+        labels[adapter.pk] = f"{adapter.name} v{adapter.version}"
+    return labels
+
+
+def served_counts(
+    *, campaign: Campaign, now: datetime | None = None
+) -> list[ServedCount]:
+    """Responses the campaign's alias gave over the last 24 hours and 7
+    days, per arm and version (champion first)."""
+    now = now or timezone.now()
+    rows = list(
+        ServedResponse.objects.filter(
+            campaign=campaign, created_at__gte=now - timedelta(days=7)
+        )
+        .values("arm", "served_model", "adapter_id")
+        .annotate(
+            last_7d=Count("id"),
+            last_24h=Count("id", filter=Q(created_at__gte=now - timedelta(days=1))),
+        )
+        .order_by("arm", "served_model")
+    )
+    labels = _version_labels({r["adapter_id"] for r in rows})
+    return [
+        ServedCount(
+            arm=r["arm"],
+            served_model=r["served_model"],
+            adapter_id=r["adapter_id"],
+            label=labels.get(r["adapter_id"], r["served_model"]),
+            last_24h=r["last_24h"],
+            last_7d=r["last_7d"],
+        )
+        for r in rows
+    ]
+
+
+def served_feedback_counts(*, campaign: Campaign) -> list[VersionFeedback]:
+    """Callers' verdicts per version, over responses given through the
+    campaign's alias or by one of its adapters named directly."""
+    rating = ServedFeedback.Rating
+    rows = list(
+        ServedFeedback.objects.filter(
+            Q(response__campaign=campaign) | Q(response__adapter__campaign=campaign)
+        )
+        .values("response__served_model", "response__adapter_id")
+        .annotate(
+            up=Count("id", filter=Q(rating=rating.UP)),
+            down=Count("id", filter=Q(rating=rating.DOWN)),
+            prefer_other=Count("id", filter=Q(rating=rating.PREFER_OTHER)),
+        )
+        .order_by("response__served_model")
+    )
+    labels = _version_labels({r["response__adapter_id"] for r in rows})
+    return [
+        VersionFeedback(
+            served_model=r["response__served_model"],
+            adapter_id=r["response__adapter_id"],
+            label=labels.get(r["response__adapter_id"], r["response__served_model"]),
+            up=r["up"],
+            down=r["down"],
+            prefer_other=r["prefer_other"],
+        )
+        for r in rows
+    ]
+
+
+def deployment_summary(
+    *, campaign: Campaign, now: datetime | None = None, changes: int = 10
+) -> DeploymentSummary:
+    """What the campaign's alias serves now, how much each arm answered,
+    callers' feedback per version, the ``changes`` newest changes and the
+    change a rollback would undo (None: nothing to roll back)."""
+    deployment = deployment_for_campaign(campaign=campaign)
+    return DeploymentSummary(
+        deployment=deployment,
+        alias=campaign_alias(campaign),
+        champion=Adapter.objects.select_related("base_model")
+        .filter(
+            campaign=campaign,
+            role=Adapter.Role.POLICY,
+            status=Adapter.Status.CHAMPION,
+        )
+        .first(),
+        served=served_counts(campaign=campaign, now=now),
+        feedback=served_feedback_counts(campaign=campaign),
+        changes=list(deployment_change_list(campaign=campaign)[:changes]),
+        rollback_target=deployment_rollback_target(deployment),
+    )
+
+
+def served_response_list(
+    *, campaign: Campaign | None = None, adapter: Adapter | None = None
+) -> QuerySet[ServedResponse]:
+    """Served responses, newest first, optionally of one campaign's alias
+    or one adapter."""
+    qs = ServedResponse.objects.select_related("adapter", "caller").order_by(
+        "-created_at", "-id"
+    )
+    if campaign is not None:
+        qs = qs.filter(campaign=campaign)
+    if adapter is not None:
+        qs = qs.filter(adapter=adapter)
+    return qs

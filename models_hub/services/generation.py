@@ -50,6 +50,7 @@ from models_hub.models import (
     GenerationSettings,
 )
 from models_hub.selectors import campaign_reward_model, version_get
+from models_hub.services.deployments import deployment_candidate_end
 from models_hub.services.registry import (
     adapter_champion,
     adapter_path,
@@ -700,6 +701,9 @@ def _refuse(adapter: Adapter, reasons: Sequence[str]) -> None:
         if locked.status == Adapter.Status.CANDIDATE:
             locked.status = Adapter.Status.RETIRED
             locked.save(update_fields=["status", "updated_at"])
+            deployment_candidate_end(
+                adapter=locked, actor=None, reason=f"{locked} refused: {reason}"
+            )
     logger.warning(
         "models_hub.generation.refused adapter=%s reasons=%s", adapter.pk, reasons
     )

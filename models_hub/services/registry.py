@@ -20,6 +20,7 @@ from models_hub.models import (
     BaseModelVersion,
     GenerationSettings,
 )
+from models_hub.services.deployments import deployment_candidate_end
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,16 @@ def gate_decision(
     return None
 
 
+def _deployment_candidate_end(
+    adapter: Adapter, actor: AbstractBaseUser | None, why: str
+) -> None:
+    """A version that became champion or was retired stops being any
+    deployment's canary or A/B candidate (recorded as ``ended``)."""
+    deployment_candidate_end(
+        adapter=adapter, actor=actor, reason=f"{adapter.name} v{adapter.version} {why}"
+    )
+
+
 @transaction.atomic
 def adapter_promote(
     *,
@@ -180,6 +191,7 @@ def adapter_promote(
         reason=reason.strip(),
         evidence=evidence,
     )
+    _deployment_candidate_end(adapter, actor, "promoted to champion")
     logger.info(
         "models_hub.adapter.promoted adapter=%s previous=%s automatic=%s",
         adapter.pk,
@@ -225,6 +237,7 @@ def adapter_rollback(
         return None
     previous.status = Adapter.Status.CHAMPION
     previous.save(update_fields=["status", "updated_at"])
+    _deployment_candidate_end(previous, actor, "champion again by a rollback")
     AdapterEvent.objects.create(
         adapter=previous,
         action=AdapterEvent.Action.ROLLED_BACK,
@@ -252,6 +265,7 @@ def adapter_retire(
     AdapterEvent.objects.create(
         adapter=adapter, action=AdapterEvent.Action.RETIRED, actor=actor, reason=reason
     )
+    _deployment_candidate_end(adapter, actor, "retired")
     return adapter
 
 
