@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub.api import combine, views
+from models_hub.api import combine, deployments, views
 
 urlpatterns = [
     path("models/base/", views.BaseModelListApi.as_view(), name="api-base-model-list"),
@@ -79,5 +79,35 @@ urlpatterns = [
         "models/combine/<int:combine_job_id>/",
         combine.CombineJobDetailApi.as_view(),
         name="api-combine-job-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/",
+        deployments.DeploymentApi.as_view(),
+        name="api-deployment",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/rollback/",
+        deployments.DeploymentRollbackApi.as_view(),
+        name="api-deployment-rollback",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/changes/",
+        deployments.DeploymentChangeListApi.as_view(),
+        name="api-deployment-changes",
+    ),
+    path(
+        "models/adapters/<int:adapter_id>/serving/",
+        deployments.AdapterServingApi.as_view(),
+        name="api-adapter-serving",
+    ),
+    path(
+        "served-responses/",
+        deployments.ServedResponseListApi.as_view(),
+        name="api-served-response-list",
+    ),
+    path(
+        "served-responses/<str:public_id>/feedback/",
+        deployments.ServedFeedbackCreateApi.as_view(),
+        name="api-served-feedback",
     ),
 ]
