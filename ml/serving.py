@@ -41,8 +41,11 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+from transformers.pytorch_utils import Conv1D
 
 from ml.adapters import read_adapter_config
 from ml.loading import load_tokenizer
@@ -161,7 +164,7 @@ class _Request:
     @property
     def group(self) -> str:
         if self.model.merged_path:
-            return f"merged:{self.model.name}"
+            return f"merged:{self.model.name}:{self.model.merged_path}"
         return PEFT_GROUP
 
 
@@ -230,6 +233,7 @@ class ServingEngine:
                 "prefills",
                 "joined",
                 "decode_steps",
+                "decode_rows",
                 "requests",
                 "failed",
                 "cancelled",
@@ -243,6 +247,9 @@ class ServingEngine:
         self.base = self._load_model(base_path)
         self.counters["base_loads"] += 1
         self.peft = _wrap(self.base)
+        self._active = IDLE_ADAPTER  # the adapter PEFT's ordinary path runs
+        self._row_adapters: list[str] | None = None  # per row, in a mixed batch
+        self._hook_lora_layers()
         self.adapters: OrderedDict[str, str] = OrderedDict()  # key -> path, LRU last
         self.merged: OrderedDict[str, tuple[str, PreTrainedModel]] = OrderedDict()
         self.max_context = _context_length(self.base, self.tokenizer)
@@ -348,13 +355,14 @@ class ServingEngine:
         _check_lora_adapter(path)
         try:
             self.peft.load_adapter(path, adapter_name=key, torch_device=self.device)
-        except (OSError, ValueError, RuntimeError, KeyError) as error:
+        except Exception as error:  # noqa: BLE001 - any load error: undo, report
             if key in self.peft.peft_config:
                 self.peft.delete_adapter(key)
             raise EngineError(
                 f"adapter {path} does not fit the base {self.base_path}: {error}"
             ) from error
         self.peft.eval()
+        self._hook_lora_layers()
         self.adapters[key] = path
         self.counters["adapter_loads"] += 1
         logger.info("serving.adapter.loaded key=%s path=%s", key, path)
@@ -366,7 +374,48 @@ class ServingEngine:
             self.counters["adapter_evictions"] += 1
             logger.info("serving.adapter.evicted key=%s", victim)
 
+    def _route(self, names: list[str]) -> None:
+        """Point the LoRA layers at the adapter of each row.
+
+        A batch of one version runs PEFT's ordinary path with that adapter
+        active (switched only when it changes; the idle no-op adapter stands
+        for the base). A mixed batch runs PEFT's mixed-adapter forward: the
+        hooks hand every LoRA layer ``adapter_names``, as
+        ``PeftModel.forward(adapter_names=...)`` would, without PEFT's
+        registering and removing one hook per layer on every call (a third
+        of a decoding step of SmolLM2 on CPU).
+        """
+        first = names[0]
+        if all(name == first for name in names):
+            self._row_adapters = None
+            active = IDLE_ADAPTER if first == BASE_ROW else first
+            if self._active != active:
+                self.peft.base_model.set_adapter(active, inference_mode=True)
+                self._active = active
+        else:
+            self._row_adapters = names
+
+    def _hook_lora_layers(self) -> None:
+        """Give every LoRA layer (new ones appear with adapters that target
+        more modules) the pre-forward hook that routes rows to adapters."""
+        for module in self.peft.modules():
+            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper)) and not (
+                getattr(module, "_serving_routed", False)
+            ):
+                module.register_forward_pre_hook(self._inject_rows, with_kwargs=True)
+                module._serving_routed = True
+
+    def _inject_rows(
+        self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        if self._row_adapters is not None:
+            kwargs["adapter_names"] = self._row_adapters
+        return args, kwargs
+
     def _delete_adapter(self, key: str) -> None:
+        if self._active == key:
+            self.peft.base_model.set_adapter(IDLE_ADAPTER, inference_mode=True)
+            self._active = IDLE_ADAPTER
         self.peft.delete_adapter(key)
         del self.adapters[key]
 
@@ -449,7 +498,13 @@ class ServingEngine:
     def _take_locked(self) -> list[_Request]:
         running = self._batch.rows if self._batch is not None else []
         group = self._batch.group if self._batch is not None else None
-        adapters = {r.adapter for r in running if r.adapter != BASE_ROW}
+        # Adapters in use, by key: a request needing another adapter than the
+        # batch can hold, or other weights under a name in use, waits.
+        adapters = {
+            r.adapter: r.request.model.adapter_path
+            for r in running
+            if r.adapter != BASE_ROW
+        }
         room = self.max_batch - len(running)
         taken: list[_Request] = []
         while self._pending and room > 0:
@@ -464,9 +519,12 @@ class ServingEngine:
                 break
             if request.group == PEFT_GROUP and request.model.adapter_path:
                 key = self._adapter_key(request.model.name)
-                if key not in adapters and len(adapters) >= self.max_adapters:
+                if key in adapters:
+                    if adapters[key] != request.model.adapter_path:
+                        break
+                elif len(adapters) >= self.max_adapters:
                     break
-                adapters.add(key)
+                adapters[key] = request.model.adapter_path
             taken.append(self._pending.popleft())
             room -= 1
         return taken
@@ -498,6 +556,10 @@ class ServingEngine:
                     self._ensure_adapter(adapter, request.model.adapter_path, pinned)
             except EngineError as error:
                 self._fail(request, error)
+                continue
+            except Exception as error:  # noqa: BLE001 - one request fails, not the thread
+                logger.exception("serving.request.load_failed")
+                self._fail(request, EngineError(f"{request.model.name}: {error}"))
                 continue
             generator = None
             if request.params.temperature > 0:
@@ -532,10 +594,10 @@ class ServingEngine:
         positions: torch.Tensor,
         cache: DynamicCache,
     ) -> torch.Tensor:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache}
         if model is self.peft:
-            kwargs["adapter_names"] = [r.adapter for r in rows]
-        kwargs[self._cache_kwarg] = cache
+            self._route([r.adapter for r in rows])
+            model = self.peft.get_base_model()  # LoRA layers route by the hooks
         out = model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -614,6 +676,7 @@ class ServingEngine:
             batch.model, batch.rows, batch.last, batch.mask, positions, batch.cache
         )
         self.counters["decode_steps"] += 1
+        self.counters["decode_rows"] += len(batch.rows)
         for row in batch.rows:
             row.position += 1
         tokens = self._sample(batch.rows, logits)
@@ -767,13 +830,18 @@ def _wrap(base: PreTrainedModel) -> PeftModel:
     has to be the one that wraps the base (a failed first load would leave
     the base half-modified) and deleting served adapters never empties it.
     """
-    target = next(
-        name.rsplit(".", 1)[-1]
+    name, module = next(
+        (name, module)
         for name, module in base.named_modules()
-        if isinstance(module, torch.nn.Linear) and "lm_head" not in name
+        if isinstance(module, (torch.nn.Linear, Conv1D))
+        and module is not base.get_output_embeddings()
     )
     config = LoraConfig(
-        r=1, lora_alpha=1, target_modules=[target], task_type="CAUSAL_LM"
+        r=1,
+        lora_alpha=1,
+        target_modules=[name.rsplit(".", 1)[-1]],
+        fan_in_fan_out=isinstance(module, Conv1D),
+        task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, config, adapter_name=IDLE_ADAPTER)
     model.eval()
