@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub import combine_views, views
+from models_hub import combine_views, deployment_views, views
 
 app_name = "models_hub"
 
@@ -10,6 +10,12 @@ urlpatterns = [
         "adapters/<int:adapter_id>/download/",
         views.adapter_download,
         name="adapter-download",
+    ),
+    # Before the generic adapter action below, which would answer 404.
+    path(
+        "adapters/<int:adapter_id>/serving/",
+        deployment_views.adapter_serving_view,
+        name="adapter-serving",
     ),
     path(
         "adapters/<int:adapter_id>/<str:action>/",
@@ -57,5 +63,20 @@ urlpatterns = [
         "combine/<int:combine_job_id>/",
         combine_views.combine_job_detail,
         name="combine-job-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/",
+        deployment_views.deployment_detail,
+        name="deployment",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/change/",
+        deployment_views.deployment_update_view,
+        name="deployment-update",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/deployment/rollback/",
+        deployment_views.deployment_rollback_view,
+        name="deployment-rollback",
     ),
 ]
