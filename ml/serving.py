@@ -541,19 +541,21 @@ class ServingEngine:
         rows = []
         for request in requests:
             prompt_len = len(request.prompt_ids)
-            limit = min(request.params.max_tokens, self.max_context - prompt_len)
             try:
-                if limit < 1:
-                    raise EngineError(
-                        f"the prompt has {prompt_len} tokens; the model's context "
-                        f"is {self.max_context}"
-                    )
                 adapter = BASE_ROW
+                context = self.max_context
                 if request.model.merged_path:
-                    self._ensure_merged(request.model)
+                    merged = self._ensure_merged(request.model)
+                    context = _context_length(merged, self.tokenizer)
                 elif request.model.adapter_path:
                     adapter = self._adapter_key(request.model.name)
                     self._ensure_adapter(adapter, request.model.adapter_path, pinned)
+                limit = min(request.params.max_tokens, context - prompt_len)
+                if limit < 1:
+                    raise EngineError(
+                        f"the prompt has {prompt_len} tokens; the model's context "
+                        f"is {context}"
+                    )
             except EngineError as error:
                 self._fail(request, error)
                 continue

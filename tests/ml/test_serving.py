@@ -340,3 +340,45 @@ def test_reload_generate_matches_the_engine(
         reload_generate(str(tiny_model_dir), model, PROMPTS[0], GREEDY).text
         == engine.generate(model, PROMPTS[0], GREEDY).text
     )
+
+
+def test_a_failing_batch_fails_its_requests_and_the_engine_goes_on(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error inside a decoding step (injected here: no real input makes
+    the tiny model's forward fail) fails the requests of that batch with
+    EngineError; the scheduler thread lives on and serves the next one."""
+    serving = ServingEngine(str(tiny_model_dir), batch_wait_ms=0)
+    try:
+        real_step = serving._step
+        calls = {"n": 0}
+
+        def failing_step() -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("injected fault")
+            real_step()
+
+        monkeypatch.setattr(serving, "_step", failing_step)
+        with pytest.raises(EngineError, match="injected fault"):
+            serving.generate(BASE, PROMPTS[0], GREEDY)
+        assert serving.generate(BASE, PROMPTS[0], GREEDY).finish_reason == "length"
+        assert serving._thread.is_alive()
+    finally:
+        serving.close()
+
+
+def test_prompt_longer_than_the_context_fails_that_request(
+    engine: ServingEngine,
+) -> None:
+    too_long = " cat" * (engine.max_context + 5)
+    with pytest.raises(EngineError, match="context"):
+        engine.generate(BASE, too_long, GREEDY)
+    assert engine.generate(BASE, PROMPTS[0], GREEDY).completion_tokens == 12
+
+
+def test_submit_after_close_is_refused(tiny_model_dir: Path) -> None:
+    serving = ServingEngine(str(tiny_model_dir))
+    serving.close()
+    with pytest.raises(EngineError, match="closed"):
+        serving.submit(BASE, PROMPTS[0], GREEDY)
