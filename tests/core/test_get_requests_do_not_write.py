@@ -138,6 +138,7 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "method": "dpo",
             "user_id": annotator.pk,
             "combine_job_id": combine_job.pk,
+            "public_id": "chatcmpl-walk",
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
     }
@@ -161,6 +162,7 @@ def _urls(world: dict[str, Any]) -> list[str]:
         reverse("models_hub:generation-job-list") + f"?campaign={campaign_id}",
         reverse("api-generation-job-list") + f"?campaign={campaign_id}",
         reverse("training:job-launch") + f"?campaign={campaign_id}",
+        reverse("api-served-response-list") + f"?campaign={campaign_id}",
     ]
     return urls
 
@@ -256,6 +258,7 @@ REVIEWER_PAGES = [
     ("labeling:campaign-detail", ("campaign_id",)),
     ("training:campaign-settings", ("campaign_id",)),
     ("training:campaign-loop", ("campaign_id",)),
+    ("models_hub:deployment", ("campaign_id",)),
 ]
 ADMIN_PAGES = [
     ("training:job-launch", ()),
