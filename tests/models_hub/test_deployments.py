@@ -30,6 +30,7 @@ from models_hub.services.deployments import (
     deployment_update,
     served_feedback_record,
 )
+from models_hub.services.generation import _refuse as generation_refuse
 from models_hub.services.registry import (
     adapter_promote,
     adapter_register,
@@ -262,7 +263,9 @@ def test_rollback_to_a_candidate_that_may_no_longer_serve_is_refused(
     assert _state(deployment)[:2] == ("ab", setup["other"].pk)
 
 
-@pytest.mark.parametrize("how", ["promote", "retire", "switch_off", "rollback"])
+@pytest.mark.parametrize(
+    "how", ["promote", "retire", "switch_off", "rollback", "refused"]
+)
 def test_the_candidate_leaving_ends_the_split_recorded(
     setup: dict[str, Any], how: str
 ) -> None:
@@ -296,9 +299,13 @@ def test_the_candidate_leaving_ends_the_split_recorded(
             adapter=candidate, enabled=False, actor=admin, reason="bad outputs"
         )
         words = "switched off for serving: bad outputs"
-    else:
+    elif how == "rollback":
         adapter_rollback(campaign=campaign, role="policy", actor=admin)
         words = "champion again by a rollback"
+    else:
+        # Its generation round failed the guardrails: retired automatically.
+        generation_refuse(candidate, ["90% of its outputs are empty"])
+        words = "refused: 90% of its outputs are empty"
     assert _state(deployment) == ("champion", None, 0.2, 0.0)
     ended = DeploymentChange.objects.filter(deployment=deployment).first()
     assert ended is not None
@@ -306,7 +313,7 @@ def test_the_candidate_leaving_ends_the_split_recorded(
     assert ended.before["candidate"] == candidate.pk
     assert ended.after["mode"] == "champion"
     assert words in ended.reason
-    assert ended.actor == admin
+    assert ended.actor == (None if how == "refused" else admin)
 
 
 def test_serving_switch_is_recorded_and_refuses_the_champion(
