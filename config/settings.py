@@ -226,7 +226,8 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: unauthenticated API calls then get 401 + WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's TokenAuthentication with a short per-process cache (core.auth).
+        "core.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -236,6 +237,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {},
 }
+# How long a worker process reuses a token's user and roles (core.auth); a
+# revoked token or role stops working everywhere within this many seconds.
+ARBITER_TOKEN_CACHE_SECONDS = env.int("ARBITER_TOKEN_CACHE_SECONDS", default=60)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Arbiter API",
     "DESCRIPTION": "Human preference labeling, PEFT training jobs and the adapter registry.",
@@ -285,6 +289,8 @@ CELERY_TASK_ROUTES = {
     "models_hub.sweep_stale_generation_jobs": {"queue": "default"},
     "models_hub.sweep_stale_combine_jobs": {"queue": "default"},
     "models_hub.promotion_tick": {"queue": "default"},
+    "models_hub.drift_tick": {"queue": "default"},
+    "models_hub.drift_evaluate": {"queue": "gpu"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -374,6 +380,13 @@ CELERY_BEAT_SCHEDULE = {
     "models-hub-promotion-tick": {
         "task": "models_hub.promotion_tick",
         "schedule": ARBITER_LOOP_TICK_SECONDS,
+    },
+    # every 5 minutes: request the drift evaluations that are due (each
+    # campaign's drift policy sets its interval; the run is on the gpu queue)
+    "models-hub-drift-tick": {
+        "task": "models_hub.drift_tick",
+        "schedule": 300.0,
+        "options": {"expires": 270},
     },
 }
 

@@ -155,6 +155,11 @@ class Completion(BaseModel):
         Prompt, on_delete=models.CASCADE, related_name="completions"
     )
     text = models.TextField(help_text="The completion text (Markdown allowed).")
+    html = models.TextField(
+        blank=True,
+        default="",
+        help_text="The text rendered once as sanitised HTML (labeling.rendering).",
+    )
     content_hash = models.CharField(max_length=64)
     origin = models.CharField(
         max_length=16, choices=Origin.choices, default=Origin.IMPORTED

@@ -211,12 +211,17 @@ def _card(
     lease_id: int | None,
     status: int = 200,
     answer: dict[str, Any] | None = None,
+    campaign: Campaign | None = None,
+    leased: queue.LeasedPair | None = None,
 ) -> HttpResponse:
     """The labeling card: a leased pair to answer, a pair already answered
-    (with the label and, while allowed, the form to change it), or "done"."""
-    campaign = selectors.campaign_get_for_user(
-        user=request.user, campaign_id=campaign_id
-    )
+    (with the label and, while allowed, the form to change it), or "done".
+    ``campaign`` (checked by the caller) and ``leased`` (a pair just leased,
+    so not answered yet) spare reading them again."""
+    if campaign is None:
+        campaign = selectors.campaign_get_for_user(
+            user=request.user, campaign_id=campaign_id
+        )
     context = {
         "campaign": campaign,
         "progress": selectors.annotator_progress(
@@ -232,7 +237,12 @@ def _card(
         ),
         "answer": answer or {},
     }
-    if lease_id is not None:
+    if leased is not None:
+        lease_id = leased.lease.pk
+        context["pair"] = leased.pair
+        context["answered"] = None
+        context["skipped"] = context["lease_done"] = False
+    elif lease_id is not None:
         lease = selectors.lease_get_for_annotator(
             annotator=request.user, lease_id=lease_id
         )
@@ -268,14 +278,34 @@ def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:
         user=request.user, campaign_id=campaign_id
     )
     try:
-        lease = queue.comparison_lease_next(campaign=campaign, annotator=request.user)
+        leased = queue.comparison_lease_next_pair(
+            campaign=campaign, annotator=request.user
+        )
     except NothingToLabel:
+        leased = None
+    return _next_card(request, campaign=campaign, leased=leased)
+
+
+def _next_card(
+    request: HttpRequest, *, campaign: Campaign, leased: queue.LeasedPair | None
+) -> HttpResponse:
+    """htmx: the card of the pair just leased (or "done"); a plain post is
+    redirected to its page."""
+    if leased is None:
         if request.htmx:
-            return _card(request, campaign_id=campaign_id, lease_id=None)
-        return redirect("labeling:label-done", campaign_id)
+            return _card(
+                request, campaign_id=campaign.pk, lease_id=None, campaign=campaign
+            )
+        return redirect("labeling:label-done", campaign.pk)
     if request.htmx:
-        return _card(request, campaign_id=campaign_id, lease_id=lease.pk)
-    return redirect("labeling:lease-detail", campaign_id, lease.pk)
+        return _card(
+            request,
+            campaign_id=campaign.pk,
+            lease_id=leased.lease.pk,
+            campaign=campaign,
+            leased=leased,
+        )
+    return redirect("labeling:lease-detail", campaign.pk, leased.lease.pk)
 
 
 @require_http_methods(["GET", "POST"])
@@ -310,9 +340,9 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
     # The lease, not the campaign's status, lets its annotator answer: a pair
     # leased before an admin paused or archived the campaign is still
     # recorded (nothing submitted is lost), and no new pair follows.
-    campaign = selectors.lease_get_for_annotator(
+    campaign = selectors.lease_campaign_for_annotator(
         annotator=request.user, lease_id=lease_id
-    ).campaign
+    )
     if campaign.pk != campaign_id:
         raise LeaseNotFound("That pair is not assigned to you.")
     form = PreferenceForm(request.POST, campaign=campaign)
@@ -332,19 +362,25 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
         else:
             # revise: an annotator who went back and answered differently
             # changes the label (within the campaign's window) instead of
-            # having the new answer silently dropped.
-            result = queue.preference_record(
+            # having the new answer silently dropped. The next pair is
+            # leased in the same transaction (one round trip per label).
+            outcome = queue.preference_record_and_lease_next(
                 lease_id=lease_id,
                 annotator=request.user,
                 revise=True,
                 **form.preference_kwargs(),
             )
+            result = outcome.record
             if result.revised:
                 label = selectors.SCREEN_CHOICE_LABELS[form.cleaned_data["choice"]]
                 messages.success(
                     request,
                     f"Label changed to “{label}” (version {result.preference.version};"
                     " the earlier answer is kept in the history).",
+                )
+            if outcome.no_next != "closed":
+                return _next_card(
+                    request, campaign=outcome.campaign, leased=outcome.next
                 )
     except ComparisonFull as exc:
         messages.info(request, exc.message)

@@ -203,17 +203,12 @@ class ComparisonNextApi(APIView):
             user=request.user, campaign_id=campaign_id
         )
         try:
-            lease = queue.comparison_lease_next(
+            leased = queue.comparison_lease_next_pair(
                 campaign=campaign, annotator=request.user
             )
         except NothingToLabel:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        lease = selectors.lease_get_for_annotator(
-            annotator=request.user, lease_id=lease.pk
-        )
-        return Response(
-            BlindPairSerializer(selectors.lease_blind_pair(lease=lease)).data
-        )
+        return Response(BlindPairSerializer(leased.pair).data)
 
 
 class PreferenceOutputSerializer(serializers.Serializer):
@@ -229,6 +224,31 @@ class PreferenceOutputSerializer(serializers.Serializer):
             "b": "right" if pref.a_on_left else "left",
         }
         return mapping.get(pref.choice, pref.choice)
+
+
+class PreferenceNextOutputSerializer(serializers.Serializer):
+    """The label, and with ``?next=1`` the next pair (or null, and why)."""
+
+    preference_id = serializers.IntegerField(source="record.preference.pk")
+    created = serializers.BooleanField(source="record.created")
+    choice = serializers.SerializerMethodField()
+    next = BlindPairSerializer(
+        source="next.pair",
+        allow_null=True,
+        required=False,
+        help_text="Only with ?next=1: the next pair leased to you, or null.",
+    )
+    no_next = serializers.ChoiceField(
+        choices=["empty", "closed"],
+        allow_blank=True,
+        required=False,
+        help_text="Only with ?next=1 when next is null: 'empty' (no pair left "
+        "for you) or 'closed' (the campaign is paused, archived or no longer "
+        "yours; the label is saved).",
+    )
+
+    def get_choice(self, outcome: queue.RecordNextResult) -> str:
+        return PreferenceOutputSerializer().get_choice(outcome.record)
 
 
 class PreferenceCreateApi(APIView):
@@ -260,20 +280,36 @@ class PreferenceCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "next",
+                bool,
+                description="Also lease the next pair of the same campaign and "
+                "answer with it (`next`), so a label is one round trip.",
+            )
+        ],
         responses={
-            201: PreferenceOutputSerializer,
-            200: PreferenceOutputSerializer,
+            201: PreferenceNextOutputSerializer,
+            200: PreferenceNextOutputSerializer,
             409: error("The pair already has all the labels it needs, or is closed."),
         },
     )
     def post(self, request: Request, lease_id: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = queue.preference_record(
-            lease_id=lease_id, annotator=request.user, **serializer.validated_data
-        )
+        if request.query_params.get("next", "").lower() in {"1", "true", "yes"}:
+            outcome = queue.preference_record_and_lease_next(
+                lease_id=lease_id, annotator=request.user, **serializer.validated_data
+            )
+            result = outcome.record
+            data = PreferenceNextOutputSerializer(outcome).data
+        else:
+            result = queue.preference_record(
+                lease_id=lease_id, annotator=request.user, **serializer.validated_data
+            )
+            data = PreferenceOutputSerializer(result).data
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(PreferenceOutputSerializer(result).data, status=code)
+        return Response(data, status=code)
 
 
 class LeaseSkipApi(APIView):

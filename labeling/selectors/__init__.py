@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from core import roles
 from labeling.exceptions import CampaignNotAvailable, LeaseNotFound
-from labeling.models import Campaign, Comparison, Lease, Preference
+from labeling.models import Campaign, Comparison, Completion, Lease, Preference, Prompt
+from labeling.rendering import completion_html_of
 
 UserLike = AbstractBaseUser | AnonymousUser
 
@@ -66,6 +67,18 @@ def lease_get_for_annotator(*, annotator: UserLike, lease_id: int) -> Lease:
     return lease
 
 
+def lease_campaign_for_annotator(*, annotator: UserLike, lease_id: int) -> Campaign:
+    """The campaign of ``annotator``'s lease ``lease_id``, in one query."""
+    campaign = Campaign.objects.filter(
+        pk=Lease.objects.filter(pk=lease_id, annotator=annotator).values("campaign_id")[
+            :1
+        ]
+    ).first()
+    if campaign is None:
+        raise LeaseNotFound("That pair is not assigned to you.")
+    return campaign
+
+
 @dataclass(frozen=True)
 class BlindPair:
     """What an annotator may see of a leased pair: no model, no source."""
@@ -81,6 +94,9 @@ class BlindPair:
     # before it finished); None when the text is complete or imported.
     left_cut_at: int | None = None
     right_cut_at: int | None = None
+    # The sanitised HTML of left and right (stored with each completion).
+    left_html: str = ""
+    right_html: str = ""
 
 
 def _cut_at(generation: Any) -> int | None:
@@ -108,24 +124,36 @@ def lease_blind_pair(*, lease: Lease) -> BlindPair:
                 "completion_b__text",
                 "completion_a__generation",
                 "completion_b__generation",
+                "completion_a__html",
+                "completion_b__html",
             )
             .get(pk=lease.comparison_id)
         )
-    a, b = comparison.completion_a.text, comparison.completion_b.text
+    return blind_pair_of(
+        lease=lease,
+        prompt=comparison.prompt,
+        a=comparison.completion_a,
+        b=comparison.completion_b,
+    )
+
+
+def blind_pair_of(
+    *, lease: Lease, prompt: Prompt, a: Completion, b: Completion
+) -> BlindPair:
+    """What ``lease``'s annotator sees of a pair whose rows are loaded."""
     left, right = (a, b) if lease.a_on_left else (b, a)
-    cut_a = _cut_at(comparison.completion_a.generation)
-    cut_b = _cut_at(comparison.completion_b.generation)
-    left_cut, right_cut = (cut_a, cut_b) if lease.a_on_left else (cut_b, cut_a)
     return BlindPair(
         lease_id=lease.pk,
         campaign_id=lease.campaign_id,
-        prompt=comparison.prompt.content,
-        is_chat=comparison.prompt.is_chat,
-        left=left,
-        right=right,
+        prompt=prompt.content,
+        is_chat=prompt.is_chat,
+        left=left.text,
+        right=right.text,
         expires_at=lease.expires_at,
-        left_cut_at=left_cut,
-        right_cut_at=right_cut,
+        left_cut_at=_cut_at(left.generation),
+        right_cut_at=_cut_at(right.generation),
+        left_html=completion_html_of(left),
+        right_html=completion_html_of(right),
     )
 
 

@@ -33,6 +33,7 @@ from django.db import transaction
 
 from labeling.exceptions import ImportFailed
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
+from labeling.rendering import completion_html
 from labeling.services.splits import split_for_hash
 
 logger = logging.getLogger(__name__)
@@ -377,6 +378,7 @@ def campaign_import_jsonl(
                 completion = Completion(
                     prompt=prompt,
                     text=item.text,
+                    html=completion_html(item.text),
                     content_hash=key[1],
                     source_label=item.source,
                     metadata=item.metadata,

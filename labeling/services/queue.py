@@ -17,8 +17,19 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import (
+    BooleanField,
+    CharField,
+    Exists,
+    ExpressionWrapper,
+    Func,
+    OuterRef,
+    Value,
+)
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
+from core import roles
 from core.reports import reports_mark_stale
 from labeling.exceptions import (
     CampaignNotAvailable,
@@ -32,11 +43,15 @@ from labeling.exceptions import (
 from labeling.models import (
     Campaign,
     Comparison,
+    Completion,
     Lease,
     Preference,
     PreferenceRevision,
+    Prompt,
 )
 from labeling.selectors import (
+    BlindPair,
+    blind_pair_of,
     campaign_get_for_annotator,
     preference_edit_refusal,
     preference_screen_answer,
@@ -49,16 +64,46 @@ logger = logging.getLogger(__name__)
 # belongs to the campaign and quality services' owners in this change).
 SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 
-# One statement: pick the best open pair this annotator may take, lock it
-# (skipping pairs another transaction holds), and reserve a slot on it. The
-# conditions read only the row's own columns, so a pair that another
-# annotator reserved between our snapshot and our lock is re-checked by
-# PostgreSQL against its new version and skipped when it became full.
+# One statement after the annotator's advisory lock: return the annotator's
+# live lease in this campaign (two tabs, a double click) or else pick the best
+# open pair they may take, lock it (skipping pairs another transaction holds),
+# reserve a slot on it and insert the Lease; then read what the annotator sees
+# of that pair. The conditions of the pick read only the comparison row's own
+# columns, so a pair that another annotator reserved between our snapshot and
+# our lock is re-checked by PostgreSQL against its new version and skipped
+# when it became full. A gold pair (``want_gold``) has no k: nothing on its row
+# needs reserving, so it is only locked. ``exclude_lease`` is the lease this
+# same transaction just answered (still active in this statement's snapshot).
 _LEASE_NEXT_SQL = """
-WITH picked AS (
+WITH live AS (
+    SELECT l.id, l.comparison_id, l.a_on_left, l.expires_at
+    FROM labeling_lease l
+    JOIN labeling_comparison lc ON lc.id = l.comparison_id AND lc.status = 'open'
+    WHERE l.annotator_id = %(annotator_id)s
+      AND l.campaign_id = %(campaign_id)s
+      AND l.status = 'active'
+      AND l.expires_at > %(now)s
+      AND l.id <> %(exclude_lease)s
+    ORDER BY l.expires_at DESC
+    LIMIT 1
+), gold AS (
     SELECT c.id
     FROM labeling_comparison c
-    WHERE c.campaign_id = %(campaign_id)s
+    WHERE %(want_gold)s
+      AND NOT EXISTS (SELECT 1 FROM live)
+      AND c.campaign_id = %(campaign_id)s
+      AND c.status = 'open'
+      AND c.is_gold
+      AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
+    ORDER BY c.id
+    LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED
+), picked AS (
+    SELECT c.id
+    FROM labeling_comparison c
+    WHERE NOT EXISTS (SELECT 1 FROM live)
+      AND NOT EXISTS (SELECT 1 FROM gold)
+      AND c.campaign_id = %(campaign_id)s
       AND c.status = 'open'
       AND NOT c.is_gold
       AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
@@ -68,29 +113,37 @@ WITH picked AS (
     ORDER BY (c.priority + c.priority_boost) DESC, c.id
     LIMIT 1
     FOR UPDATE OF c {lock_mode}
+), reserved AS (
+    UPDATE labeling_comparison c
+    SET lease_expiries = ARRAY(
+            SELECT e FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s
+        ) || %(expires_at)s::timestamptz,
+        updated_at = %(now)s
+    FROM picked
+    WHERE c.id = picked.id
+    RETURNING c.id
+), created AS (
+    INSERT INTO labeling_lease (
+        created_at, updated_at, campaign_id, comparison_id, annotator_id,
+        a_on_left, expires_at, status
+    )
+    SELECT %(now)s, %(now)s, %(campaign_id)s, n.id, %(annotator_id)s,
+           %(a_on_left)s, %(expires_at)s, 'active'
+    FROM (SELECT id FROM gold UNION ALL SELECT id FROM reserved) n
+    RETURNING id, comparison_id, a_on_left, expires_at
+), chosen AS (
+    SELECT * FROM live
+    UNION ALL
+    SELECT * FROM created
 )
-UPDATE labeling_comparison c
-SET lease_expiries = ARRAY(
-        SELECT e FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s
-    ) || %(expires_at)s::timestamptz,
-    updated_at = %(now)s
-FROM picked
-WHERE c.id = picked.id
-RETURNING c.id
-"""
-
-# Gold pairs have no k: every annotator answers each once, so nothing on the
-# row needs reserving and a plain locking read is the one statement.
-_GOLD_NEXT_SQL = """
-SELECT c.id
-FROM labeling_comparison c
-WHERE c.campaign_id = %(campaign_id)s
-  AND c.status = 'open'
-  AND c.is_gold
-  AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
-ORDER BY c.id
-LIMIT 1
-FOR UPDATE OF c SKIP LOCKED
+SELECT chosen.id, chosen.comparison_id, chosen.a_on_left, chosen.expires_at,
+       p.text, p.messages, ca.text, cb.text, ca.generation, cb.generation,
+       ca.html, cb.html
+FROM chosen
+JOIN labeling_comparison c ON c.id = chosen.comparison_id
+JOIN labeling_prompt p ON p.id = c.prompt_id
+JOIN labeling_completion ca ON ca.id = c.completion_a_id
+JOIN labeling_completion cb ON cb.id = c.completion_b_id
 """
 
 # Gold mixing and side shuffling; tests may swap in a seeded generator.
@@ -134,8 +187,25 @@ def lease_create_for(
     )
 
 
+@dataclass(frozen=True)
+class LeasedPair:
+    """A lease and what its annotator sees of the pair, from one statement."""
+
+    lease: Lease
+    pair: BlindPair
+
+
 @transaction.atomic
 def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) -> Lease:
+    """Lease the next pair of ``campaign`` to ``annotator``; see
+    ``comparison_lease_next_pair``, which also returns the pair's texts."""
+    return comparison_lease_next_pair(campaign=campaign, annotator=annotator).lease
+
+
+@transaction.atomic
+def comparison_lease_next_pair(
+    *, campaign: Campaign, annotator: AbstractBaseUser
+) -> LeasedPair:
     """Lease the next pair of ``campaign`` to ``annotator``.
 
     Returns the annotator's live lease in this campaign when there is one
@@ -145,28 +215,33 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
     and ``CampaignNotAvailable`` when ``campaign`` is paused or archived: no
     pair is handed out then, not even a live lease leased before the pause
     (a submit for that lease is still accepted, see ``preference_record``).
+    Two statements: the annotator's advisory lock, then the lease.
     """
     if campaign.status != Campaign.Status.ACTIVE:
         raise CampaignNotAvailable("This campaign is not accepting labels right now.")
-    now = timezone.now()
     with connection.cursor() as cursor:
         # Serialises one annotator's own requests (double clicks, two tabs);
         # different annotators never wait on each other here.
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [7141, annotator.pk])
-    live = (
-        Lease.objects.select_related("comparison")
-        .filter(
-            annotator=annotator,
-            campaign=campaign,
-            status=Lease.Status.ACTIVE,
-            expires_at__gt=now,
-        )
-        .order_by("-expires_at")
-        .first()
-    )
-    if live is not None and live.comparison.status == Comparison.Status.OPEN:
-        return live
+        cursor.execute(_ANNOTATOR_LOCK_SQL, [annotator.pk])
+    return _lease_next_locked(campaign=campaign, annotator=annotator)
 
+
+# The advisory lock of ``comparison_lease_next_pair``; taken before the
+# statement that looks for the annotator's live lease, so that statement's
+# snapshot sees a lease another request of theirs just committed.
+_ANNOTATOR_LOCK_SQL = "SELECT pg_advisory_xact_lock(7141, %s)"
+
+
+def _lease_next_locked(
+    *,
+    campaign: Campaign,
+    annotator: AbstractBaseUser,
+    exclude_lease: int = 0,
+    wait_for_locked: bool = True,
+) -> LeasedPair:
+    """The lease statement. Call inside ``atomic()`` holding the annotator's
+    advisory lock (``_ANNOTATOR_LOCK_SQL``), with ``campaign`` active."""
+    now = timezone.now()
     expires_at = now + timedelta(seconds=campaign.lease_ttl_seconds)
     params = {
         "campaign_id": campaign.pk,
@@ -174,34 +249,44 @@ def comparison_lease_next(*, campaign: Campaign, annotator: AbstractBaseUser) ->
         "k": campaign.overlap_k,
         "now": now,
         "expires_at": expires_at,
+        "exclude_lease": exclude_lease,
+        "want_gold": campaign.gold_rate > 0 and _rng.random() < campaign.gold_rate,
+        "a_on_left": _rng.random() < 0.5,
     }
     with connection.cursor() as cursor:
-        row = None
-        if campaign.gold_rate > 0 and _rng.random() < campaign.gold_rate:
-            cursor.execute(_GOLD_NEXT_SQL, params)
-            row = cursor.fetchone()
-        if row is None:
-            cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
-            row = cursor.fetchone()
-        if row is None:
+        cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
+        row = cursor.fetchone()
+        if row is None and wait_for_locked:
             # Every candidate may have been locked by someone else's
             # in-flight lease. Ask again, this time waiting for those
             # (short) transactions: a pair whose slots they filled is
             # re-checked and passed over, so we never report an empty queue
             # while a free slot is only momentarily locked.
-            cursor.execute(_LEASE_NEXT_SQL.format(lock_mode=""), params)
+            cursor.execute(
+                _LEASE_NEXT_SQL.format(lock_mode=""), {**params, "want_gold": False}
+            )
             row = cursor.fetchone()
     if row is None:
         raise NothingToLabel("No pairs are waiting for you in this campaign.")
+    (lease_id, comparison_id, a_on_left, lease_expires_at, prompt_text,
+     prompt_messages, text_a, text_b, generation_a, generation_b, html_a,
+     html_b) = row  # fmt: skip
     lease = Lease(
+        pk=lease_id,
         campaign=campaign,
-        comparison_id=row[0],
+        comparison_id=comparison_id,
         annotator=annotator,
-        a_on_left=_rng.random() < 0.5,
-        expires_at=expires_at,
+        a_on_left=a_on_left,
+        expires_at=lease_expires_at,
+        status=Lease.Status.ACTIVE,
     )
-    lease.save()
-    return lease
+    lease._state.adding = False
+    prompt = Prompt(text=prompt_text, messages=prompt_messages)
+    a = Completion(text=text_a, generation=generation_a, html=html_a)
+    b = Completion(text=text_b, generation=generation_b, html=html_b)
+    return LeasedPair(
+        lease=lease, pair=blind_pair_of(lease=lease, prompt=prompt, a=a, b=b)
+    )
 
 
 def _to_completion_choice(screen_choice: str, *, a_on_left: bool) -> str:
@@ -273,11 +358,160 @@ def preference_record(
     answered whatever its campaign's status: a pair leased while the
     campaign was active and submitted after an admin paused or archived it is
     recorded (nothing an annotator submitted is lost), while
-    ``comparison_lease_next`` serves no new pair. Locks the Comparison row.
+    ``comparison_lease_next`` serves no new pair. Takes the annotator's
+    advisory lock (as ``comparison_lease_next_pair``) and locks the
+    Comparison row.
     """
+    return _record(
+        lease_id=lease_id,
+        annotator=annotator,
+        answer=dict(
+            choice=choice,
+            strength=strength,
+            criteria=criteria,
+            rationale=rationale,
+            time_spent_ms=time_spent_ms,
+            client_request_id=client_request_id,
+            source=source,
+        ),
+        revise=revise,
+    )[0]
+
+
+@dataclass(frozen=True)
+class RecordNextResult:
+    """A recorded label and what follows it: the next pair, or why none."""
+
+    record: RecordResult
+    # The lease's campaign, as read under the pair's lock.
+    campaign: Campaign
+    next: LeasedPair | None
+    # Why no pair follows: "empty" (nothing left for this annotator) or
+    # "closed" (the campaign was paused or archived; the label is saved).
+    no_next: str = ""
+
+
+def preference_record_and_lease_next(
+    *,
+    lease_id: int,
+    annotator: AbstractBaseUser,
+    revise: bool = False,
+    **answer: Any,
+) -> RecordNextResult:
+    """``preference_record`` then ``comparison_lease_next_pair`` in the lease's
+    campaign, in one transaction: a label is one round trip. The caller has
+    checked the annotator's role; may they still label in the campaign
+    (assigned, or the campaign open to all) is checked here, in the
+    statement that locks the pair. A label refused (``ComparisonFull`` and
+    the other ``LabelingError``s) raises as ``preference_record`` does and
+    leases nothing."""
+    with transaction.atomic():
+        record, lease, may_label = _record(
+            lease_id=lease_id, annotator=annotator, answer=answer, revise=revise
+        )
+        campaign = lease.campaign
+        if campaign.status != Campaign.Status.ACTIVE:
+            return RecordNextResult(
+                record=record, campaign=campaign, next=None, no_next="closed"
+            )
+        if not (may_label or roles.is_reviewer(annotator)):
+            return RecordNextResult(
+                record=record, campaign=campaign, next=None, no_next="closed"
+            )
+        try:
+            leased = _lease_next_locked(
+                campaign=campaign,
+                annotator=annotator,
+                exclude_lease=lease.pk,
+                wait_for_locked=False,
+            )
+        except NothingToLabel:
+            leased = None
+    if leased is None:
+        # Every candidate was locked (or none is left): ask again in a
+        # transaction of its own, which may wait for locked candidates
+        # without holding this pair's lock (two such waits could deadlock).
+        try:
+            leased = comparison_lease_next_pair(campaign=campaign, annotator=annotator)
+        except (NothingToLabel, CampaignNotAvailable):
+            return RecordNextResult(
+                record=record, campaign=campaign, next=None, no_next="empty"
+            )
+    return RecordNextResult(record=record, campaign=campaign, next=leased)
+
+
+def _insert_preference_sql(preference: Preference) -> tuple[str, list[Any]]:
+    """Django's own INSERT of ``preference`` (auto_now fields filled),
+    RETURNING its id, to run inside a larger statement."""
+    fields = [f for f in Preference._meta.concrete_fields if not f.primary_key]
+    query = InsertQuery(Preference)
+    query.insert_values(fields, [preference])
+    compiler = query.get_compiler(using=connection.alias)
+    compiler.returning_fields = [Preference._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, list(params)
+
+
+# The writes of a new label, one statement: the preference, its pair's
+# counters (the row is locked by the caller) and the answered lease.
+_RECORD_SQL = """
+WITH pref AS ({insert}),
+cmp AS (
+    UPDATE labeling_comparison
+    SET label_count = %s, lease_expiries = %s, done_by = %s, status = %s,
+        updated_at = %s
+    WHERE id = %s
+),
+answered AS (
+    UPDATE labeling_lease SET status = %s, updated_at = %s WHERE id = %s
+)
+SELECT id FROM pref
+"""
+
+
+def _record(
+    *,
+    lease_id: int,
+    annotator: AbstractBaseUser,
+    answer: dict[str, Any],
+    revise: bool,
+) -> tuple[RecordResult, Lease, bool]:
+    """``preference_record``'s work. Call inside ``atomic()``. Returns the
+    result, the lease (its ``campaign`` and ``comparison`` loaded) and
+    whether the annotator may still label in the campaign."""
+    choice: str = answer["choice"]
+    strength: int | None = answer.get("strength")
+    criteria: dict[str, str] | None = answer.get("criteria")
+    rationale: str = answer.get("rationale") or ""
+    source: str = answer.get("source") or Preference.Source.ANNOTATOR
+    # One statement: the annotator's advisory lock (so a next pair leased in
+    # this transaction sees their other requests), the lease with its
+    # campaign, whether they may still label there, and the pair, locked.
+    # The lock function is evaluated below the row lock, so the advisory lock
+    # always comes first, as in comparison_lease_next_pair.
+    _assigned = Campaign.annotators.through.objects
     lease = (
         Lease.objects.filter(pk=lease_id, annotator=annotator)
-        .select_related("campaign")
+        .select_related("campaign", "comparison")
+        .select_for_update(of=("comparison",))
+        .annotate(
+            annotator_lock=Func(
+                Value(7141),
+                Value(annotator.pk),
+                function="pg_advisory_xact_lock",
+                output_field=CharField(),
+            ),
+            # As campaign_list_for_user: no one assigned means everyone.
+            may_label=ExpressionWrapper(
+                ~Exists(_assigned.filter(campaign_id=OuterRef("campaign_id")))
+                | Exists(
+                    _assigned.filter(
+                        campaign_id=OuterRef("campaign_id"), user_id=annotator.pk
+                    )
+                ),
+                output_field=BooleanField(),
+            ),
+        )
         .first()
     )
     if lease is None:
@@ -291,10 +525,14 @@ def preference_record(
             raise LabelingError(f"criteria: unknown criterion {name!r}.")
         stored_criteria[name] = _to_completion_choice(value, a_on_left=lease.a_on_left)
 
-    comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
-    existing = Preference.objects.filter(
-        comparison=comparison, annotator=annotator
-    ).first()
+    comparison = lease.comparison
+    # done_by is read from the locked row's latest version: it holds whoever
+    # labeled (or skipped) the pair, so a label is looked up only then.
+    existing = None
+    if annotator.pk in comparison.done_by:
+        existing = Preference.objects.filter(
+            comparison=comparison, annotator=annotator
+        ).first()
     if existing is not None:
         if revise and (
             existing.choice,
@@ -310,8 +548,10 @@ def preference_record(
                 criteria=stored_criteria,
                 rationale=rationale.strip(),
             )
-            return RecordResult(preference=revised, created=False, revised=True)
-        return RecordResult(preference=existing, created=False)
+            result = RecordResult(preference=revised, created=False, revised=True)
+        else:
+            result = RecordResult(preference=existing, created=False)
+        return result, lease, lease.may_label
 
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
@@ -337,8 +577,8 @@ def preference_record(
         strength=stored_strength,
         criteria=stored_criteria,
         rationale=rationale.strip(),
-        time_spent_ms=time_spent_ms,
-        client_request_id=client_request_id,
+        time_spent_ms=answer.get("time_spent_ms"),
+        client_request_id=answer.get("client_request_id") or "",
         source=source,
     )
     # Field validation only: the unique and check constraints are enforced by
@@ -346,7 +586,6 @@ def preference_record(
     preference.full_clean(
         exclude=["comparison", "annotator", "lease"], validate_constraints=False
     )
-    preference.save()
 
     comparison.label_count += 1
     comparison.lease_expiries = other_live
@@ -357,24 +596,35 @@ def preference_record(
         and not comparison.is_gold
     ):
         comparison.status = Comparison.Status.COMPLETE
-    comparison.save(
-        update_fields=[
-            "label_count",
-            "lease_expiries",
-            "done_by",
-            "status",
-            "updated_at",
-        ]
-    )
+    comparison.updated_at = now
     lease.status = Lease.Status.SUBMITTED
-    lease.save(update_fields=["status", "updated_at"])
+    lease.updated_at = now
+    insert_sql, insert_params = _insert_preference_sql(preference)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL.format(insert=insert_sql),
+            [
+                *insert_params,
+                comparison.label_count,
+                comparison.lease_expiries,
+                comparison.done_by,
+                comparison.status,
+                now,
+                comparison.pk,
+                lease.status,
+                now,
+                lease.pk,
+            ],
+        )
+        preference.pk = cursor.fetchone()[0]
+    preference._state.adding = False
     reports_mark_stale(campaign_id=comparison.campaign_id)
     logger.info(
         "labeling.preference.recorded comparison=%s annotator=%s",
         comparison.pk,
         annotator.pk,
     )
-    return RecordResult(preference=preference, created=True)
+    return RecordResult(preference=preference, created=True), lease, lease.may_label
 
 
 _KEEP: Any = object()

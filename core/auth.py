@@ -1,0 +1,94 @@
+"""API token authentication with a short-lived in-process cache.
+
+DRF's ``TokenAuthentication`` reads the token and its user on every request,
+and the role check then reads the user's groups: two statements before the
+view runs. A labeling client sends the same token many times a minute over a
+keep-alive connection (served by one worker process), so this keeps what
+those two statements returned, per process, for
+``ARBITER_TOKEN_CACHE_SECONDS`` (0 turns the cache off).
+
+Why this is safe:
+
+* Only a successful lookup is cached, keyed by the exact token string; an
+  unknown or inactive user's token is never cached, and a cached entry gives
+  exactly the user the database gave for that token.
+* In the process that makes a change, the change takes effect at once:
+  deleting or replacing a token drops its entry, and saving or deleting any
+  user, or changing anyone's groups, empties the cache.
+* In other processes an entry lives at most the TTL: a revoked token, a
+  deactivated user or a removed role keeps working there for at most that
+  many seconds (60 by default), the same bound a short-lived signed token
+  would give. Everything the token grants is still checked per request
+  against the database by the services (lease ownership, campaign
+  membership), so the cache widens nothing else.
+* Each request gets its own copy of the cached user, so nothing a request
+  sets on ``request.user`` leaks into another.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
+
+from core import roles
+
+# Enough for every annotator of a large deployment; past it the oldest
+# entries go first.
+_MAX_ENTRIES = 10_000
+_cache: dict[str, tuple[float, Any, Any]] = {}
+_lock = threading.Lock()
+
+
+def token_cache_clear() -> None:
+    with _lock:
+        _cache.clear()
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """``TokenAuthentication`` whose successful lookups (user and groups) are
+    reused for ``ARBITER_TOKEN_CACHE_SECONDS`` in this process."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        ttl = getattr(settings, "ARBITER_TOKEN_CACHE_SECONDS", 0)
+        now = time.monotonic()
+        hit = _cache.get(key) if ttl > 0 else None
+        if hit is not None and hit[0] > now:
+            return copy.copy(hit[1]), hit[2]
+        user, token = super().authenticate_credentials(key)
+        if ttl > 0:
+            roles.has_role(user, roles.ANNOTATOR)  # loads and keeps the groups
+            with _lock:
+                if len(_cache) >= _MAX_ENTRIES:
+                    for old in sorted(_cache, key=lambda k: _cache[k][0])[
+                        : _MAX_ENTRIES // 10
+                    ]:
+                        del _cache[old]
+                _cache[key] = (now + ttl, user, token)
+            return copy.copy(user), token
+        return user, token
+
+
+@receiver(post_save, sender=Token)
+@receiver(post_delete, sender=Token)
+def _token_changed(sender: Any, instance: Token, **kwargs: Any) -> None:
+    with _lock:
+        _cache.pop(instance.key, None)
+
+
+@receiver(post_save, sender=get_user_model())
+@receiver(post_delete, sender=get_user_model())
+@receiver(post_save, sender=Group)
+@receiver(post_delete, sender=Group)
+@receiver(m2m_changed, sender=get_user_model().groups.through)
+def _people_changed(sender: Any, **kwargs: Any) -> None:
+    token_cache_clear()
