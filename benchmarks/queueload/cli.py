@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
-from .data import setup_data
+from .data import browser_sessions, completions_render, setup_data
 from .explain import probe_queries
 from .measure import machine_busy_percent
-from .report import print_probe, report, summarize
+from .report import compare, print_probe, report, summarize
 from .run import RunResult, run_load
 from .server import (
     free_port,
@@ -42,7 +42,38 @@ def parse_size(text: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=PACKAGE_DOC.split("\n\n")[0])
-    parser.add_argument("--annotators", type=int, default=100)
+    parser.add_argument(
+        "--plan",
+        default="100:0,200:5000",
+        help="runs as annotators:mean-think-ms, e.g. 100:0 (capacity: no think time) "
+        "and 200:5000 (human pace); --annotators/--think-ms replace it when given",
+    )
+    parser.add_argument(
+        "--paths",
+        default="api,browser",
+        help="api (token, submit ?next=1), browser (session cookie + CSRF, htmx "
+        "submit answering with the next card), or both",
+    )
+    parser.add_argument(
+        "--think-dist",
+        choices=["exp", "uniform"],
+        default="exp",
+        help="think times: exponential with the given mean (default) or uniform ±50%%",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        default="",
+        help="a checkout of the code to compare with (e.g. `git worktree add -f "
+        "/work/bench-base <commit> --detach`); the same runs are repeated against a "
+        "server started from it, and each figure is printed as a ratio",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short check that everything works: 10k pairs, plan 20:0,40:1000, "
+        "5 s windows, no one-annotator baseline",
+    )
+    parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument(
         "--sizes",
         default="10000,1000000",
@@ -59,7 +90,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--think-ms",
-        default="0,10000",
+        default=None,
         help="comma list of mean think times between receiving a pair and submitting it; "
         "0 = closed loop at full speed; each value is one run per size",
     )
@@ -93,8 +124,22 @@ def main() -> int:
         help="print the top statements per run",
     )
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.plan = "10000", "20:0,40:1000"
+        args.duration, args.warmup, args.baseline_seconds = 5.0, 2.0, 0.0
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    thinks = [float(t) for t in args.think_ms.split(",") if t.strip()]
+    if args.annotators is not None or args.think_ms is not None:
+        thinks = [float(t) for t in (args.think_ms or "0,10000").split(",") if t]
+        runs = [(args.annotators or 100, think) for think in thinks]
+    else:
+        runs = [
+            (int(n), float(t))
+            for n, t in (item.split(":") for item in args.plan.split(",") if item)
+        ]
+        thinks = [t for _, t in runs]
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    baseline_tree = Path(args.baseline_tree).resolve() if args.baseline_tree else None
+    most = max(n for n, _ in runs)
     data_dir = Path(args.data_dir).resolve()
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
@@ -143,7 +188,9 @@ def main() -> int:
             pg_version = cursor.fetchone()[0]
             cursor.execute("SHOW shared_buffers")
             shared_buffers = cursor.fetchone()[0]
-        creds, campaigns = setup_data(args.annotators, sizes, args.k)
+        creds, campaigns = setup_data(most, sizes, args.k)
+        completions_render(list(campaigns.values()))
+        sessions = browser_sessions([uid for uid, _ in creds])
         connection.close()
 
         port = free_port()
@@ -188,29 +235,48 @@ def main() -> int:
             f"load average {os.getloadavg()[0]:.1f}"
         )
         plan = [(1, 0.0, args.baseline_seconds)] if args.baseline_seconds > 0 else []
-        plan += [(args.annotators, think, args.duration) for think in thinks]
-        for n_annotators, think, duration in plan:
-            for size in sizes:
-                log(
-                    f"run: {size:,} pairs, {n_annotators} annotators, think {think:.0f} ms"
+        plan += [(n, think, args.duration) for n, think in runs]
+        trees = [("this", ROOT)]
+        if baseline_tree is not None:
+            trees.append(("baseline", baseline_tree))
+        for tree_name, tree in trees:
+            if tree_name != "this":
+                stop_gunicorn(gunicorn)
+                gunicorn = start_gunicorn(
+                    dict(os.environ), port, args.workers, args.threads, run_dir, tree
                 )
-                result = run_load(
-                    size=size,
-                    campaign_id=campaigns[size],
-                    creds=creds[:n_annotators],
-                    port=port,
-                    think_ms=think,
-                    warmup=min(args.warmup, 2.0) if n_annotators == 1 else args.warmup,
-                    duration=duration,
-                    k=args.k,
-                    dsn=dsn,
-                    gunicorn_pid=gunicorn.pid,
-                    pg_pid=pg_pid,
-                    access_log=run_dir / "access.log",
-                    probe_user_id=creds[-1][0],
-                )
-                results.append(result)
-                report(result, args.k, args.show_statements)
+                wait_ready(port, creds[0][1], gunicorn, run_dir)
+                log(f"serving the baseline tree {tree}")
+            for path in paths:
+                for n_annotators, think, duration in plan:
+                    for size in sizes:
+                        log(
+                            f"run [{path}, {tree_name}]: {size:,} pairs, "
+                            f"{n_annotators} annotators, think {think:.0f} ms"
+                        )
+                        result = run_load(
+                            size=size,
+                            campaign_id=campaigns[size],
+                            creds=creds[:n_annotators],
+                            port=port,
+                            think_ms=think,
+                            warmup=min(args.warmup, 2.0)
+                            if n_annotators == 1
+                            else args.warmup,
+                            duration=duration,
+                            k=args.k,
+                            dsn=dsn,
+                            gunicorn_pid=gunicorn.pid,
+                            pg_pid=pg_pid,
+                            access_log=run_dir / "access.log",
+                            probe_user_id=creds[-1][0],
+                            path=path,
+                            dist=args.think_dist,
+                            sessions=sessions,
+                            tree=tree_name,
+                        )
+                        results.append(result)
+                        report(result, args.k, args.show_statements)
 
         # Which statements one label costs, traced in-process.
         probe = probe_queries(campaigns[max(sizes)], creds[-1][1])
@@ -219,7 +285,8 @@ def main() -> int:
         if probe is not None:
             print_probe(*probe, max(sizes))
 
-        summarize(results, sizes, thinks, args.annotators)
+        summarize(results, sizes, thinks[-1:], runs[-1][0])
+        compare(results)
     finally:
         stop_gunicorn(gunicorn)
         if services is not None:

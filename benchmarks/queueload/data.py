@@ -258,3 +258,56 @@ def setup_data(
             dataset_load(campaign.pk, size)
         campaigns[size] = campaign.pk
     return creds, campaigns
+
+
+def browser_sessions(user_ids: list[int]) -> dict[int, str]:
+    """A logged-in session per user, as the login page would leave it (the
+    bench users have no password, so no one logs in through the form)."""
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+    from django.contrib.sessions.backends.db import SessionStore
+
+    keys = {}
+    for user in get_user_model().objects.filter(pk__in=user_ids):
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        keys[user.pk] = session.session_key
+    return keys
+
+
+def completions_render(campaign_ids: list[int]) -> None:
+    """Fill ``Completion.html`` (the stored card HTML, where the schema has
+    it) of completions the SQL loader left empty, as imports store it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_name = 'labeling_completion' AND column_name = 'html'"
+        )
+        if cursor.fetchone() is None:
+            return
+    from labeling.models import Completion
+    from labeling.rendering import completion_html
+
+    pending = Completion.objects.filter(
+        prompt__campaign_id__in=campaign_ids, html=""
+    ).exclude(text="")
+    total = 0
+    while True:
+        batch = list(pending.only("pk", "text")[:5000])
+        if not batch:
+            break
+        for completion in batch:
+            completion.html = completion_html(completion.text)
+        Completion.objects.bulk_update(batch, ["html"])
+        total += len(batch)
+    if total:
+        log(f"rendered the stored HTML of {total:,} completions")

@@ -58,6 +58,11 @@ def explain_lease_next(campaign_id: int, annotator_id: int) -> tuple[float, list
         "k": campaign.overlap_k,
         "now": now,
         "expires_at": now,
+        # The one-statement lease (live lease, pick, insert, pair read);
+        # ignored by the older statement.
+        "exclude_lease": 0,
+        "want_gold": False,
+        "a_on_left": True,
     }
     sql = _LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED")
     times: list[float] = []

@@ -77,9 +77,15 @@ def access_log_times(path: Path, start: int, end: int) -> dict[str, list[float]]
         if len(parts) != 3:
             continue
         url, status, micros = parts
-        if url.endswith("/next/") and status in ("200", "204"):
+        # API: next/ and preference/ (which with ?next=1 brings the next
+        # pair); the page: the "start" post and the submit (with the card).
+        if status in ("200", "204") and (
+            url.endswith("/next/") or url.endswith("/label/")
+        ):
             out["next"].append(int(micros) / 1000)
-        elif url.endswith("/preference/") and status == "201":
+        elif (url.endswith("/preference/") and status == "201") or (
+            url.endswith("/submit/") and status == "200"
+        ):
             out["submit"].append(int(micros) / 1000)
     return out
 

@@ -35,13 +35,13 @@ def report(r: RunResult, k: int, show_top: bool) -> None:
     mode = (
         "no think time (closed loop, saturating)"
         if r.think_ms == 0
-        else f"think {r.think_ms:.0f} ms ±50% per pair"
+        else f"think time mean {r.think_ms:.0f} ms per pair"
     )
     print()
     if r.annotators == 1:
         mode = "baseline: service time without queueing"
     print(
-        f"== {r.size:,} pending pairs | {r.annotators} annotator{'s' if r.annotators > 1 else ''} | k={k} | {mode}"
+        f"== [{r.path}, {r.tree} tree] {r.size:,} pending pairs | {r.annotators} annotator{'s' if r.annotators > 1 else ''} | k={k} | {mode}"
     )
     print(f"   measured {r.seconds:.0f} s after {r.warmup:.0f} s warm-up")
     print(
@@ -129,14 +129,14 @@ def summarize(
         "== summary (latencies in ms; client = measured by the load generator, srv = gunicorn request time)"
     )
     print(
-        f"   {'pairs':>10} {'users':>5} {'think':>6} {'labels/s':>8} {'next p50':>8} {'p95':>7} {'p99':>7} "
+        f"   {'path':>7} {'tree':>8} {'pairs':>10} {'users':>5} {'think':>6} {'labels/s':>8} {'next p50':>8} {'p95':>7} {'p99':>7} "
         f"{'srv p95':>7} {'SQL ms':>6} {'submit p95':>10} {'stmts/label':>11} {'CPU ms/label':>12} "
         f"{'other CPU':>9} {'double':>6}"
     )
     for r in results:
         double = r.double_assignments
         print(
-            f"   {r.size:>10,} {r.annotators:>5} {r.think_ms:>6.0f} {r.labels_per_s:>8.1f} {pct(r.next_ms, 50):>8.1f} "
+            f"   {r.path:>7} {r.tree:>8} {r.size:>10,} {r.annotators:>5} {r.think_ms:>6.0f} {r.labels_per_s:>8.1f} {pct(r.next_ms, 50):>8.1f} "
             f"{pct(r.next_ms, 95):>7.1f} {pct(r.next_ms, 99):>7.1f} {pct(r.server['next'], 95):>7.1f} "
             f"{r.lease_sql_mean_ms:>6.2f} {pct(r.submit_ms, 95):>10.1f} "
             f"{(r.statements / r.labels if r.labels else math.nan):>11.1f} {r.cpu_ms_per_label:>12.1f} "
@@ -144,7 +144,7 @@ def summarize(
         )
     small, large = min(sizes), max(sizes)
     all_ok = True
-    main = [r for r in results if r.annotators == annotators]
+    main = [r for r in results if r.annotators == annotators and r.tree == "this"]
     for think in thinks:
         by_size = {r.size: r for r in main if r.think_ms == think}
         mode = "no think time" if think == 0 else f"think {think:.0f} ms"
@@ -180,3 +180,44 @@ def summarize(
             f"(of {machine_percent()}%); latencies include waiting for CPU they held."
         )
     print(f"   all targets: {'MET' if all_ok else 'NOT all met'}")
+
+
+def _key(r: RunResult) -> tuple[str, int, int, float]:
+    return (r.path, r.size, r.annotators, r.think_ms)
+
+
+def compare(results: list[RunResult]) -> None:
+    """Each figure of this tree over the same figure of the baseline tree,
+    measured in the same invocation on the same machine."""
+    base = {_key(r): r for r in results if r.tree == "baseline"}
+    pairs = [
+        (r, base[_key(r)]) for r in results if r.tree == "this" and _key(r) in base
+    ]
+    if not pairs:
+        return
+    print()
+    print(
+        "== this tree / baseline tree (same run, same machine; labels/s: higher is "
+        "better, latencies and statements: lower is better)"
+    )
+    print(
+        f"   {'path':>7} {'pairs':>10} {'users':>5} {'think':>6} {'labels/s':>15} "
+        f"{'next p50':>17} {'p95':>17} {'p99':>17} {'stmts/label':>15} {'CPU ms/label':>15}"
+    )
+
+    def cell(new: float, old: float, digits: int = 1) -> str:
+        ratio = new / old if old and not math.isnan(old) else math.nan
+        return f"{new:.{digits}f}/{old:.{digits}f}={ratio:.2f}"
+
+    for r, b in pairs:
+        per_label = r.statements / r.labels if r.labels else math.nan
+        base_per_label = b.statements / b.labels if b.labels else math.nan
+        print(
+            f"   {r.path:>7} {r.size:>10,} {r.annotators:>5} {r.think_ms:>6.0f} "
+            f"{cell(r.labels_per_s, b.labels_per_s):>15} "
+            f"{cell(pct(r.next_ms, 50), pct(b.next_ms, 50)):>17} "
+            f"{cell(pct(r.next_ms, 95), pct(b.next_ms, 95)):>17} "
+            f"{cell(pct(r.next_ms, 99), pct(b.next_ms, 99)):>17} "
+            f"{cell(per_label, base_per_label):>15} "
+            f"{cell(r.cpu_ms_per_label, b.cpu_ms_per_label):>15}"
+        )

@@ -24,6 +24,8 @@ from .report import pct
 
 @dataclass
 class RunResult:
+    path: str  # "api" or "browser"
+    tree: str  # "this" or "baseline"
     size: int
     annotators: int
     warmup: float
@@ -85,12 +87,19 @@ def run_load(
     pg_pid: int,
     access_log: Path,
     probe_user_id: int,
+    path: str = "api",
+    dist: str = "exp",
+    sessions: dict[int, str] | None = None,
+    tree: str = "this",
 ) -> RunResult:
     from django.db import connection
 
     dataset_reset(campaign_id)
     connection.close()
-    annotators = [Annotator(uid, tok) for uid, tok in creds]
+    annotators = [
+        Annotator(uid, tok, session_key=(sessions or {}).get(uid, ""))
+        for uid, tok in creds
+    ]
     barrier = threading.Barrier(len(annotators) + 1)
     t_start = time.monotonic() + 0.5
     window_start = t_start + warmup
@@ -98,7 +107,7 @@ def run_load(
     threads = [
         threading.Thread(
             target=annotator_loop,
-            args=(a, port, campaign_id, think_ms, window_end, barrier),
+            args=(a, port, campaign_id, think_ms, window_end, barrier, path, dist),
             daemon=True,
         )
         for a in annotators
@@ -163,6 +172,8 @@ def run_load(
     server = access_log_times(access_log, log_start, log_end)
     explain_ms, explain = explain_lease_next(campaign_id, probe_user_id)
     return RunResult(
+        path=path,
+        tree=tree,
         size=size,
         annotators=len(creds),
         warmup=warmup,

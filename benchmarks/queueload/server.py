@@ -99,8 +99,16 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    env: dict[str, str], port: int, workers: int, threads: int, run_dir: Path
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    threads: int,
+    run_dir: Path,
+    tree: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """gunicorn serving the code of ``tree`` (this checkout, or a baseline
+    worktree: its directory comes first on sys.path, before the editable
+    install's finder)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in ("access.log", "server.log"):
         (run_dir / name).unlink(missing_ok=True)
@@ -124,12 +132,14 @@ def start_gunicorn(
         # path status microseconds: the server-side time of each request
         "--access-logformat",
         "%(U)s %(s)s %(D)s",
+        "--chdir",
+        str(tree),
     ]
     out = open(run_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         args,
         env=env,
-        cwd=ROOT,
+        cwd=tree,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
