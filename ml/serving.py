@@ -180,6 +180,8 @@ class _Row:
     position: int = 0  # position id of the next token fed to the model
     text: str = ""
     emitted: int = 0  # characters of ``text`` already streamed
+    prefix_offset: int = 0  # detokeniser window: ids[prefix_offset:] is decoded
+    read_offset: int = 0  # ids up to here are in ``text``
     finish_reason: str | None = None
 
 
@@ -739,28 +741,35 @@ class ServingEngine:
     def _advance(self, row: _Row, token: int) -> None:
         stream = row.request.stream
         row.ids.append(token)
-        if token in self.stop_ids:
+        ended = token in self.stop_ids
+        cancelled = stream.cancelled.is_set()
+        full = len(row.ids) >= row.limit
+        searched = len(row.text)
+        row.text += self._decode_delta(row, final=ended or cancelled or full)
+        if self._cut_at_stop(row, searched):
+            return
+        if ended:
             self._close_row(row, "stop")
-            return
-        row.text = self._decode(row.ids)
-        if self._cut_at_stop(row):
-            return
-        if stream.cancelled.is_set():
+        elif cancelled:
             self._close_row(row, "cancelled")
-        elif len(row.ids) >= row.limit:
+        elif full:
             self._close_row(row, "length")
         else:
-            stable = row.text.rstrip("\ufffd")
-            end = len(stable) - _stop_prefix_overlap(stable, row.request.params.stop)
+            end = len(row.text) - _stop_prefix_overlap(
+                row.text, row.request.params.stop
+            )
             if end > row.emitted:
                 stream._put(row.text[row.emitted : end])
                 row.emitted = end
 
-    def _cut_at_stop(self, row: _Row) -> bool:
+    def _cut_at_stop(self, row: _Row, searched: int) -> bool:
+        """End the row at the first stop string in its text (only text after
+        ``searched`` characters, less a stop's length, is new)."""
         stops = row.request.params.stop
         if not stops:
             return False
-        hits = [i for i in (row.text.find(s) for s in stops) if i >= 0]
+        start = max(0, searched - max(len(s) for s in stops) + 1)
+        hits = [i for i in (row.text.find(s, start) for s in stops) if i >= 0]
         if not hits:
             return False
         row.text = row.text[: min(hits)]
@@ -783,14 +792,31 @@ class ServingEngine:
             )
         )
 
-    def _decode(self, ids: list[int]) -> str:
-        """The text of ``ids``. Decoding all of them each step keeps the text
-        equal to a one-shot decode; without clean-up of spaces a byte-level
-        or SentencePiece decode only changes at its end, where an incomplete
-        character shows as U+FFFD and is held back from the stream."""
-        return self.tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    def _decode_delta(self, row: _Row, *, final: bool = False) -> str:
+        """Text the row's newest tokens add (TGI's incremental detokeniser).
+
+        Two decodes over a short window, the one with the new tokens and the
+        one without, and the difference: the window's own start (a
+        SentencePiece leading space) cancels out, and the text equals a
+        one-shot decode without decoding every token at every step. While the
+        newest tokens end in an incomplete character (U+FFFD) nothing is
+        added, unless ``final``.
+        """
+        decode = self.tokenizer.decode
+        window = row.ids[row.prefix_offset :]
+        before = decode(
+            window[: row.read_offset - row.prefix_offset],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
         )
+        now = decode(
+            window, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        if len(now) > len(before) and (final or not now.endswith("\ufffd")):
+            row.prefix_offset = row.read_offset
+            row.read_offset = len(row.ids)
+            return now[len(before) :]
+        return ""
 
     def _fail(self, request: _Request, error: EngineError) -> None:
         self.counters["failed"] += 1
