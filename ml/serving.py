@@ -33,6 +33,7 @@ import queue
 import re
 import threading
 import time
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -871,7 +872,10 @@ def _wrap(base: PreTrainedModel) -> PeftModel:
         fan_in_fan_out=isinstance(module, Conv1D),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base, config, adapter_name=IDLE_ADAPTER)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated ``is_gradient_checkpointing``.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        model = get_peft_model(base, config, adapter_name=IDLE_ADAPTER)
     model.eval()
     return model
 

@@ -382,3 +382,32 @@ def test_submit_after_close_is_refused(tiny_model_dir: Path) -> None:
     serving.close()
     with pytest.raises(EngineError, match="closed"):
         serving.submit(BASE, PROMPTS[0], GREEDY)
+
+
+def test_gpt2_base_serves_an_adapter_like_plain_generate(tmp_path: Path) -> None:
+    """Another architecture (GPT-2: Conv1D projections, learned positions)
+    batches the base and an adapter and answers like plain ``generate``."""
+    base_dir = build_tiny_model(tmp_path / "gpt2", kind="gpt2")
+    torch.manual_seed(3)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(
+            r=4, lora_alpha=32, target_modules=["c_attn"], init_lora_weights=False
+        ),
+    )
+    peft_model.save_pretrained(tmp_path / "gpt2-lora")
+    adapter = ServedModel("gpt2-lora", adapter_path=str(tmp_path / "gpt2-lora"))
+    serving = ServingEngine(str(base_dir), batch_wait_ms=200)
+    try:
+        streams = [
+            serving.submit(BASE, PROMPTS[0], GREEDY),
+            serving.submit(adapter, PROMPTS[1], GREEDY),
+        ]
+        texts = [s.result.text for s in streams]
+        assert serving.counters["batches"] == 1
+    finally:
+        serving.close()
+    assert texts == [
+        _plain_generate(base_dir, BASE, PROMPTS[0], GREEDY.max_tokens),
+        _plain_generate(base_dir, adapter, PROMPTS[1], GREEDY.max_tokens),
+    ]
