@@ -247,6 +247,10 @@ class ServingEngine:
         if Path(base_path).exists():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.tokenizer = load_tokenizer(base_path)
+        # A fast tokenizer shared by threads can raise "Already borrowed" when
+        # one encodes while another does (transformers#47085; not reproduced
+        # with 5.25 and this code, 8 threads): one call at a time, it is cheap.
+        self._tokenizer_lock = threading.Lock()
         self.base = self._load_model(base_path)
         self.counters["base_loads"] += 1
         self.peft = _wrap(self.base)
@@ -282,9 +286,10 @@ class ServingEngine:
         """The tokenizer's chat template over ``messages``, ready to answer."""
         if not self.tokenizer.chat_template:
             raise EngineError("the base model's tokenizer has no chat template")
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        with self._tokenizer_lock:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -332,7 +337,8 @@ class ServingEngine:
         tok = self.tokenizer
         # A chat prompt already starts with the template's own BOS.
         add_special = not (tok.bos_token and text.startswith(tok.bos_token))
-        ids = tok(text, add_special_tokens=add_special)["input_ids"]
+        with self._tokenizer_lock:
+            ids = tok(text, add_special_tokens=add_special)["input_ids"]
         if not ids:  # an empty completion prompt: start from BOS (or EOS)
             start = (
                 tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -805,14 +811,15 @@ class ServingEngine:
         """
         decode = self.tokenizer.decode
         window = row.ids[row.prefix_offset :]
-        before = decode(
-            window[: row.read_offset - row.prefix_offset],
-            skip_special_tokens=True,
-            clean_up_tokenization_spaces=False,
-        )
-        now = decode(
-            window, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        with self._tokenizer_lock:
+            before = decode(
+                window[: row.read_offset - row.prefix_offset],
+                skip_special_tokens=True,
+                clean_up_tokenization_spaces=False,
+            )
+            now = decode(
+                window, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
         if len(now) > len(before) and (final or not now.endswith("\ufffd")):
             row.prefix_offset = row.read_offset
             row.read_offset = len(row.ids)

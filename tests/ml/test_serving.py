@@ -411,3 +411,28 @@ def test_gpt2_base_serves_an_adapter_like_plain_generate(tmp_path: Path) -> None
         _plain_generate(base_dir, BASE, PROMPTS[0], GREEDY.max_tokens),
         _plain_generate(base_dir, adapter, PROMPTS[1], GREEDY.max_tokens),
     ]
+
+
+def test_threads_tokenize_while_the_scheduler_decodes(
+    engine: ServingEngine,
+) -> None:
+    """Request threads count tokens, build chat prompts and submit while the
+    scheduler detokenises: the shared fast tokenizer never fails."""
+    errors: list[BaseException] = []
+    long = engine.submit(BASE, PROMPTS[0], SamplingParams(max_tokens=60, temperature=0))
+
+    def client() -> None:
+        try:
+            for i in range(50):
+                engine.count_tokens(f"tell me about the cat number {i} .")
+                engine.chat_prompt([{"role": "user", "content": f"hello {i}"}])
+        except BaseException as error:  # noqa: BLE001 - collected for the assert
+            errors.append(error)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert long.result.completion_tokens == 60
