@@ -644,3 +644,259 @@ class ServedFeedback(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.rating} on {self.response}"
+
+
+class DriftPolicy(BaseModel):
+    """How a campaign's served versions are watched for drift: how often, on
+    how many outputs, and when a series has moved too far (``ml.drift``
+    explains the defaults). A campaign without a row is watched with these
+    defaults; the first save creates it."""
+
+    campaign = models.OneToOneField(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="drift_policy"
+    )
+    enabled = models.BooleanField(
+        default=True,
+        help_text="Evaluate the served versions every interval (the beat).",
+    )
+    interval_minutes = models.PositiveIntegerField(
+        default=360,
+        validators=[MinValueValidator(5)],
+        help_text="Minutes between two evaluations.",
+    )
+    golden_sample_size = models.PositiveIntegerField(
+        default=64,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Held-out prompts answered per version and evaluation (test "
+        "split first, then golden prompts; never trained on).",
+    )
+    served_sample_size = models.PositiveIntegerField(
+        default=200,
+        validators=[MinValueValidator(1), MaxValueValidator(5000)],
+        help_text="Recent served responses read per version and evaluation.",
+    )
+    mean_drop_sd = models.FloatField(
+        default=3.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Alert when the mean reward-model score drops by more than this "
+        "many standard deviations against the window after promotion (and when "
+        "the mean length moves this far either way).",
+    )
+    psi_limit = models.FloatField(
+        default=0.25,
+        validators=[MinValueValidator(0.0)],
+        help_text="Alert when the population-stability index of the reward-model "
+        "scores against the window after promotion exceeds this.",
+    )
+    empty_rate_increase = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Alert when the share of empty outputs rises more than this "
+        "above the window after promotion.",
+    )
+    truncated_rate_increase = models.FloatField(
+        default=0.10,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Alert when the share of outputs cut at the token limit rises "
+        "more than this above the window after promotion.",
+    )
+    refusal_rate_increase = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Alert when the share of refusal-like outputs rises more than "
+        "this above the window after promotion.",
+    )
+    min_win_rate = models.FloatField(
+        default=0.5,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Alert when the upper 95% bound of the human win rate against "
+        "the previous champion falls below this.",
+    )
+    baseline_points = models.PositiveIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Evaluations after the promotion that form the baseline window.",
+    )
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Optional: every new alert is POSTed here as JSON.",
+    )
+    evaluation_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="An evaluation is queued since then."
+    )
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "drift policies"
+
+    def __str__(self) -> str:
+        return f"drift policy of {self.campaign}"
+
+
+class DriftPoint(BaseModel):
+    """One evaluation of one served version on one source: held-out prompts
+    answered now ("golden") or a sample of what the inference API served
+    ("served")."""
+
+    class Source(models.TextChoices):
+        GOLDEN = "golden", "held-out prompts"
+        SERVED = "served", "served traffic"
+
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="drift_points"
+    )
+    adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="drift_points",
+        help_text="The version evaluated; empty: the base alone.",
+    )
+    base_model = models.ForeignKey(
+        BaseModelVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    taken_at = models.DateTimeField()
+    n = models.PositiveIntegerField(default=0, help_text="Outputs measured.")
+    reward_adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The reward model that scored; empty: no reward model.",
+    )
+    rm_mean = models.FloatField(null=True, blank=True)
+    rm_sd = models.FloatField(null=True, blank=True)
+    length_mean = models.FloatField(default=0.0, help_text="Characters.")
+    length_p90 = models.FloatField(default=0.0, help_text="Characters.")
+    empty_rate = models.FloatField(default=0.0)
+    truncated_rate = models.FloatField(default=0.0)
+    refusal_rate = models.FloatField(default=0.0)
+    degenerate_rate = models.FloatField(default=0.0)
+    win_rate = models.FloatField(
+        null=True, blank=True, help_text="Human win rate against the previous champion."
+    )
+    win_rate_lower = models.FloatField(null=True, blank=True)
+    win_rate_upper = models.FloatField(null=True, blank=True)
+    win_rate_n = models.PositiveIntegerField(default=0)
+    win_rate_opponent = models.CharField(
+        max_length=64, blank=True, help_text="Version key of the previous champion."
+    )
+    values = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Raw values the checks read: {"scores": [...], "lengths": [...]}.',
+    )
+    details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How the point was taken (prompt set, seed) and the checks' findings.",
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["campaign", "adapter", "source", "taken_at"],
+                name="models_hub_driftpoint_series",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"drift point {self.source} of {self.adapter or self.base_model}"
+
+
+class DriftAlert(BaseModel):
+    """A series moved beyond its threshold. Open until a later evaluation is
+    back within it (``resolved_at``); one open alert per version, source and
+    metric. Acknowledging records who saw it and keeps it open."""
+
+    class Metric(models.TextChoices):
+        RM_MEAN = "rm_mean", "mean reward-model score"
+        RM_PSI = "rm_psi", "reward-model score distribution (PSI)"
+        LENGTH_MEAN = "length_mean", "mean output length"
+        EMPTY_RATE = "empty_rate", "empty outputs"
+        TRUNCATED_RATE = "truncated_rate", "truncated outputs"
+        REFUSAL_RATE = "refusal_rate", "refusal-like outputs"
+        WIN_RATE = "win_rate", "human win rate against the previous champion"
+
+    class Webhook(models.TextChoices):
+        NONE = "", "no webhook"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+
+    campaign = models.ForeignKey(
+        "labeling.Campaign", on_delete=models.CASCADE, related_name="drift_alerts"
+    )
+    adapter = models.ForeignKey(
+        Adapter,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="drift_alerts",
+        help_text="The version; empty: the base alone.",
+    )
+    base_model = models.ForeignKey(
+        BaseModelVersion, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=DriftPoint.Source.choices)
+    metric = models.CharField(max_length=32, choices=Metric.choices)
+    value = models.FloatField(
+        null=True, blank=True, help_text="The value that breached."
+    )
+    threshold = models.FloatField()
+    baseline = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The window after promotion, where one applies.",
+    )
+    message = models.CharField(max_length=500)
+    point = models.ForeignKey(
+        DriftPoint,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The evaluation that opened it.",
+    )
+    opened_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(
+        help_text="The last evaluation still beyond it."
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    webhook_status = models.CharField(
+        max_length=16, choices=Webhook.choices, blank=True, default=Webhook.NONE
+    )
+    webhook_detail = models.CharField(
+        max_length=500, blank=True, help_text="The answer or the error."
+    )
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "adapter", "base_model", "source", "metric"],
+                condition=models.Q(resolved_at__isnull=True),
+                nulls_distinct=False,
+                name="models_hub_one_open_drift_alert",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["campaign", "resolved_at"], name="models_hub_driftalert_open"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_metric_display()} alert on {self.adapter or self.base_model}"

@@ -73,3 +73,20 @@ def combine_job_run(job_id: int) -> None:
 @shared_task(name="models_hub.sweep_stale_combine_jobs", ignore_result=True)
 def combine_sweep_stale_jobs() -> int:
     return combine_job_sweep_stale()
+
+
+@shared_task(name="models_hub.drift_tick", ignore_result=True)
+def drift_tick() -> int:
+    """Beat, on the default queue: request the drift evaluations that are due."""
+    from models_hub.services.drift import drift_tick as tick
+
+    return tick()
+
+
+@shared_task(name="models_hub.drift_evaluate", acks_late=True, ignore_result=True)
+def drift_evaluate(campaign_id: int) -> int:
+    """Evaluate a campaign's served versions on the gpu queue and check them
+    for drift. Idempotent: only a pending request runs."""
+    from models_hub.services.drift import drift_evaluate_run
+
+    return drift_evaluate_run(campaign_id=campaign_id)

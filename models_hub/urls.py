@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub import combine_views, deployment_views, views
+from models_hub import combine_views, deployment_views, drift_views, views
 
 app_name = "models_hub"
 
@@ -78,5 +78,25 @@ urlpatterns = [
         "campaigns/<int:campaign_id>/deployment/rollback/",
         deployment_views.deployment_rollback_view,
         name="deployment-rollback",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift/",
+        drift_views.drift_detail,
+        name="drift",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift/evaluate/",
+        drift_views.drift_evaluate_view,
+        name="drift-evaluate",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift/policy/",
+        drift_views.drift_policy_view,
+        name="drift-policy",
+    ),
+    path(
+        "drift-alerts/<int:alert_id>/acknowledge/",
+        drift_views.drift_alert_acknowledge_view,
+        name="drift-alert-acknowledge",
     ),
 ]

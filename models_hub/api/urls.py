@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_hub.api import combine, deployments, views
+from models_hub.api import combine, deployments, drift, views
 
 urlpatterns = [
     path("models/base/", views.BaseModelListApi.as_view(), name="api-base-model-list"),
@@ -109,5 +109,30 @@ urlpatterns = [
         "served-responses/<str:public_id>/feedback/",
         deployments.ServedFeedbackCreateApi.as_view(),
         name="api-served-feedback",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift/",
+        drift.CampaignDriftApi.as_view(),
+        name="api-campaign-drift",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift/evaluate/",
+        drift.DriftEvaluateApi.as_view(),
+        name="api-campaign-drift-evaluate",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/drift-policy/",
+        drift.DriftPolicyApi.as_view(),
+        name="api-campaign-drift-policy",
+    ),
+    path(
+        "drift-alerts/",
+        drift.DriftAlertListApi.as_view(),
+        name="api-drift-alert-list",
+    ),
+    path(
+        "drift-alerts/<int:alert_id>/acknowledge/",
+        drift.DriftAlertAcknowledgeApi.as_view(),
+        name="api-drift-alert-acknowledge",
     ),
 ]

@@ -21,7 +21,14 @@ from django.utils import timezone
 from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.models import Campaign, Completion, Lease, Preference
 from labeling.services.queue import comparison_lease_next
-from models_hub.models import Adapter, BaseModelVersion, CombineJob, GenerationJob
+from models_hub.models import (
+    Adapter,
+    BaseModelVersion,
+    CombineJob,
+    DriftAlert,
+    DriftPoint,
+    GenerationJob,
+)
 from models_hub.services.generation import generation_job_launch
 from models_hub.services.registry import adapter_promote, adapter_register
 from tests.labeling.factories import PromptFactory, make_pairs
@@ -120,6 +127,29 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
         parents=[{"adapter_id": policy.pk, "weight": 1.0}],
         name="walk-combined",
     )
+    drift_point = DriftPoint.objects.create(
+        campaign=campaign,
+        adapter=policy,
+        base_model=base,
+        source=DriftPoint.Source.GOLDEN,
+        taken_at=timezone.now(),
+        n=2,
+        rm_mean=0.1,
+        values={"scores": [0.0, 0.2], "lengths": [10.0, 12.0]},
+    )
+    drift_alert = DriftAlert.objects.create(
+        campaign=campaign,
+        adapter=policy,
+        base_model=base,
+        source=DriftPoint.Source.GOLDEN,
+        metric=DriftAlert.Metric.RM_MEAN,
+        value=-3.0,
+        threshold=3.0,
+        message="walk alert",
+        point=drift_point,
+        opened_at=timezone.now(),
+        last_seen_at=timezone.now(),
+    )
     preference = Preference.objects.filter(comparison__campaign=campaign).first()
     assert preference is not None
     return {
@@ -139,6 +169,7 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "user_id": annotator.pk,
             "combine_job_id": combine_job.pk,
             "public_id": "chatcmpl-walk",
+            "alert_id": drift_alert.pk,
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
     }
@@ -259,6 +290,7 @@ REVIEWER_PAGES = [
     ("training:campaign-settings", ("campaign_id",)),
     ("training:campaign-loop", ("campaign_id",)),
     ("models_hub:deployment", ("campaign_id",)),
+    ("models_hub:drift", ("campaign_id",)),
 ]
 ADMIN_PAGES = [
     ("training:job-launch", ()),
