@@ -58,10 +58,13 @@ def product_processes(
     *, host: str, port: int, data_dir: Path
 ) -> list[tuple[str, list[str]]]:
     """The product's long-running processes, in start (and stop) order: web
-    first, then beat, then a worker per queue."""
+    first, then beat, then a worker per queue, then the inference API (one
+    process, many threads: one loaded base answers every request) on
+    ``ARBITER_INFERENCE_PORT`` (default 8001), bound like the web."""
     bin_dir = Path(sys.executable).parent
     celery = str(bin_dir / "celery")
     worker = [celery, "-A", "config", "worker", "--loglevel", "INFO"]
+    inference_port = inference_port_from_env()
     return [
         (
             "web",
@@ -109,7 +112,30 @@ def product_processes(
                 "1",
             ],
         ),
+        (
+            "inference",
+            [
+                str(bin_dir / "gunicorn"),
+                "inference.wsgi",
+                "--env",
+                "DJANGO_SETTINGS_MODULE=inference.settings",
+                "--bind",
+                f"{host}:{inference_port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "16",
+                "--access-logfile",
+                "-",
+            ],
+        ),
     ]
+
+
+def inference_port_from_env() -> int:
+    return int(os.environ.get("ARBITER_INFERENCE_PORT", "8001"))
 
 
 def demo(host: str, port: int) -> int:
@@ -123,7 +149,10 @@ def demo(host: str, port: int) -> int:
         say=print,
     )
     supervisor.start()
-    print(f"\nArbiter is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
+    print(f"\nArbiter is running at http://{host}:{port}/  (Ctrl-C stops everything)")
+    print(
+        f"Inference API (OpenAI-compatible): http://{host}:{inference_port_from_env()}/v1\n"
+    )
 
     stopping = False
 

@@ -374,7 +374,8 @@ def _params(row: GenerationSettings, *, seed: int | None = None) -> Any:
     )
 
 
-def _lineage(adapter: Adapter | None, base: BaseModelVersion) -> dict[str, Any]:
+def version_lineage(adapter: Adapter | None, base: BaseModelVersion) -> dict[str, Any]:
+    """What a model completion records of the version that wrote it."""
     lineage: dict[str, Any] = {"base_model": base.pk, "base_source": base.source}
     if adapter is not None:
         lineage.update(
@@ -384,6 +385,37 @@ def _lineage(adapter: Adapter | None, base: BaseModelVersion) -> dict[str, Any]:
             method=adapter.method,
         )
     return lineage
+
+
+def model_completion_store(
+    *,
+    prompt: Prompt,
+    text: str,
+    adapter: Adapter | None,
+    base: BaseModelVersion,
+    generation: dict[str, Any],
+) -> Completion:
+    """The completion ``text`` of ``prompt`` by this version (base + adapter,
+    or the base alone), created once: the same text from the same version is
+    the existing row. ``generation`` is its lineage and decoding record.
+    Generation rounds and traffic sampling (``services.serving``) share it."""
+    # PostgreSQL text cannot hold NUL; a model that writes one (the tiny test
+    # model does) keeps a visible replacement character.
+    stored = text.replace("\x00", "\ufffd") or EMPTY_TEXT
+    key = str(VersionKey.adapter(adapter.pk) if adapter else VersionKey.base(base.pk))
+    completion, _ = Completion.objects.get_or_create(
+        prompt=prompt,
+        content_hash=content_hash(stored),
+        source_label=key,
+        defaults={
+            "text": stored,
+            "origin": Completion.Origin.MODEL,
+            "adapter": adapter,
+            "base_model": base,
+            "generation": generation,
+        },
+    )
+    return completion
 
 
 def _write(
@@ -403,7 +435,7 @@ def _write(
     generator = get_generator(base_model_local_path(base))
     key = str(VersionKey.adapter(adapter.pk) if adapter else VersionKey.base(base.pk))
     spec = (key, str(adapter_path(adapter))) if adapter is not None else None
-    lineage = {**_lineage(adapter, base), **(extra or {})}
+    lineage = {**version_lineage(adapter, base), **(extra or {})}
     written: list[Completion] = []
     for start in range(0, len(prompts), params.batch_size):
         progress.check_cancel()
@@ -414,22 +446,15 @@ def _write(
             params=dataclasses.replace(params, seed=params.seed + start),
         )
         for prompt, (text, record) in zip(batch, outputs, strict=True):
-            # PostgreSQL text cannot hold NUL; a model that writes one (the
-            # tiny test model does) keeps a visible replacement character.
-            stored = text.replace("\x00", "\ufffd") or EMPTY_TEXT
-            completion, _ = Completion.objects.get_or_create(
-                prompt=prompt,
-                content_hash=content_hash(stored),
-                source_label=key,
-                defaults={
-                    "text": stored,
-                    "origin": Completion.Origin.MODEL,
-                    "adapter": adapter,
-                    "base_model": base,
-                    "generation": {**record, **lineage},
-                },
+            written.append(
+                model_completion_store(
+                    prompt=prompt,
+                    text=text,
+                    adapter=adapter,
+                    base=base,
+                    generation={**record, **lineage},
+                )
             )
-            written.append(completion)
         progress.advance(len(batch), sum(r["new_tokens"] for _, r in outputs))
     return written
 
@@ -497,25 +522,35 @@ def _score(
         completion.save(update_fields=["metadata", "updated_at"])
 
 
-def _pair(
-    campaign: Campaign, prompt: Prompt, a: Completion, b: Completion, priority: int
-) -> bool:
-    """Queue a pair of two different completions once; False if it exists or
-    the texts are the same."""
+def comparison_pair_queue(
+    *, campaign: Campaign, prompt: Prompt, a: Completion, b: Completion, priority: int
+) -> Comparison | None:
+    """Queue the pair of two different completions (``a`` on the left) once;
+    None if it exists in either order or the texts are the same."""
     if a.pk == b.pk or a.content_hash == b.content_hash:
-        return False
+        return None
     if Comparison.objects.filter(
         completion_a__in=[a, b], completion_b__in=[a, b]
     ).exists():
-        return False
-    Comparison.objects.create(
+        return None
+    return Comparison.objects.create(
         campaign=campaign,
         prompt=prompt,
         completion_a=a,
         completion_b=b,
         priority=priority,
     )
-    return True
+
+
+def _pair(
+    campaign: Campaign, prompt: Prompt, a: Completion, b: Completion, priority: int
+) -> bool:
+    return (
+        comparison_pair_queue(
+            campaign=campaign, prompt=prompt, a=a, b=b, priority=priority
+        )
+        is not None
+    )
 
 
 # ---------------------------------------------------------------- the kinds

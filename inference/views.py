@@ -1,0 +1,465 @@
+"""The OpenAI-compatible endpoints: ``GET /v1/models``, ``POST
+/v1/chat/completions``, ``POST /v1/completions``.
+
+Each request: method (405), API token (401), the token's rate limit (429),
+the body (400 naming the field), the model name (404), then the engine
+answers (streamed as server-sent events, or whole). Every answer is recorded
+as a ``ServedResponse`` with the version that gave it; an engine failure is
+a 503 (or a 400 for a prompt the model cannot take), never a 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import DatabaseError
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.authtoken.models import Token
+
+from core.exceptions import NotFound
+from core.unavailable import RETRY_AFTER_SECONDS, database_unavailable
+from inference.conf import setting
+from inference.engine import engine_for, served_model
+from inference.errors import InferenceError, error_body, error_response
+from inference.parsing import (
+    CHAT,
+    CompletionRequest,
+    context_check,
+    parse_chat,
+    parse_completion,
+    parse_json,
+)
+from inference.ratelimit import limiter, parse_rate
+from inference.sampling import sampling_has_room, sampling_submit
+from ml.serving import Completed, EngineError, SamplingParams, TokenStream
+from models_hub.models import ServedResponse
+from models_hub.services.serving import (
+    Route,
+    served_model_list,
+    served_response_record,
+    serving_route,
+)
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponse]
+
+
+# ---------------------------------------------------------------- the edge
+
+
+def _api(*methods: str) -> Callable[[View], View]:
+    """Method check, and every failure as an OpenAI-style error body."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise InferenceError(
+                        f"{request.method} is not allowed here; use "
+                        f"{' or '.join(methods)}.",
+                        status=405,
+                        code="method_not_allowed",
+                        headers={"Allow": ", ".join(methods)},
+                    )
+                return view(request, *args, **kwargs)
+            except InferenceError as error:
+                return error_response(error)
+            except DatabaseError as error:
+                if not database_unavailable(error):
+                    raise
+                logger.warning("inference.database_unavailable error=%s", error)
+                return error_response(
+                    InferenceError(
+                        "The database is restarting or unreachable; try again "
+                        "in a few seconds.",
+                        status=503,
+                        type="server_error",
+                        code="service_unavailable",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    )
+                )
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        return wrapped
+
+    return decorate
+
+
+def _caller(request: HttpRequest) -> tuple[AbstractBaseUser, str]:
+    """The token's user (``Authorization: Bearer <token>``, the same API
+    tokens as the web API), after the token's rate limit."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() not in ("bearer", "token") or not key:
+        raise InferenceError(
+            "You didn't provide an API key: send 'Authorization: Bearer <token>' "
+            "with your Arbiter API token (create one on your profile page).",
+            status=401,
+            code="invalid_api_key",
+        )
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        raise InferenceError(
+            "Incorrect API key provided.", status=401, code="invalid_api_key"
+        )
+    rate = parse_rate(setting("ARBITER_INFERENCE_RATE_LIMIT"))
+    if rate is not None:
+        retry_after = limiter.hit(token.key, rate)
+        if retry_after is not None:
+            raise InferenceError(
+                f"Rate limit reached: {rate.count} requests per "
+                f"{rate.seconds:g} s for this token. Try again in {retry_after} s.",
+                status=429,
+                type="requests",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry_after)},
+            )
+    return token.user, token.key
+
+
+def _route(model: str, user: str) -> Route:
+    try:
+        return serving_route(name=model, user=user)
+    except NotFound as error:
+        raise InferenceError(
+            error.message, status=404, param="model", code="model_not_found"
+        ) from None
+
+
+def _engine_error(error: EngineError) -> InferenceError:
+    message = str(error)
+    if "context" in message and "prompt" in message:
+        return InferenceError(
+            message, param="max_tokens", code="context_length_exceeded"
+        )
+    return InferenceError(
+        f"The model could not answer: {message}",
+        status=503,
+        type="server_error",
+        code="model_unavailable",
+    )
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+@_api("GET")
+def model_list(request: HttpRequest) -> HttpResponse:
+    """Every model name the caller can use now."""
+    _caller(request)
+    return JsonResponse(
+        {"object": "list", "data": [_model_object(m) for m in served_model_list()]}
+    )
+
+
+@_api("GET")
+def model_detail(request: HttpRequest, model: str) -> HttpResponse:
+    _caller(request)
+    for listed in served_model_list():
+        if listed.name == model:
+            return JsonResponse(_model_object(listed))
+    _route(model, "")  # says why it is not served
+    raise InferenceError(
+        f"The model '{model}' does not exist.",
+        status=404,
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _model_object(listed: Any) -> dict[str, Any]:
+    data = {
+        "id": listed.name,
+        "object": "model",
+        "created": listed.created,
+        "owned_by": "arbiter",
+        "kind": listed.kind,
+    }
+    if listed.target:
+        data["serves"] = listed.target
+    return data
+
+
+@_api("POST")
+def chat_completions(request: HttpRequest) -> HttpResponse:
+    return _complete(request, parse_chat)
+
+
+@_api("POST")
+def completions(request: HttpRequest) -> HttpResponse:
+    return _complete(request, parse_completion)
+
+
+@_api("GET")
+def health(request: HttpRequest) -> HttpResponse:
+    """Liveness for process supervisors (no token, loads nothing)."""
+    return JsonResponse({"status": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(
+        InferenceError(
+            f"Unknown path {request.path}: this service answers /v1/models, "
+            "/v1/chat/completions and /v1/completions.",
+            status=404,
+            code="unknown_url",
+        )
+    )
+
+
+# ---------------------------------------------------------------- answering
+
+
+@dataclasses.dataclass
+class _Answer:
+    """One request on its way through the engine."""
+
+    request: CompletionRequest
+    route: Route
+    caller: AbstractBaseUser
+    public_id: str
+    created: int
+    started: float
+    prompt_text: str
+    prompt_tokens: int
+    params: SamplingParams
+    engine: Any
+
+    @property
+    def object_name(self) -> str:
+        return "chat.completion" if self.request.endpoint == CHAT else "text_completion"
+
+    def headers(self, response: HttpResponse) -> HttpResponse:
+        response["X-Arbiter-Version"] = self.route.version.name
+        response["X-Arbiter-Response-Id"] = self.public_id
+        return response
+
+    def record(self, result: Completed) -> ServedResponse:
+        route = self.route
+        if route.sample and not sampling_has_room():
+            route = dataclasses.replace(route, sample=False, other=None)
+        served = served_response_record(
+            public_id=self.public_id,
+            endpoint=ServedResponse.Endpoint.CHAT
+            if self.request.endpoint == CHAT
+            else ServedResponse.Endpoint.COMPLETION,
+            route=route,
+            caller=self.caller,
+            end_user=self.request.user,
+            prompt=self.request.recorded_prompt,
+            text=result.text,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            latency_ms=(time.monotonic() - self.started) * 1000,
+        )
+        if route.sample and route.other is not None:
+            sampling_submit(
+                engine=self.engine,
+                public_id=self.public_id,
+                other=route.other,
+                prompt=self.prompt_text,
+                params=self.params,
+            )
+        return served
+
+    def usage(self, result: Completed) -> dict[str, int]:
+        return {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        }
+
+    def envelope(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        obj = self.object_name
+        if self.request.stream and self.request.endpoint == CHAT:
+            obj += ".chunk"
+        return {
+            "id": self.public_id,
+            "object": obj,
+            "created": self.created,
+            "model": self.route.version.name,
+            "system_fingerprint": None,
+            "choices": choices,
+            **extra,
+        }
+
+
+def _complete(
+    request: HttpRequest, parse: Callable[[dict[str, Any]], CompletionRequest]
+) -> HttpResponse:
+    started = time.monotonic()
+    caller, _ = _caller(request)
+    parsed = parse(parse_json(request.body))
+    route = _route(parsed.model, parsed.user)
+    engine = engine_for(route.version.base_model)
+    try:
+        prompt_text = (
+            engine.chat_prompt(parsed.messages)
+            if parsed.messages is not None
+            else parsed.prompt or ""
+        )
+    except EngineError as error:
+        raise InferenceError(str(error), param="messages") from None
+    prompt_tokens = engine.count_tokens(prompt_text)
+    max_tokens = context_check(
+        parsed,
+        prompt_tokens=prompt_tokens,
+        context=engine.max_context,
+        default_max=setting("ARBITER_INFERENCE_DEFAULT_MAX_TOKENS"),
+    )
+    answer = _Answer(
+        request=parsed,
+        route=route,
+        caller=caller,
+        public_id=("chatcmpl-" if parsed.endpoint == CHAT else "cmpl-")
+        + uuid.uuid4().hex,
+        created=int(time.time()),
+        started=started,
+        prompt_text=prompt_text,
+        prompt_tokens=prompt_tokens,
+        params=SamplingParams(
+            max_tokens=max_tokens,
+            temperature=parsed.temperature,
+            top_p=parsed.top_p,
+            stop=parsed.stop,
+            seed=parsed.seed,
+        ),
+        engine=engine,
+    )
+    try:
+        stream = engine.submit(served_model(route.version), prompt_text, answer.params)
+    except EngineError as error:
+        raise _engine_error(error) from None
+    if parsed.stream:
+        return _streamed(answer, stream)
+    try:
+        result = stream.result
+    except EngineError as error:
+        raise _engine_error(error) from None
+    answer.record(result)
+    if parsed.endpoint == CHAT:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text},
+            "finish_reason": result.finish_reason,
+            "logprobs": None,
+        }
+    else:
+        choice = {
+            "index": 0,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "logprobs": None,
+        }
+    return answer.headers(
+        JsonResponse(answer.envelope([choice], usage=answer.usage(result)))
+    )
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _streamed(answer: _Answer, stream: TokenStream) -> HttpResponse:
+    """Server-sent events. The first token is awaited before the response
+    starts, so a version that cannot load is still a plain 503."""
+    deltas = iter(stream)
+    try:
+        first = next(deltas, None)
+    except EngineError as error:
+        raise _engine_error(error) from None
+    response = StreamingHttpResponse(
+        _events(answer, stream, first, deltas), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return answer.headers(response)
+
+
+def _delta_choice(
+    answer: _Answer, text: str | None, finish: str | None, *, role: bool = False
+) -> dict[str, Any]:
+    if answer.request.endpoint == CHAT:
+        delta: dict[str, Any] = {}
+        if role:
+            delta = {"role": "assistant", "content": ""}
+        elif text is not None:
+            delta = {"content": text}
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+
+
+def _events(
+    answer: _Answer, stream: TokenStream, first: str | None, deltas: Iterator[str]
+) -> Iterator[str]:
+    usage_extra = {"usage": None} if answer.request.include_usage else {}
+    sent: list[str] = []
+    result: Completed | None = None
+    failed = False
+    try:
+        if answer.request.endpoint == CHAT:
+            role = _delta_choice(answer, None, None, role=True)
+            yield _sse(answer.envelope([role], **usage_extra))
+        for delta in _chain([] if first is None else [first], deltas):
+            sent.append(delta)
+            choice = _delta_choice(answer, delta, None)
+            yield _sse(answer.envelope([choice], **usage_extra))
+        result = stream.result
+        last = _delta_choice(answer, None, result.finish_reason)
+        yield _sse(answer.envelope([last], **usage_extra))
+        if answer.request.include_usage:
+            yield _sse(answer.envelope([], usage=answer.usage(result)))
+        yield "data: [DONE]\n\n"
+    except EngineError as error:
+        failed = True
+        logger.warning(
+            "inference.stream.failed id=%s error=%s", answer.public_id, error
+        )
+        yield _sse(error_body(_engine_error(error)))
+    finally:
+        if result is None:
+            stream.cancel()  # the client went away (or the engine failed)
+        if not failed:
+            _record_stream_end(answer, sent, result)
+
+
+def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
+    yield from first
+    yield from rest
+
+
+def _record_stream_end(
+    answer: _Answer, sent: list[str], result: Completed | None
+) -> None:
+    """Record a stream once it ended: whole, or cut by the client (what was
+    sent, ``finish_reason`` "cancelled"). A stream the engine failed is not
+    an answer and is not recorded."""
+    if result is None:
+        text = "".join(sent)
+        result = Completed(
+            text=text,
+            finish_reason="cancelled",
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.engine.count_tokens(text) if text else 0,
+        )
+    try:
+        answer.record(result)
+    except DatabaseError:
+        logger.exception("inference.stream.record_failed id=%s", answer.public_id)
