@@ -4,15 +4,22 @@ the process-wide serving engine over the tiny base)."""
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
+from rest_framework.authtoken.models import Token
 
+from core.roles import ANNOTATOR
+from core.services import user_create
 from inference.engine import engine_loaded
 from inference.sampling import sampling_wait
 from labeling.models import Comparison, Prompt
 from models_hub.models import Adapter, Deployment, ServedResponse
+from models_hub.services.registry import adapter_register
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -494,8 +501,6 @@ def test_bad_bodies_are_400_naming_the_field(
 @pytest.mark.django_db
 def test_a_fuzz_of_bodies_never_gets_a_500(api: Client) -> None:
     """Random JSON values in every field: always a 4xx or 200, never a 500."""
-    import random
-
     rng = random.Random(7)
     values = [
         None,
@@ -553,14 +558,49 @@ def test_over_the_rate_limit_is_429_with_retry_after(
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(response["Retry-After"]) <= 60
     # Another token has its own budget.
-    from rest_framework.authtoken.models import Token
-
-    from core.roles import ANNOTATOR
-    from core.services import user_create
-
     other = user_create(username="other-caller", password="x" * 20, role=ANNOTATOR)
     token, _ = Token.objects.get_or_create(user=other)
     assert (
         Client(HTTP_AUTHORIZATION=f"Bearer {token.key}").get("/v1/models").status_code
         == 200
     )
+
+
+@pytest.mark.django_db
+def test_a_version_the_engine_cannot_load_is_503_not_500(
+    api: Client, served: dict[str, Any]
+) -> None:
+    """An adapter whose folder has a config but no weights: the engine
+    refuses it; the API answers 503 model_unavailable, streamed or not, and
+    records nothing."""
+    rel = Path("adapters") / "inference-test-broken"
+    folder = Path(django_settings.STORAGE_ROOT) / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    broken = adapter_register(
+        campaign=served["campaign"],
+        base_model=served["base"],
+        method="dpo",
+        peft_type="lora",
+        storage_path=str(rel),
+        metrics={},
+    )
+    for stream in (False, True):
+        response = post(
+            api,
+            CHAT,
+            {"model": f"adapter-{broken.pk}", "messages": HELLO, "stream": stream},
+        )
+        assert response.status_code == 503, response.content
+        error = response.json()["error"]
+        assert error["code"] == "model_unavailable"
+        assert "adapter_model" in error["message"]
+    assert not ServedResponse.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_prompt_longer_than_the_context_is_400(api: Client) -> None:
+    response = post(api, COMPLETIONS, {"model": "base", "prompt": "the cat . " * 5000})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
