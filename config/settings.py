@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "core.middleware.LoginRequiredMiddleware",
+    # Reuses a session user's roles for ARBITER_TOKEN_CACHE_SECONDS (core.auth).
+    "core.auth.CachedRolesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

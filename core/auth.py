@@ -23,6 +23,8 @@ Why this is safe:
   membership), so the cache widens nothing else.
 * Each request gets its own copy of the cached user, so nothing a request
   sets on ``request.user`` leaks into another.
+
+``CachedRolesMiddleware`` does the same for the roles of session users.
 """
 
 from __future__ import annotations
@@ -49,9 +51,46 @@ _cache: dict[str, tuple[float, Any, Any]] = {}
 _lock = threading.Lock()
 
 
+# Roles of logged-in (session) users, by user id: (expires, group names).
+_roles_cache: dict[int, tuple[float, frozenset[str]]] = {}
+
+
 def token_cache_clear() -> None:
+    """Forget every cached token and role (this process)."""
     with _lock:
         _cache.clear()
+        _roles_cache.clear()
+
+
+class CachedRolesMiddleware:
+    """The roles of a session user, reused for ``ARBITER_TOKEN_CACHE_SECONDS``
+    in this process (what ``core.roles`` would read from the groups table on
+    each page). Safe for the same reasons as the token cache: a change made
+    in this process empties it at once, elsewhere it lives at most the TTL.
+    The session and the user row are still read per request, so logging out
+    or deactivating a user takes effect at once."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        user = request.user
+        ttl = getattr(settings, "ARBITER_TOKEN_CACHE_SECONDS", 0)
+        if ttl <= 0 or not user.is_authenticated:
+            return self.get_response(request)
+        now = time.monotonic()
+        hit = _roles_cache.get(user.pk)
+        if hit is not None and hit[0] > now:
+            user._arbiter_groups = set(hit[1])
+            return self.get_response(request)
+        response = self.get_response(request)
+        groups = getattr(user, "_arbiter_groups", None)
+        if groups is not None and getattr(request.user, "pk", None) == user.pk:
+            with _lock:
+                if len(_roles_cache) >= _MAX_ENTRIES:
+                    _roles_cache.clear()
+                _roles_cache[user.pk] = (now + ttl, frozenset(groups))
+        return response
 
 
 class CachedTokenAuthentication(TokenAuthentication):

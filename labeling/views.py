@@ -224,7 +224,7 @@ def _card(
         )
     context = {
         "campaign": campaign,
-        "progress": selectors.annotator_progress(
+        "progress": selectors.annotator_card_progress(
             campaign=campaign, annotator=request.user
         ),
         "pair": None,

@@ -9,6 +9,7 @@ its slot by the clock alone, with no sweeper needed for correctness.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from dataclasses import dataclass
@@ -17,15 +18,6 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import (
-    BooleanField,
-    CharField,
-    Exists,
-    ExpressionWrapper,
-    Func,
-    OuterRef,
-    Value,
-)
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
@@ -469,6 +461,68 @@ SELECT id FROM pref
 """
 
 
+_READ_MODELS = ((Lease, "l"), (Campaign, "ca"), (Comparison, "c"))
+
+
+@functools.cache
+def _lease_for_record_sql() -> str:
+    """The read of ``_lease_for_record``, built once (from the models'
+    columns) instead of compiling an ORM query on every label."""
+    columns = ", ".join(
+        f'{alias}."{field.column}"'
+        for model, alias in _READ_MODELS
+        for field in model._meta.concrete_fields
+    )
+    assigned = Campaign.annotators.through._meta.db_table
+    return f"""
+        SELECT {columns},
+               pg_advisory_xact_lock(7141, %(annotator)s)::text,
+               (NOT EXISTS (SELECT 1 FROM {assigned} m WHERE m.campaign_id = l.campaign_id)
+                OR EXISTS (SELECT 1 FROM {assigned} m
+                           WHERE m.campaign_id = l.campaign_id
+                             AND m.user_id = %(annotator)s))
+        FROM labeling_lease l
+        JOIN labeling_campaign ca ON ca.id = l.campaign_id
+        JOIN labeling_comparison c ON c.id = l.comparison_id
+        WHERE l.id = %(lease)s AND l.annotator_id = %(annotator)s
+        FOR UPDATE OF c
+    """  # noqa: S608 - identifiers from the models' metadata only
+
+
+def _lease_for_record(*, lease_id: int, annotator: AbstractBaseUser) -> Lease | None:
+    """One statement: the annotator's advisory lock (so a next pair leased
+    in this transaction sees their other requests), the lease with its
+    campaign and its pair, the pair's row locked (read at its latest
+    version), and whether the annotator may still label in the campaign
+    (``may_label``; as ``campaign_list_for_user``, no one assigned means
+    everyone). The lock function runs below the row lock, so the advisory
+    lock always comes first, as in ``comparison_lease_next_pair``. Call
+    inside ``atomic()``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _lease_for_record_sql(), {"lease": lease_id, "annotator": annotator.pk}
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instances = []
+    at = 0
+    for model, _alias in _READ_MODELS:
+        fields = model._meta.concrete_fields
+        names = [f.attname for f in fields]
+        values = [
+            f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+            for f, v in zip(fields, row[at : at + len(fields)], strict=True)
+        ]
+        instances.append(model.from_db(connection.alias, names, values))
+        at += len(fields)
+    lease, campaign, comparison = instances
+    lease.campaign = campaign
+    lease.comparison = comparison
+    lease.may_label = row[-1]
+    return lease
+
+
 def _record(
     *,
     lease_id: int,
@@ -484,36 +538,7 @@ def _record(
     criteria: dict[str, str] | None = answer.get("criteria")
     rationale: str = answer.get("rationale") or ""
     source: str = answer.get("source") or Preference.Source.ANNOTATOR
-    # One statement: the annotator's advisory lock (so a next pair leased in
-    # this transaction sees their other requests), the lease with its
-    # campaign, whether they may still label there, and the pair, locked.
-    # The lock function is evaluated below the row lock, so the advisory lock
-    # always comes first, as in comparison_lease_next_pair.
-    _assigned = Campaign.annotators.through.objects
-    lease = (
-        Lease.objects.filter(pk=lease_id, annotator=annotator)
-        .select_related("campaign", "comparison")
-        .select_for_update(of=("comparison",))
-        .annotate(
-            annotator_lock=Func(
-                Value(7141),
-                Value(annotator.pk),
-                function="pg_advisory_xact_lock",
-                output_field=CharField(),
-            ),
-            # As campaign_list_for_user: no one assigned means everyone.
-            may_label=ExpressionWrapper(
-                ~Exists(_assigned.filter(campaign_id=OuterRef("campaign_id")))
-                | Exists(
-                    _assigned.filter(
-                        campaign_id=OuterRef("campaign_id"), user_id=annotator.pk
-                    )
-                ),
-                output_field=BooleanField(),
-            ),
-        )
-        .first()
-    )
+    lease = _lease_for_record(lease_id=lease_id, annotator=annotator)
     if lease is None:
         raise LeaseNotFound("That pair is not assigned to you.")
     completion_choice = _to_completion_choice(choice, a_on_left=lease.a_on_left)

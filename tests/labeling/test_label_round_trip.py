@@ -33,7 +33,7 @@ from tests.labeling.statements import count_round_trips
 # through the htmx submit).
 API_LABEL_BUDGET = 7
 API_NEXT_BUDGET = 6
-BROWSER_LABEL_BUDGET = 14
+BROWSER_LABEL_BUDGET = 12
 
 
 def _submit_url(lease_id: int, *, next_pair: bool = True) -> str:
@@ -352,3 +352,33 @@ def logged_in_annotator(annotator: Any) -> Client:
     client = Client()
     assert client.login(username=annotator.username, password=PASSWORD)
     return client
+
+
+@pytest.mark.django_db
+def test_card_counts_pairs_left_up_to_a_cap(
+    annotator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's progress is one statement; past the cap it says "N+"
+    instead of counting every pending pair."""
+    from labeling import selectors
+
+    campaign = CampaignFactory()
+    make_pairs(campaign, 4)
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    preference_record_and_lease_next(
+        lease_id=lease.pk, annotator=annotator, choice="left"
+    )
+    progress = selectors.annotator_card_progress(campaign=campaign, annotator=annotator)
+    assert progress == {
+        "labels_today": 1,
+        "labels_total": 1,
+        "pairs_left": 3,
+        "pairs_left_more": False,
+    }
+    monkeypatch.setattr(selectors, "CARD_PAIRS_LEFT_CAP", 2)
+    capped = selectors.annotator_card_progress(campaign=campaign, annotator=annotator)
+    assert (capped["pairs_left"], capped["pairs_left_more"]) == (2, True)
+    client = Client()
+    assert client.login(username=annotator.username, password=PASSWORD)
+    page = client.get(reverse("labeling:label-done", args=[campaign.pk]))
+    assert b"<strong>2+</strong> pairs left" in page.content
