@@ -2,7 +2,9 @@
 would (an allowed Host and X-Forwarded-Proto: https, so neither
 ALLOWED_HOSTS nor SECURE_SSL_REDIRECT turns it away). Exit 0 on HTTP 200.
 
-Used by docker/compose.yaml; standard library only.
+Used by docker/compose.yaml; standard library only. The inference service
+uses it too, with ARBITER_HEALTHCHECK_PORT=8001 and
+ARBITER_HEALTHCHECK_PATH=/health.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def main() -> int:
     try:
         conn.request(
             "GET",
-            "/accounts/login/",
+            os.environ.get("ARBITER_HEALTHCHECK_PATH", "/accounts/login/"),
             headers={"Host": _host(), "X-Forwarded-Proto": "https"},
         )
         status = conn.getresponse().status
