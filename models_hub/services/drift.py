@@ -14,7 +14,8 @@ promotion?
   scored by the campaign's reward model when it has one, and a sample of
   the responses the inference API served since the previous evaluation;
   each becomes a ``DriftPoint`` with the human win rate against the
-  previous champion. Then ``drift_check`` compares each point with the
+  previous champion. The reward model's own test-split accuracy is
+  refreshed on the way when test labels arrived (``test_metrics``). Then ``drift_check`` compares each point with the
   baseline window after the version's promotion (``ml.drift``): it opens,
   keeps or resolves ``DriftAlert`` rows, and POSTs a new alert to the
   policy's webhook (failures recorded on the alert, never raised).
@@ -67,6 +68,10 @@ from models_hub.services.registry import (
     base_model_default,
     base_model_local_path,
     generation_settings_for,
+)
+from models_hub.services.test_metrics import (
+    reward_test_metrics_due,
+    reward_test_metrics_update,
 )
 from models_hub.versions import VersionKey
 
@@ -383,6 +388,8 @@ def drift_evaluate(*, campaign: Campaign) -> list[DriftPoint]:
         scorer = RewardScorer.load(
             base_model_local_path(reward.base_model), adapter_path(reward)
         )
+        if reward_test_metrics_due(adapter=reward):
+            reward_test_metrics_update(adapter=reward, scorer=scorer)
     prompts = drift_heldout_prompts(campaign=campaign, count=policy.golden_sample_size)
     evaluation = DriftPoint.objects.filter(
         campaign=campaign, source=DriftPoint.Source.GOLDEN

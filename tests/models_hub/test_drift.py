@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.exceptions import Conflict
-from labeling.models import Campaign
+from labeling.models import Campaign, Preference, Prompt
 from models_hub.models import (
     Adapter,
     BaseModelVersion,
@@ -46,7 +46,7 @@ from models_hub.services.registry import (
     adapter_register,
     generation_settings_for,
 )
-from tests.labeling.factories import CampaignFactory, PromptFactory
+from tests.labeling.factories import CampaignFactory, ComparisonFactory, PromptFactory
 
 # ---------------------------------------------------------------- helpers
 
@@ -389,7 +389,10 @@ def _tiny_adapters(base_dir: Path, policy_dir: Path, reward_dir: Path) -> None:
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
 def test_an_evaluation_runs_on_the_gpu_worker_and_stores_scored_points(
-    celery_workers: Any, tiny_base: BaseModelVersion, tiny_model_dir: Path
+    celery_workers: Any,
+    tiny_base: BaseModelVersion,
+    tiny_model_dir: Path,
+    make_user: Any,
 ) -> None:
     """ "Evaluate now" on a campaign with a champion, a reward model, test-split
     and golden prompts and served traffic: the real gpu worker answers the
@@ -417,13 +420,20 @@ def test_an_evaluation_runs_on_the_gpu_worker_and_stores_scored_points(
     try:
         _tiny_adapters(tiny_model_dir, root / policy_path, root / reward_path)
         champion = _champion(campaign, tiny_base, storage_path=policy_path)
-        adapter_register(
+        reward = adapter_register(
             campaign=campaign,
             base_model=tiny_base,
             method="reward",
             peft_type="lora",
             storage_path=reward_path,
             metrics={},
+        )
+        pair = ComparisonFactory(
+            campaign=campaign,
+            prompt=Prompt.objects.filter(campaign=campaign, split="test").first(),
+        )
+        Preference.objects.create(
+            comparison=pair, annotator=make_user(), choice="a", a_on_left=True
         )
         _serve(campaign, champion, 12)
         drift_evaluate_request(campaign=campaign)
@@ -452,6 +462,8 @@ def test_an_evaluation_runs_on_the_gpu_worker_and_stores_scored_points(
     assert len(golden.values["scores"]) == 5
     assert served.n == 12 and served.rm_mean is not None
     assert golden.win_rate_opponent == f"base:{tiny_base.pk}"
+    reward.refresh_from_db()
+    assert reward.metrics["test_pairs"] == 1  # its test-split accuracy, on the way
 
 
 # ---------------------------------------------------------------- page and API
@@ -642,3 +654,68 @@ def test_api_series_alerts_acknowledge_and_policy(
     outsider = api_client_for(annotator)
     assert outsider.get(f"/api/v1/campaigns/{campaign.pk}/drift/").status_code == 403
     assert outsider.get("/api/v1/drift-alerts/").status_code == 403
+
+
+# ---------------------------------------------------------------- test metrics
+
+
+@pytest.mark.django_db
+def test_a_reward_models_test_metrics_come_from_test_split_labels_only(
+    tiny_base: BaseModelVersion, tiny_model_dir: Path, make_user: Any
+) -> None:
+    """Accuracy and margin of the reward model on the test split's labels
+    (ties left out, train-split labels ignored), stored beside its
+    validation metrics and recomputed only when test labels arrived."""
+    pytest.importorskip("torch")
+    from ml.reward import RewardScorer
+    from models_hub.services.test_metrics import (
+        reward_test_metrics_due,
+        reward_test_metrics_update,
+    )
+
+    campaign = CampaignFactory()
+    annotator = make_user()
+    labels = []
+    for i, (split, choice) in enumerate(
+        [("test", "a"), ("test", "b"), ("test", "a"), ("test", "tie"), ("train", "a")]
+    ):
+        prompt = PromptFactory(campaign=campaign, split=split, text=f"the cat {i} ?")
+        pair = ComparisonFactory(campaign=campaign, prompt=prompt)
+        labels.append(
+            Preference.objects.create(
+                comparison=pair, annotator=annotator, choice=choice, a_on_left=True
+            )
+        )
+    root = Path(settings.STORAGE_ROOT)
+    policy_path = f"adapters/test-drift-p-{uuid.uuid4().hex}"
+    reward_path = f"adapters/test-drift-r-{uuid.uuid4().hex}"
+    try:
+        _tiny_adapters(tiny_model_dir, root / policy_path, root / reward_path)
+        reward = adapter_register(
+            campaign=campaign,
+            base_model=tiny_base,
+            method="reward",
+            peft_type="lora",
+            storage_path=reward_path,
+            metrics={"eval_accuracy": 0.5},
+        )
+        assert reward_test_metrics_due(adapter=reward)
+        figures = reward_test_metrics_update(adapter=reward)
+        scorer = RewardScorer.load(str(tiny_model_dir), root / reward_path)
+    finally:
+        shutil.rmtree(root / policy_path, ignore_errors=True)
+        shutil.rmtree(root / reward_path, ignore_errors=True)
+
+    wins = 0
+    for label in labels[:3]:
+        pair = label.comparison
+        a, b = scorer.score(
+            [pair.prompt.text] * 2, [pair.completion_a.text, pair.completion_b.text]
+        )
+        wins += (a > b) if label.choice == "a" else (b > a)
+    assert figures["test_pairs"] == 3
+    assert figures["test_accuracy"] == pytest.approx(wins / 3)
+    reward.refresh_from_db()
+    assert reward.metrics["eval_accuracy"] == 0.5  # validation figures kept
+    assert reward.metrics["test_accuracy"] == figures["test_accuracy"]
+    assert not reward_test_metrics_due(adapter=reward)
