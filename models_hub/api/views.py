@@ -34,6 +34,10 @@ def _adapter(adapter_id: int) -> Adapter:
 
 class AdapterOutputSerializer(serializers.ModelSerializer):
     job_id = serializers.SerializerMethodField()
+    served_name = serializers.CharField(
+        read_only=True,
+        help_text="The immutable name the inference API serves it under.",
+    )
 
     class Meta:
         model = Adapter
@@ -52,6 +56,8 @@ class AdapterOutputSerializer(serializers.ModelSerializer):
             "storage_path",
             "merged_path",
             "job_id",
+            "serving_enabled",
+            "served_name",
             "created_at",
         ]
 

@@ -219,6 +219,8 @@ def test_serving_switch_refuses_the_champion_and_ends_a_canary(
         format="json",
     )
     assert response.status_code == 200, response.content
+    assert response.json()["serving_enabled"] is False
+    assert response.json()["served_name"] == setup["candidate"].served_name
     setup["candidate"].refresh_from_db()
     assert not setup["candidate"].serving_enabled
     assert AdapterEvent.objects.filter(
