@@ -13,7 +13,7 @@ import logging
 import threading
 
 from inference.conf import setting
-from ml.serving import ServedModel, ServingEngine
+from ml.serving import EngineError, ServedModel, ServingEngine
 from models_hub.models import BaseModelVersion
 from models_hub.services.registry import base_model_local_path
 from models_hub.services.serving import ServedVersion
@@ -28,19 +28,28 @@ _engine_path: str | None = None
 def engine_for(base: BaseModelVersion) -> ServingEngine:
     """The engine serving ``base`` (created, or replaced, under a lock)."""
     global _engine, _engine_path
-    path = base_model_local_path(base)
+    try:
+        path = base_model_local_path(base)  # converts the built-in model once
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
+        raise EngineError(f"the base model {base} is not available: {error}") from error
     with _lock:
         if _engine is not None and _engine_path == path:
             return _engine
         old = _engine
         logger.info("inference.engine.loading base=%s path=%s", base.pk, path)
-        _engine = ServingEngine(
-            path,
-            max_adapters=setting("ARBITER_INFERENCE_MAX_ADAPTERS"),
-            max_merged=setting("ARBITER_INFERENCE_MAX_MERGED"),
-            max_batch=setting("ARBITER_INFERENCE_MAX_BATCH"),
-            batch_wait_ms=setting("ARBITER_INFERENCE_BATCH_WAIT_MS"),
-        )
+        try:
+            _engine = ServingEngine(
+                path,
+                max_adapters=setting("ARBITER_INFERENCE_MAX_ADAPTERS"),
+                max_merged=setting("ARBITER_INFERENCE_MAX_MERGED"),
+                max_batch=setting("ARBITER_INFERENCE_MAX_BATCH"),
+                batch_wait_ms=setting("ARBITER_INFERENCE_BATCH_WAIT_MS"),
+            )
+        except (OSError, ValueError, RuntimeError) as error:
+            _engine, _engine_path = old, _engine_path
+            raise EngineError(
+                f"the base model {base} cannot be loaded from {path}: {error}"
+            ) from error
         _engine_path = path
     if old is not None:
         old.close()

@@ -27,6 +27,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.views.decorators.csrf import csrf_exempt
+from jinja2 import TemplateError
 from rest_framework.authtoken.models import Token
 
 from core.exceptions import NotFound
@@ -81,7 +82,7 @@ def _api(*methods: str) -> Callable[[View], View]:
                 return error_response(error)
             except DatabaseError as error:
                 if not database_unavailable(error):
-                    raise
+                    return _internal_error(request)
                 logger.warning("inference.database_unavailable error=%s", error)
                 return error_response(
                     InferenceError(
@@ -93,12 +94,26 @@ def _api(*methods: str) -> Callable[[View], View]:
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                     )
                 )
+            except Exception:  # noqa: BLE001 - process edge: a bug, logged, in OpenAI's shape
+                return _internal_error(request)
 
         wrapped.__name__ = view.__name__
         wrapped.__doc__ = view.__doc__
         return wrapped
 
     return decorate
+
+
+def _internal_error(request: HttpRequest) -> HttpResponse:
+    logger.exception("inference.request.crashed path=%s", request.path)
+    return error_response(
+        InferenceError(
+            "The inference service failed on this request; it was logged.",
+            status=500,
+            type="server_error",
+            code="internal_error",
+        )
+    )
 
 
 def _caller(request: HttpRequest) -> tuple[AbstractBaseUser, str]:
@@ -308,15 +323,22 @@ def _complete(
     caller, _ = _caller(request)
     parsed = parse(parse_json(request.body))
     route = _route(parsed.model, parsed.user)
-    engine = engine_for(route.version.base_model)
+    try:
+        engine = engine_for(route.version.base_model)
+    except EngineError as error:
+        raise _engine_error(error) from None
     try:
         prompt_text = (
             engine.chat_prompt(parsed.messages)
             if parsed.messages is not None
             else parsed.prompt or ""
         )
-    except EngineError as error:
-        raise InferenceError(str(error), param="messages") from None
+    except (EngineError, TemplateError, ValueError, TypeError) as error:
+        # e.g. a template that insists on alternating user/assistant turns
+        raise InferenceError(
+            f"'messages' do not fit the model's chat template: {error}",
+            param="messages",
+        ) from None
     prompt_tokens = engine.count_tokens(prompt_text)
     max_tokens = context_check(
         parsed,

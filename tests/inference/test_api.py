@@ -15,11 +15,12 @@ from rest_framework.authtoken.models import Token
 
 from core.roles import ANNOTATOR
 from core.services import user_create
-from inference.engine import engine_loaded
+from inference.engine import engine_for, engine_loaded
 from inference.sampling import sampling_wait
 from labeling.models import Comparison, Prompt
 from models_hub.models import Adapter, Deployment, ServedResponse
 from models_hub.services.registry import adapter_register
+from models_hub.services.serving import served_base
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -604,3 +605,21 @@ def test_a_prompt_longer_than_the_context_is_400(api: Client) -> None:
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+
+
+@pytest.mark.django_db
+def test_messages_the_chat_template_refuses_are_400(
+    api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat template that raises (e.g. roles must alternate) is the
+    request's problem: 400 naming messages, not a 500."""
+    tokenizer = engine_for(served_base()).tokenizer
+    monkeypatch.setattr(
+        tokenizer,
+        "chat_template",
+        "{{ raise_exception('Conversation roles must alternate user/assistant') }}",
+    )
+    response = post(api, CHAT, {"model": "base", "messages": HELLO})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages" and "alternate" in error["message"]
