@@ -139,8 +139,8 @@ class DeploymentOutputSerializer(serializers.Serializer):
     )
     sample_share = serializers.FloatField(
         source="deployment.sample_share",
-        help_text="Share of served requests also answered by the other version "
-        "and queued as a comparison (0: off).",
+        help_text="Share of served requests also answered by the other arm (the "
+        "base while there is no candidate) and queued as a comparison (0: off).",
     )
     updated_by = serializers.CharField(
         source="deployment.updated_by.username", allow_null=True, default=None
@@ -211,8 +211,9 @@ class DeploymentApi(APIView):
             allow_null=True,
             min_value=0.0,
             max_value=1.0,
-            help_text="Share of served requests also answered by the other "
-            "version and queued as comparisons (left out: unchanged).",
+            help_text="Share of served requests also answered by the other arm "
+            "(the base while there is no candidate) and queued as comparisons "
+            "(left out: unchanged).",
         )
         reason = serializers.CharField(
             required=False,

@@ -187,8 +187,8 @@ def deployment_update(
     - ``ab``: ``candidate`` answers half; a share other than 0.5 is refused.
 
     ``sample_share`` in [0, 1] (None keeps it) is the share of served
-    requests the other version also answers, queued as comparisons (the
-    inference process does it only while there is a candidate).
+    requests the other arm also answers, queued as comparisons (the
+    candidate, or the base while there is none; see ``serving.route_pick``).
 
     A request that changes nothing records nothing and returns the
     deployment as it is. Refusals raise ``DeploymentRefused`` (400) naming
