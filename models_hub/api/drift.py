@@ -4,6 +4,7 @@ alerts with their acknowledgement."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -28,6 +29,7 @@ from models_hub.models import DriftAlert, DriftPoint, DriftPolicy
 from models_hub.services import drift
 from models_hub.versions import VersionKey
 
+CAMPAIGN_ID = re.compile(r"-?\d{1,18}")
 NOT_REVIEWER_OR_CAMPAIGN = error(
     "The user lacks the reviewer role (the admin role to change), or the "
     "campaign does not exist or is not open to this user."
@@ -42,6 +44,9 @@ def _version(adapter_id: int | None, base_model_id: int) -> str:
 
 @extend_schema_serializer(component_name="DriftPolicy")
 class DriftPolicySerializer(serializers.ModelSerializer):
+    webhook_url = serializers.CharField(
+        help_text="Every new alert is POSTed here as JSON; empty: none."
+    )
     stored = serializers.SerializerMethodField(
         help_text="False: the campaign has no policy row yet and these are the "
         "defaults (the first PUT stores them)."
@@ -310,7 +315,7 @@ class DriftAlertListApi(APIView):
     def get(self, request: Request) -> Response:
         raw_campaign = request.query_params.get("campaign", "")
         raw_open = request.query_params.get("open", "")
-        if raw_campaign and not (raw_campaign.isdigit() and len(raw_campaign) < 19):
+        if raw_campaign and not CAMPAIGN_ID.fullmatch(raw_campaign):
             raise ValidationError({"campaign": "Expected a campaign id."})
         if raw_open not in ("", "0", "1"):
             raise ValidationError(
