@@ -398,7 +398,9 @@ def drift_evaluate(*, campaign: Campaign) -> list[DriftPoint]:
     # baseline window then holds the sampling noise the checks allow for.
     seed = row.seed + 7919 * (evaluation + 1)
     points: list[DriftPoint] = []
-    for version in drift_watched_versions(campaign=campaign):
+    watched = drift_watched_versions(campaign=campaign)
+    drift_alerts_resolve_unwatched(campaign=campaign, watched=watched)
+    for version in watched:
         win = version_win_rate(campaign=campaign, adapter=version.adapter)
         if prompts:
             outputs = _heldout_answers(version, prompts, row=row, seed=seed)
@@ -561,6 +563,23 @@ def _alert_apply(*, point: DriftPoint, finding: Any) -> DriftAlert | None:
         finding.message,
     )
     return alert
+
+
+def drift_alerts_resolve_unwatched(
+    *, campaign: Campaign, watched: Sequence[WatchedVersion]
+) -> int:
+    """Resolve the open alerts of versions the campaign no longer serves (a
+    champion replaced or rolled back, a canary ended): no later evaluation
+    will measure them. Returns how many."""
+    open_alerts = DriftAlert.objects.filter(campaign=campaign, resolved_at__isnull=True)
+    for version in watched:
+        mine = Q(base_model=version.base_model) & (
+            Q(adapter=version.adapter)
+            if version.adapter is not None
+            else Q(adapter__isnull=True)
+        )
+        open_alerts = open_alerts.exclude(mine)
+    return open_alerts.update(resolved_at=timezone.now(), updated_at=timezone.now())
 
 
 def drift_alert_payload(alert: DriftAlert) -> dict[str, Any]:

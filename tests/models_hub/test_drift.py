@@ -719,3 +719,17 @@ def test_a_reward_models_test_metrics_come_from_test_split_labels_only(
     assert reward.metrics["eval_accuracy"] == 0.5  # validation figures kept
     assert reward.metrics["test_accuracy"] == figures["test_accuracy"]
     assert not reward_test_metrics_due(adapter=reward)
+
+
+@pytest.mark.django_db
+def test_alerts_of_a_version_no_longer_served_are_resolved_by_the_next_evaluation(
+    alerting: dict[str, Any],
+) -> None:
+    """A rollback to the base leaves the old champion's alerts with nothing
+    to measure them again: the next evaluation resolves them."""
+    from models_hub.services.registry import adapter_rollback
+
+    campaign = alerting["campaign"]
+    adapter_rollback(campaign=campaign, role=Adapter.Role.POLICY, actor=None)
+    assert drift_evaluate(campaign=campaign) == []  # no prompts, nothing served
+    assert not DriftAlert.objects.filter(campaign=campaign, resolved_at__isnull=True)
