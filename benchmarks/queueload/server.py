@@ -105,6 +105,7 @@ def start_gunicorn(
     threads: int,
     run_dir: Path,
     tree: Path = ROOT,
+    worker_class: str = "gthread",
 ) -> subprocess.Popen[bytes]:
     """gunicorn serving the code of ``tree`` (this checkout, or a baseline
     worktree: its directory comes first on sys.path, before the editable
@@ -118,11 +119,12 @@ def start_gunicorn(
         "--bind",
         f"127.0.0.1:{port}",
         "--worker-class",
-        "gthread",
+        worker_class,
         "--workers",
         str(workers),
+        # gunicorn turns sync into gthread when threads > 1.
         "--threads",
-        str(threads),
+        str(threads if worker_class == "gthread" else 1),
         "--keep-alive",
         "75",  # behind a proxy that keeps connections open
         "--backlog",
