@@ -35,7 +35,9 @@ def inference_server(
 ) -> Iterator[str]:
     port = _free_port()
     env = {**celery_worker_env, "ARBITER_INFERENCE_PORT": str(port)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)  # the command sets inference.settings
+    # As under `./arbiter demo`: the environment names the web's settings and
+    # the command itself switches the process to inference.settings.
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
     saved = os.environ.get("ARBITER_INFERENCE_PORT")
     os.environ["ARBITER_INFERENCE_PORT"] = str(port)
     try:
