@@ -41,7 +41,7 @@ import hashlib
 import logging
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,6 @@ class Route:
     arm: str = ServedResponse.Arm.NONE
     other: ServedVersion | None = None  # the other side of a sampled pair
     sample: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- resolving

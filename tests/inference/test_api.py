@@ -20,7 +20,7 @@ from inference.sampling import sampling_wait
 from labeling.models import Comparison, Prompt
 from models_hub.models import Adapter, Deployment, ServedResponse
 from models_hub.services.registry import adapter_register
-from models_hub.services.serving import served_base
+from models_hub.services.serving import served_base, user_point
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -306,12 +306,25 @@ def test_an_ab_deployment_sends_users_to_both_arms_stickily(
     api: Client, served: dict[str, Any]
 ) -> None:
     candidate = served["adapters"][1]
-    Deployment.objects.create(
+    deployment = Deployment.objects.create(
         campaign=served["campaign"], mode=Deployment.Mode.AB, candidate=candidate
     )
     alias = f"campaign-{served['campaign'].pk}/champion"
+    # Users on both sides of 0.5 (their points depend on the deployment's id).
+    points = {
+        f"u{i}": user_point(deployment_id=deployment.pk, user=f"u{i}")
+        for i in range(64)
+    }
+    users = [
+        next(u for u, p in points.items() if p < 0.5),
+        next(u for u, p in points.items() if p >= 0.5),
+        "u60",
+        "u61",
+        "u62",
+        "u63",
+    ]
     seen: dict[str, set[str]] = {}
-    for user in ("u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"):
+    for user in users:
         for _ in range(2):
             response = post(
                 api,
