@@ -446,7 +446,12 @@ def served_response_record(
         latency_ms=latency_ms,
         sampled=route.sample,
     )
-    response.full_clean(validate_unique=False, validate_constraints=False)
+    # The related rows come from the database already: no lookup per field.
+    response.full_clean(
+        exclude=["base_model", "adapter", "campaign", "caller", "comparison"],
+        validate_unique=False,
+        validate_constraints=False,
+    )
     response.save()
     return response
 
