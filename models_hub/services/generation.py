@@ -42,6 +42,7 @@ from core.exceptions import ApplicationError, Conflict
 from core.heartbeat import Heartbeat, worker_name
 from core.jobs import jobs_fail_stale, jobs_redispatch_lost
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
+from labeling.rendering import completion_html
 from models_hub.models import (
     Adapter,
     AdapterEvent,
@@ -409,6 +410,7 @@ def model_completion_store(
         source_label=key,
         defaults={
             "text": stored,
+            "html": completion_html(stored),
             "origin": Completion.Origin.MODEL,
             "adapter": adapter,
             "base_model": base,

@@ -286,6 +286,7 @@ def test_a_traffic_pair_is_queued_once_with_lineage(setup: dict[str, Any]) -> No
         assert completion.generation["source"] == "traffic"
         assert completion.generation["served_response"] == served.public_id
         assert completion.generation["base_model"] == setup["base"].pk
+        assert completion.html  # rendered once, when stored
     base_side = next(
         c
         for c in (comparison.completion_a, comparison.completion_b)
