@@ -456,27 +456,37 @@ class ServingEngine:
 
     # ------------------------------------------------------------ scheduler
     def _run(self) -> None:
-        while True:
-            admitted = self._admit()
-            if admitted is None:
-                break
-            try:
+        try:
+            while (admitted := self._admit()) is not None:
                 if admitted:
-                    self._prefill(admitted)
+                    try:
+                        self._prefill(admitted)
+                    except Exception as error:  # noqa: BLE001 - the scheduler lives on
+                        logger.exception("serving.prefill.failed")
+                        self._fail_rows(admitted, error)
                 if self._batch is not None:
-                    self._step()
-            except Exception as error:  # noqa: BLE001 - the scheduler must live on
-                logger.exception("serving.batch.failed")
-                rows = list(admitted)
-                if self._batch is not None:
-                    rows += [r for r in self._batch.rows if r not in rows]
-                self._batch = None
-                for row in rows:
-                    if row.finish_reason is None:
-                        self._fail(
-                            row.request, EngineError(f"generation failed: {error}")
-                        )
-        self._shutdown()
+                    try:
+                        self._step()
+                    except Exception as error:  # noqa: BLE001 - the scheduler lives on
+                        logger.exception("serving.step.failed")
+                        self._fail_rows(self._batch.rows, error)
+        finally:
+            with self._cond:
+                self._closed = True
+            self._shutdown()
+
+    def _fail_rows(self, rows: Sequence[_Row], error: Exception) -> None:
+        """Fail ``rows`` after an error in their forward pass. If any of them
+        is in the running batch, its cache may be half-updated: the whole
+        batch fails with them."""
+        failed = list(rows)
+        if self._batch is not None and any(r in self._batch.rows for r in failed):
+            failed += [r for r in self._batch.rows if r not in failed]
+            self._batch = None
+        for row in failed:
+            if row.finish_reason is None:
+                row.finish_reason = "error"
+                self._fail(row.request, EngineError(f"generation failed: {error}"))
 
     def _admit(self) -> list[_Row] | None:
         """Take the queued requests that can start now (FIFO: the first that

@@ -436,3 +436,37 @@ def test_threads_tokenize_while_the_scheduler_decodes(
         thread.join(timeout=60)
     assert errors == []
     assert long.result.completion_tokens == 60
+
+
+def test_a_failing_prefill_fails_only_the_joining_requests(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while new rows are prefilled (injected for one served name)
+    fails those rows; the batch already decoding finishes untouched."""
+    serving = ServingEngine(str(tiny_model_dir), batch_wait_ms=0)
+    try:
+        real_prefill = serving._prefill
+
+        def prefill(rows: list) -> None:  # type: ignore[type-arg]
+            if any(r.request.model.name == "poison" for r in rows):
+                raise RuntimeError("injected prefill fault")
+            real_prefill(rows)
+
+        monkeypatch.setattr(serving, "_prefill", prefill)
+        running = serving.submit(
+            BASE, PROMPTS[0], SamplingParams(max_tokens=40, temperature=0)
+        )
+        deltas = iter(running)
+        next(deltas)
+        with pytest.raises(EngineError, match="injected prefill fault"):
+            serving.generate(ServedModel("poison"), PROMPTS[1], GREEDY)
+        list(deltas)
+        assert running.result.completion_tokens == 40
+        assert (
+            running.result.text
+            == serving.generate(
+                BASE, PROMPTS[0], SamplingParams(max_tokens=40, temperature=0)
+            ).text
+        )
+    finally:
+        serving.close()
