@@ -7,9 +7,9 @@ Usage::
 
 One ``ml.serving.ServingEngine`` over SmolLM2-135M-Instruct (converted once
 from the bundled GGUF, never downloaded) serves 4 LoRA adapters (r=16 on the
-seven Llama projections, **random non-zero weights**: ``init_lora_weights=False``
-with B scaled to 0.05 so that the answers stay readable; the cost of a LoRA does not
-depend on its values). For each concurrency level, that many client threads
+seven Llama projections, **random non-zero weights**:
+``init_lora_weights=False`` with B scaled by 0.05 so that the answers stay
+readable; the cost of a LoRA does not depend on its values). For each concurrency level, that many client threads
 send ``--requests`` chat requests in all, each client going round-robin over
 the adapters (so every batch mixes adapters), greedy, ``--max-tokens`` new
 tokens at most, each waiting for its answer before the next (a closed loop).
@@ -21,7 +21,9 @@ time, p50/p95 request latency and time to first token, and the engine's
 batching (batches started, rows that joined a running batch, mean rows per
 decoding step). Then the reload-per-request baseline: ``reload_generate``
 (a fresh base and adapter per request, the same decoding code) for a few
-requests, one at a time, and the ratios engine/reload.
+requests, one at a time, half of them before the engine runs and half after
+(the machine's load may change during the run; the load average is printed
+beside each level), and the ratios engine/reload.
 
 The machine may be shared: numbers are wall-clock on whatever cores are free.
 """
@@ -161,7 +163,7 @@ def main() -> int:
 
     import torch
 
-    from ml.serving import SamplingParams, ServedModel, ServingEngine, reload_generate
+    from ml.serving import SamplingParams, ServedModel, ServingEngine
     from ml.smollm2 import ensure_smollm2
 
     if args.threads:
@@ -176,12 +178,26 @@ def main() -> int:
     ]
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0)
 
+    # The reload baseline runs half before and half after the engine, so a
+    # change in the machine's load during the run shows up on both sides.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in QUESTIONS
+    ]
+    first = args.reload_requests // 2
+    reload_before = run_reload(base, models, prompts, params, first, offset=0)
+
     start = time.perf_counter()
     engine = ServingEngine(
         str(base), max_adapters=max(8, args.adapters), max_batch=args.max_batch
     )
     print(f"engine ready in {time.perf_counter() - start:.1f}s")
-    prompts = [engine.chat_prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
+    assert prompts[0] == engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
     for model in models:  # warm-up: adapters attached, first-call costs paid
         engine.generate(model, prompts[0], SamplingParams(max_tokens=2, temperature=0))
     sample = engine.generate(models[0], prompts[1], params).text
@@ -191,13 +207,13 @@ def main() -> int:
         f"\nSmolLM2-135M-Instruct + {args.adapters} LoRA adapters (r=16), "
         f"{args.requests} requests per level, max_tokens {args.max_tokens}, greedy, "
         f"max_batch {args.max_batch}, torch threads {torch.get_num_threads()}, "
-        f"device {engine.device}"
+        f"device {engine.device}, {os.cpu_count()} CPUs"
     )
-    header = (
+    print(
         f"{'clients':>7} {'tok/s':>7} {'req/s':>6} {'lat p50':>8} {'lat p95':>8} "
-        f"{'ttft p50':>8} {'ttft p95':>8} {'batches':>7} {'joined':>6} {'rows/step':>9}"
+        f"{'ttft p50':>8} {'ttft p95':>8} {'batches':>7} {'joined':>6} "
+        f"{'rows/step':>9} {'load':>5}"
     )
-    print(header)
     levels = []
     for clients in (int(c) for c in args.clients.split(",")):
         level = run_level(engine, models, prompts, clients, args.requests, params)
@@ -206,10 +222,12 @@ def main() -> int:
         print(
             f"{clients:>7} {level.tokens / level.seconds:>7.1f} "
             f"{len(level.latencies) / level.seconds:>6.2f} "
-            f"{percentile(level.latencies, 0.5):>7.2f}s {percentile(level.latencies, 0.95):>7.2f}s "
-            f"{percentile(level.first_token, 0.5):>7.2f}s {percentile(level.first_token, 0.95):>7.2f}s "
+            f"{percentile(level.latencies, 0.5):>7.2f}s "
+            f"{percentile(level.latencies, 0.95):>7.2f}s "
+            f"{percentile(level.first_token, 0.5):>7.2f}s "
+            f"{percentile(level.first_token, 0.95):>7.2f}s "
             f"{level.counters['batches']:>7} {level.counters['joined']:>6} "
-            f"{level.counters['decode_rows'] / steps:>9.1f}"
+            f"{level.counters['decode_rows'] / steps:>9.1f} {os.getloadavg()[0]:>5.1f}"
         )
     counters = engine.counters
     print(
@@ -218,23 +236,29 @@ def main() -> int:
     )
     engine.close()
 
-    print(f"\nreload per request ({args.reload_requests} requests, one at a time):")
-    latencies = []
-    tokens = 0
-    start = time.perf_counter()
-    for k in range(args.reload_requests):
-        t0 = time.perf_counter()
-        result = reload_generate(
-            str(base), models[k % len(models)], prompts[k % len(prompts)], params
-        )
-        latencies.append(time.perf_counter() - t0)
-        tokens += result.completion_tokens
-    seconds = time.perf_counter() - start
+    reload_after = run_reload(
+        base, models, prompts, params, args.reload_requests - first, offset=first
+    )
+    latencies = reload_before[1] + reload_after[1]
+    tokens = reload_before[2] + reload_after[2]
+    seconds = reload_before[3] + reload_after[3]
     reload_rate = tokens / seconds
     reload_p50 = statistics.median(latencies)
     print(
-        f"{'reload':>7} {reload_rate:>7.1f} {len(latencies) / seconds:>6.2f} "
-        f"{reload_p50:>7.2f}s {percentile(latencies, 0.95):>7.2f}s"
+        f"\nreload per request (reload_generate: fresh base + adapter each), "
+        f"{len(latencies)} requests one at a time, {first} before the engine and "
+        f"{len(latencies) - first} after:"
+    )
+    for label, part in (("before", reload_before), ("after", reload_after)):
+        if part[1]:
+            print(
+                f"  {label:>6}: {part[0]:6.1f} tok/s, latencies "
+                + ", ".join(f"{x:.2f}s" for x in part[1])
+            )
+    print(
+        f"  {'all':>6}: {reload_rate:6.1f} tok/s, {len(latencies) / seconds:.2f} req/s, "
+        f"p50 {reload_p50:.2f}s, p95 {percentile(latencies, 0.95):.2f}s, "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     print(
         "\nengine vs reload: throughput ratio (engine/reload tokens/s) and p50 "
@@ -249,6 +273,25 @@ def main() -> int:
             f"reload p50 {reload_p50:.2f}s)"
         )
     return 0
+
+
+def run_reload(base, models, prompts, params, count: int, *, offset: int):  # type: ignore[no-untyped-def]
+    """``count`` requests through ``reload_generate``, one at a time:
+    (tokens/s, latencies, tokens, seconds)."""
+    from ml.serving import reload_generate
+
+    latencies: list[float] = []
+    tokens = 0
+    start = time.perf_counter()
+    for k in range(offset, offset + count):
+        t0 = time.perf_counter()
+        result = reload_generate(
+            str(base), models[k % len(models)], prompts[k % len(prompts)], params
+        )
+        latencies.append(time.perf_counter() - t0)
+        tokens += result.completion_tokens
+    seconds = time.perf_counter() - start
+    return (tokens / seconds if seconds else 0.0), latencies, tokens, seconds
 
 
 if __name__ == "__main__":
