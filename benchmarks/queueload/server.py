@@ -137,6 +137,8 @@ def start_gunicorn(
         "--chdir",
         str(tree),
     ]
+    if tree != ROOT:
+        env = _without_editable_finder(env, run_dir)
     out = open(run_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         args,
@@ -188,3 +190,18 @@ def stop_gunicorn(proc: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def _without_editable_finder(env: dict[str, str], run_dir: Path) -> dict[str, str]:
+    """The environment for a server of another tree: the editable install's
+    import finder (which maps our packages to this checkout) is removed at
+    start-up, so a module the other tree lacks (a newer templatetags file,
+    say) is not picked up from this checkout."""
+    site = run_dir / "other-tree-site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path\n"
+        "                    if 'Editable' not in getattr(f, '__name__', '')]\n"
+    )
+    return {**env, "PYTHONPATH": str(site)}
