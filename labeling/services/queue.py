@@ -22,7 +22,13 @@ from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from core import roles
-from core.reports import reports_mark_stale
+from core.enqueue import enqueue
+from core.reports import (
+    REFRESH_COUNTDOWN_S,
+    REFRESH_TASK,
+    REQUEST_RETRY_AFTER,
+    reports_mark_stale,
+)
 from labeling.exceptions import (
     CampaignNotAvailable,
     ComparisonFull,
@@ -445,7 +451,11 @@ def _insert_preference_sql(preference: Preference) -> tuple[str, list[Any]]:
 
 
 # The writes of a new label, one statement: the preference, its pair's
-# counters (the row is locked by the caller) and the answered lease.
+# counters (the row is locked by the caller), the answered lease, and the
+# campaign's reports marked stale exactly as core.reports.reports_mark_stale
+# does (a row is updated only when no refresh is queued, or the request is
+# older than REQUEST_RETRY_AFTER; the caller enqueues the refresh when one
+# was).
 _RECORD_SQL = """
 WITH pref AS ({insert}),
 cmp AS (
@@ -456,8 +466,15 @@ cmp AS (
 ),
 answered AS (
     UPDATE labeling_lease SET status = %s, updated_at = %s WHERE id = %s
+),
+stale AS (
+    UPDATE core_report
+    SET stale = true, refresh_requested_at = %s, updated_at = %s
+    WHERE campaign_id = %s
+      AND (refresh_requested_at IS NULL OR refresh_requested_at < %s)
+    RETURNING 1
 )
-SELECT id FROM pref
+SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale)
 """
 
 
@@ -639,11 +656,16 @@ def _record(
                 lease.status,
                 now,
                 lease.pk,
+                now,
+                now,
+                comparison.campaign_id,
+                now - REQUEST_RETRY_AFTER,
             ],
         )
-        preference.pk = cursor.fetchone()[0]
+        preference.pk, reports_queued = cursor.fetchone()
     preference._state.adding = False
-    reports_mark_stale(campaign_id=comparison.campaign_id)
+    if reports_queued:
+        enqueue(REFRESH_TASK, comparison.campaign_id, countdown=REFRESH_COUNTDOWN_S)
     logger.info(
         "labeling.preference.recorded comparison=%s annotator=%s",
         comparison.pk,

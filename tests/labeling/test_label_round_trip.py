@@ -31,9 +31,9 @@ from tests.labeling.statements import count_round_trips
 # Statements per label, BEGIN/COMMIT and the CONN_HEALTH_CHECKS probe
 # included (before this change: 23 through the API in two requests, 28
 # through the htmx submit).
-API_LABEL_BUDGET = 7
+API_LABEL_BUDGET = 6
 API_NEXT_BUDGET = 6
-BROWSER_LABEL_BUDGET = 12
+BROWSER_LABEL_BUDGET = 11
 
 
 def _submit_url(lease_id: int, *, next_pair: bool = True) -> str:
