@@ -267,6 +267,10 @@ SPECTACULAR_SETTINGS = {
         # A combine job's PEFT combination type and a training method share a name.
         "MethodEnum": "training.models.METHOD_CHOICES",
         "CombineMethodEnum": "models_hub.models.CombineJob.Method",
+        "DeploymentModeEnum": "models_hub.models.Deployment.Mode",
+        "FeedbackRatingEnum": "models_hub.models.ServedFeedback.Rating",
+        "ServedArmEnum": "models_hub.models.ServedResponse.Arm",
+        "ServedEndpointEnum": "models_hub.models.ServedResponse.Endpoint",
     },
 }
 
