@@ -266,6 +266,14 @@ def test_reward_then_rloo_pipeline_chains_on_the_worker(
     celery_workers: Any, make_user: Any, tiny_base: Any
 ) -> None:
     campaign = labeled_campaign(make_user, pairs=16)
+    # Three labeled prompts held out: no snapshot exports them, and the
+    # reward model's test metrics are measured on them at registration.
+    held_out = list(
+        campaign.prompts.filter(split="train")
+        .order_by("id")
+        .values_list("id", flat=True)
+    )[:3]
+    campaign.prompts.filter(pk__in=held_out).update(split="test")
     small = {
         "max_steps": 4,
         "per_device_train_batch_size": 4,
@@ -291,6 +299,10 @@ def test_reward_then_rloo_pipeline_chains_on_the_worker(
     assert [j.method for j in jobs] == ["reward", "rloo"]
     assert jobs[1].reward_adapter_id == jobs[0].adapter_id
     assert jobs[0].adapter.role == "reward" and jobs[1].adapter.role == "policy"
+    reward_metrics = jobs[0].adapter.metrics
+    assert reward_metrics["test_pairs"] == 3
+    assert 0.0 <= reward_metrics["test_accuracy"] <= 1.0
+    assert "eval_accuracy" in reward_metrics or "eval_loss" in reward_metrics
 
 
 @pytest.mark.django_db
