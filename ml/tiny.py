@@ -172,3 +172,33 @@ def build_tiny_model(
         sum(p.numel() for p in model.parameters()),
     )
     return out
+
+
+def build_random_lora(
+    base_dir: str | Path,
+    out: str | Path,
+    *,
+    seed: int,
+    r: int = 4,
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Path:
+    """A LoRA adapter over ``base_dir`` with non-zero random weights
+    (``init_lora_weights=False``), so it visibly changes the model's answers;
+    saved in plain PEFT format under ``out``. For tests of serving and
+    generation, where a trained adapter is not the point."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=r,
+            lora_alpha=32,
+            target_modules=list(target_modules),
+            init_lora_weights=False,
+        ),
+    )
+    peft_model.save_pretrained(out)
+    return Path(out)

@@ -15,33 +15,17 @@ from rest_framework.authtoken.models import Token
 
 torch = pytest.importorskip("torch")
 
-from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from peft import PeftModel  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from inference.engine import engine_close  # noqa: E402
 from inference.ratelimit import limiter  # noqa: E402
+from ml.tiny import build_random_lora  # noqa: E402
 from models_hub.models import Adapter, BaseModelVersion  # noqa: E402
 from models_hub.services.registry import adapter_register  # noqa: E402
 from tests.labeling.factories import CampaignFactory  # noqa: E402
 
 ADAPTERS = 3
-
-
-def random_lora(base_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA with non-zero random weights, so it changes the answers."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=4,
-            lora_alpha=32,
-            target_modules=["q_proj", "v_proj"],
-            init_lora_weights=False,
-        ),
-    )
-    peft_model.save_pretrained(out)
-    return out
 
 
 def merged_export(base_dir: Path, adapter_dir: Path, out: Path) -> Path:
@@ -61,7 +45,7 @@ def lora_folders(tiny_model_dir: Path) -> list[str]:
         rel = Path("adapters") / f"inference-test-{i}"
         folder = Path(django_settings.STORAGE_ROOT) / rel
         if not (folder / "adapter_config.json").exists():
-            random_lora(tiny_model_dir, folder, seed=100 + i)
+            build_random_lora(tiny_model_dir, folder, seed=100 + i)
         relative.append(str(rel))
     return relative
 

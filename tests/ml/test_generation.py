@@ -8,10 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 from ml.generation import AdapterGenerator, DecodingParams, get_generator  # noqa: E402
+from ml.tiny import build_random_lora  # noqa: E402
 
 PROMPTS = [
     "tell me about the cat .",
@@ -21,29 +20,13 @@ PROMPTS = [
 GREEDY = DecodingParams(max_new_tokens=8, do_sample=False, batch_size=2)
 
 
-def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=4,
-            lora_alpha=32,
-            target_modules=["q_proj", "v_proj"],
-            init_lora_weights=False,
-        ),
-    )
-    peft_model.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def adapters(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
     return {
-        f"a{i}": _random_adapter(tiny_model_dir, root / f"a{i}", seed=i)
+        f"a{i}": build_random_lora(tiny_model_dir, root / f"a{i}", seed=i)
         for i in range(3)
     }
 

@@ -20,7 +20,7 @@ from ml.serving import (  # noqa: E402
     ServingEngine,
     reload_generate,
 )
-from ml.tiny import build_tiny_model  # noqa: E402
+from ml.tiny import build_random_lora, build_tiny_model  # noqa: E402
 
 PROMPTS = [
     "tell me about the cat .",
@@ -28,23 +28,6 @@ PROMPTS = [
     "tell me about the storm .",
 ]
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
-
-
-def _random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA with non-zero random weights, so it changes the output."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=4,
-            lora_alpha=32,
-            target_modules=["q_proj", "v_proj"],
-            init_lora_weights=False,
-        ),
-    )
-    peft_model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +38,7 @@ def adapters(
     return {
         f"adapter-{i}": ServedModel(
             f"adapter-{i}",
-            adapter_path=str(_random_adapter(tiny_model_dir, root / f"a{i}", seed=i)),
+            adapter_path=str(build_random_lora(tiny_model_dir, root / f"a{i}", seed=i)),
         )
         for i in range(3)
     }
@@ -220,7 +203,7 @@ def test_bad_adapter_fails_only_its_request(
         engine.generate(missing, PROMPTS[0], GREEDY)
 
     other_base = build_tiny_model(tmp_path / "wide", hidden_size=32)
-    foreign = _random_adapter(other_base, tmp_path / "foreign", seed=5)
+    foreign = build_random_lora(other_base, tmp_path / "foreign", seed=5)
     stream = engine.submit(
         ServedModel("foreign", adapter_path=str(foreign)), PROMPTS[0], GREEDY
     )
