@@ -46,7 +46,6 @@ def engine_for(base: BaseModelVersion) -> ServingEngine:
                 batch_wait_ms=setting("ARBITER_INFERENCE_BATCH_WAIT_MS"),
             )
         except (OSError, ValueError, RuntimeError) as error:
-            _engine, _engine_path = old, _engine_path
             raise EngineError(
                 f"the base model {base} cannot be loaded from {path}: {error}"
             ) from error

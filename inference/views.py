@@ -11,6 +11,7 @@ a 503 (or a 400 for a prompt the model cannot take), never a 500.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -116,7 +117,7 @@ def _internal_error(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _caller(request: HttpRequest) -> tuple[AbstractBaseUser, str]:
+def _caller(request: HttpRequest) -> AbstractBaseUser:
     """The token's user (``Authorization: Bearer <token>``, the same API
     tokens as the web API), after the token's rate limit."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -145,7 +146,7 @@ def _caller(request: HttpRequest) -> tuple[AbstractBaseUser, str]:
                 code="rate_limit_exceeded",
                 headers={"Retry-After": str(retry_after)},
             )
-    return token.user, token.key
+    return token.user
 
 
 def _route(model: str, user: str) -> Route:
@@ -320,7 +321,7 @@ def _complete(
     request: HttpRequest, parse: Callable[[dict[str, Any]], CompletionRequest]
 ) -> HttpResponse:
     started = time.monotonic()
-    caller, _ = _caller(request)
+    caller = _caller(request)
     parsed = parse(parse_json(request.body))
     route = _route(parsed.model, parsed.user)
     try:
@@ -439,7 +440,7 @@ def _events(
         if answer.request.endpoint == CHAT:
             role = _delta_choice(answer, None, None, role=True)
             yield _sse(answer.envelope([role], **usage_extra))
-        for delta in _chain([] if first is None else [first], deltas):
+        for delta in itertools.chain([] if first is None else [first], deltas):
             sent.append(delta)
             choice = _delta_choice(answer, delta, None)
             yield _sse(answer.envelope([choice], **usage_extra))
@@ -460,11 +461,6 @@ def _events(
             stream.cancel()  # the client went away (or the engine failed)
         if not failed:
             _record_stream_end(answer, sent, result)
-
-
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
 
 
 def _record_stream_end(

@@ -739,19 +739,14 @@ class ServingEngine:
             if params.temperature == 0:
                 continue
             probs = torch.softmax(logits[i] / params.temperature, dim=-1)
-            if params.top_p < 1:
-                sorted_probs, order = probs.sort(descending=True)
-                keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p
-                sorted_probs = sorted_probs * keep
-                draw = torch.rand(1, generator=row.generator, device=probs.device)
-                cdf = sorted_probs.cumsum(0)
-                pick = torch.searchsorted(cdf, draw * cdf[-1]).clamp(max=len(cdf) - 1)
-                tokens[i] = order[pick]
-            else:
-                draw = torch.rand(1, generator=row.generator, device=probs.device)
-                cdf = probs.cumsum(0)
-                pick = torch.searchsorted(cdf, draw * cdf[-1]).clamp(max=len(cdf) - 1)
-                tokens[i] = pick
+            order = None
+            if params.top_p < 1:  # nucleus: the smallest top set holding top_p
+                probs, order = probs.sort(descending=True)
+                probs = probs * (probs.cumsum(0) - probs < params.top_p)
+            draw = torch.rand(1, generator=row.generator, device=probs.device)
+            cdf = probs.cumsum(0)
+            pick = torch.searchsorted(cdf, draw * cdf[-1]).clamp(max=len(cdf) - 1)
+            tokens[i] = pick if order is None else order[pick]
         return tokens
 
     # ------------------------------------------------------------ rows
