@@ -604,7 +604,7 @@ class DeploymentSummary:
 def _version_labels(adapter_ids: set[int | None]) -> dict[int | None, str]:
     labels: dict[int | None, str] = {None: "base model"}
     for adapter in Adapter.objects.filter(pk__in={i for i in adapter_ids if i}):
-        labels[adapter.pk] = f"{adapter.name} v{adapter.version}"
+        labels[adapter.pk] = str(adapter)
     return labels
 
 

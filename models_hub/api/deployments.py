@@ -33,8 +33,19 @@ from models_hub.models import (
     ServedResponse,
 )
 from models_hub.services import deployments
+from models_hub.services.deployments import REASON_MAX
 
-REASON_HELP = "Why (recorded with the change), at most 500 characters."
+
+def _reason_field() -> serializers.CharField:
+    """The optional ``reason`` every change here records (one field per
+    serializer: DRF fields are bound to the serializer that holds them)."""
+    return serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=REASON_MAX,
+        default="",
+        help_text=f"Why (recorded with the change), at most {REASON_MAX} characters.",
+    )
 
 
 class Pages(LimitOffsetPagination):
@@ -215,13 +226,7 @@ class DeploymentApi(APIView):
             "(the base while there is no candidate) and queued as comparisons "
             "(left out: unchanged).",
         )
-        reason = serializers.CharField(
-            required=False,
-            allow_blank=True,
-            max_length=500,
-            default="",
-            help_text=REASON_HELP,
-        )
+        reason = _reason_field()
 
     @extend_schema_serializer(component_name="DeploymentPatchInput")
     class PatchSerializer(InputSerializer):
@@ -296,13 +301,7 @@ class DeploymentApi(APIView):
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=500,
-        default="",
-        help_text=REASON_HELP,
-    )
+    reason = _reason_field()
 
 
 class DeploymentRollbackApi(APIView):
@@ -373,13 +372,7 @@ class AdapterServingApi(APIView):
     @extend_schema_serializer(component_name="AdapterServingInput")
     class InputSerializer(serializers.Serializer):
         enabled = serializers.BooleanField(help_text="true: serve it; false: stop.")
-        reason = serializers.CharField(
-            required=False,
-            allow_blank=True,
-            max_length=500,
-            default="",
-            help_text=REASON_HELP,
-        )
+        reason = _reason_field()
 
     @extend_schema(
         request=InputSerializer,

@@ -92,7 +92,7 @@ def campaign_served_base(campaign: Campaign) -> BaseModelVersion:
 
 def candidate_refusal(*, campaign: Campaign, adapter: Adapter) -> str | None:
     """Why ``adapter`` cannot be the campaign's candidate (None: it can)."""
-    name = f"{adapter.name} v{adapter.version}"
+    name = str(adapter)
     if adapter.campaign_id != campaign.pk:
         return f"{name} belongs to another campaign."
     if adapter.role != Adapter.Role.POLICY:
@@ -357,7 +357,7 @@ def adapter_serving_set(
     adapter = Adapter.objects.select_for_update(of=("self",)).get(pk=adapter.pk)
     if adapter.serving_enabled == enabled:
         return adapter
-    name = f"{adapter.name} v{adapter.version}"
+    name = str(adapter)
     if not enabled and adapter.status == Adapter.Status.CHAMPION:
         raise DeploymentRefused(
             f"{name} is the champion: promote another version or roll the "

@@ -127,9 +127,7 @@ def _deployment_candidate_end(
 ) -> None:
     """A version that became champion or was retired stops being any
     deployment's canary or A/B candidate (recorded as ``ended``)."""
-    deployment_candidate_end(
-        adapter=adapter, actor=actor, reason=f"{adapter.name} v{adapter.version} {why}"
-    )
+    deployment_candidate_end(adapter=adapter, actor=actor, reason=f"{adapter} {why}")
 
 
 @transaction.atomic
