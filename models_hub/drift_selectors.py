@@ -4,7 +4,7 @@ champion it replaced, the alerts, and the charts of the drift page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from core import charts
-from core.stats import win_rate
+from core.stats import Outcome, win_rate
 from labeling.models import Campaign
 from ml.drift import DriftThresholds, PointData
 from models_hub.models import (
@@ -23,7 +23,6 @@ from models_hub.models import (
     DriftPoint,
     DriftPolicy,
 )
-from models_hub.selectors import version_outcomes
 from models_hub.versions import VersionKey
 
 SERIES_LIMIT = 500  # newest points per version and source on the page
@@ -37,20 +36,6 @@ class WatchedVersion:
     role: str  # "champion" or "candidate"
     adapter: Adapter | None
     base_model: BaseModelVersion
-
-    @property
-    def key(self) -> str:
-        return str(
-            VersionKey.adapter(self.adapter.pk)
-            if self.adapter is not None
-            else VersionKey.base(self.base_model.pk)
-        )
-
-    @property
-    def label(self) -> str:
-        if self.adapter is not None:
-            return f"{self.adapter.name} v{self.adapter.version}"
-        return f"{self.base_model.name} (base)"
 
 
 def drift_policy_for(*, campaign: Campaign) -> DriftPolicy:
@@ -168,18 +153,17 @@ def adapter_previous_champion(*, adapter: Adapter) -> tuple[str, str]:
     return str(VersionKey.base(adapter.base_model_id)), f"{adapter.base_model} (base)"
 
 
-def version_win_rate(*, campaign: Campaign, adapter: Adapter | None) -> dict[str, Any]:
+def version_win_rate(
+    *, outcomes: Sequence[Outcome], adapter: Adapter | None
+) -> dict[str, Any]:
     """The human win rate of ``adapter`` against the previous champion over
-    every label so far (as the promotion gate counts them: ties half, a 95%
+    ``outcomes`` (the campaign's ``version_outcomes``, read once for every
+    watched version; as the promotion gate counts them: ties half, a 95%
     bootstrap interval). Empty for the base, which replaced nothing."""
     if adapter is None:
         return {}
     opponent, label = adapter_previous_champion(adapter=adapter)
-    result = win_rate(
-        version_outcomes(campaign=campaign),
-        str(VersionKey.adapter(adapter.pk)),
-        opponent,
-    )
+    result = win_rate(outcomes, str(VersionKey.adapter(adapter.pk)), opponent)
     return {
         "rate": result.rate,
         "lower": result.lower,
@@ -240,9 +224,9 @@ def drift_series(*, campaign: Campaign) -> list[VersionSeries]:
         if key not in by_version:
             by_version[key] = VersionSeries(
                 key=str(
-                    VersionKey.adapter(point.adapter_id)
-                    if point.adapter_id
-                    else VersionKey.base(point.base_model_id)
+                    VersionKey.of(
+                        adapter_id=point.adapter_id, base_model_id=point.base_model_id
+                    )
                 ),
                 label=(
                     f"{point.adapter.name} v{point.adapter.version}"

@@ -46,7 +46,7 @@ def _page(
     policy = drift_selectors.drift_policy_for(campaign=campaign)
     series = drift_selectors.drift_series(campaign=campaign)
     latest = [
-        (s, [p for p in reversed(s.points) if p.source == source][:1])
+        (s, next((p for p in reversed(s.points) if p.source == source), None))
         for s in series
         for source in ("golden", "served")
     ]
@@ -58,7 +58,7 @@ def _page(
             "policy": policy,
             "form": form or DriftPolicyForm(instance=policy),
             "charts": drift_selectors.drift_charts(series),
-            "latest": [(s, points[0]) for s, points in latest if points],
+            "latest": [(s, point) for s, point in latest if point is not None],
             "alerts": drift_selectors.drift_alert_list(
                 campaign=campaign, open_only=True
             ),

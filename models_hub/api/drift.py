@@ -37,9 +37,7 @@ NOT_REVIEWER_OR_CAMPAIGN = error(
 
 
 def _version(adapter_id: int | None, base_model_id: int) -> str:
-    return str(
-        VersionKey.adapter(adapter_id) if adapter_id else VersionKey.base(base_model_id)
-    )
+    return str(VersionKey.of(adapter_id=adapter_id, base_model_id=base_model_id))
 
 
 @extend_schema_serializer(component_name="DriftPolicy")

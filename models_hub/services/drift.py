@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -61,7 +62,8 @@ from models_hub.models import (
     GenerationSettings,
     ServedResponse,
 )
-from models_hub.selectors import campaign_reward_model
+from models_hub.selectors import campaign_reward_model, version_outcomes
+from models_hub.services.generation import _params
 from models_hub.services.registry import (
     adapter_champion,
     adapter_path,
@@ -354,7 +356,7 @@ def _heldout_answers(
     """``version``'s answers to ``prompts``, by the generator the rounds use
     (one base per worker process, adapters switched), with the rounds'
     decoding settings."""
-    from ml.generation import DecodingParams, get_generator
+    from ml.generation import get_generator
 
     generator = get_generator(base_model_local_path(version.base_model))
     spec = (
@@ -365,13 +367,9 @@ def _heldout_answers(
         if version.adapter is not None
         else None
     )
-    params = DecodingParams(
-        max_new_tokens=row.max_new_tokens,
-        temperature=row.temperature,
-        top_p=row.top_p,
-        seed=seed,
+    return generator.generate(
+        [p.content for p in prompts], adapter=spec, params=_params(row, seed=seed)
     )
-    return generator.generate([p.content for p in prompts], adapter=spec, params=params)
 
 
 def drift_evaluate(*, campaign: Campaign) -> list[DriftPoint]:
@@ -400,8 +398,13 @@ def drift_evaluate(*, campaign: Campaign) -> list[DriftPoint]:
     points: list[DriftPoint] = []
     watched = drift_watched_versions(campaign=campaign)
     drift_alerts_resolve_unwatched(campaign=campaign, watched=watched)
+    outcomes = (
+        version_outcomes(campaign=campaign)
+        if any(v.adapter is not None for v in watched)
+        else []
+    )
     for version in watched:
-        win = version_win_rate(campaign=campaign, adapter=version.adapter)
+        win = version_win_rate(outcomes=outcomes, adapter=version.adapter)
         if prompts:
             outputs = _heldout_answers(version, prompts, row=row, seed=seed)
             texts = [text for text, _ in outputs]
@@ -519,7 +522,7 @@ def _open_alert(point: DriftPoint, metric: str) -> Any:
 def _alert_apply(*, point: DriftPoint, finding: Any) -> DriftAlert | None:
     """Open (returned), keep (updated) or resolve the alert of one finding."""
     now = timezone.now()
-    value = finding.value if finding.as_dict()["value"] is not None else None
+    value = finding.value if math.isfinite(finding.value) else None
     with transaction.atomic():
         existing = _open_alert(point, finding.metric).select_for_update().first()
         if not finding.breached:
@@ -589,9 +592,9 @@ def drift_alert_payload(alert: DriftAlert) -> dict[str, Any]:
         "campaign": alert.campaign_id,
         "campaign_name": alert.campaign.name,
         "version": str(
-            VersionKey.adapter(alert.adapter_id)
-            if alert.adapter_id
-            else VersionKey.base(alert.base_model_id)
+            VersionKey.of(
+                adapter_id=alert.adapter_id, base_model_id=alert.base_model_id
+            )
         ),
         "source": alert.source,
         "metric": alert.metric,
