@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
+
+from ml.loading import end_token_ids, load_for_inference, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +58,8 @@ class AdapterGenerator:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if Path(base_path).exists():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.tokenizer = AutoTokenizer.from_pretrained(base_path, padding_side="left")
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-            base_path, dtype=dtype
-        ).to(self.device)
-        self.base.eval()
+        self.tokenizer = load_tokenizer(base_path, padding_side="left")
+        self.base: PreTrainedModel = load_for_inference(base_path, device=self.device)
         type(self).base_loads += 1
         self.model: PeftModel | None = None
         self.adapters: OrderedDict[str, str] = (
@@ -140,7 +136,7 @@ class AdapterGenerator:
             kwargs.update(do_sample=False)
         out = model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        stops = self._stop_ids()
+        stops = end_token_ids(self.base, self.tokenizer)
         rows = []
         for ids, text in zip(
             new_tokens.tolist(),
@@ -151,12 +147,6 @@ class AdapterGenerator:
             length = ended + 1 if ended is not None else len(ids)
             rows.append((text.strip(), ended is not None, length))
         return rows
-
-    def _stop_ids(self) -> set[int]:
-        ids = self.base.generation_config.eos_token_id
-        if ids is None:
-            ids = self.tokenizer.eos_token_id
-        return set(ids if isinstance(ids, list) else [ids])
 
     def generate(
         self,

@@ -40,6 +40,30 @@ def load_causal_lm(name: str) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
 
 
+def inference_dtype(device: str) -> torch.dtype:
+    """bf16 weights on a GPU, float32 on the CPU (for generation, not training)."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def load_for_inference(name: str, *, device: str) -> PreTrainedModel:
+    """Causal LM on ``device`` in eval mode, in ``inference_dtype(device)``."""
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=inference_dtype(device))
+    model.to(device)
+    model.eval()
+    return model
+
+
+def end_token_ids(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> frozenset[int]:
+    """The ids that end an answer: the generation config's eos (one or a
+    list), else the tokenizer's."""
+    ids = model.generation_config.eos_token_id
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    return frozenset(ids if isinstance(ids, list) else [ids])
+
+
 def load_sequence_classifier(name: str, *, pad_token_id: int | None) -> PreTrainedModel:
     """Scalar-output sequence classifier (``num_labels=1``); the head is new."""
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -44,12 +44,16 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
-from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 from transformers.pytorch_utils import Conv1D
 
 from ml.adapters import read_adapter_config
-from ml.loading import load_tokenizer
+from ml.loading import (
+    end_token_ids,
+    load_for_inference,
+    load_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +228,6 @@ class ServingEngine:
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "base_loads",
@@ -260,7 +263,7 @@ class ServingEngine:
         self.adapters: OrderedDict[str, str] = OrderedDict()  # key -> path, LRU last
         self.merged: OrderedDict[str, tuple[str, PreTrainedModel]] = OrderedDict()
         self.max_context = _context_length(self.base, self.tokenizer)
-        self.stop_ids = _end_token_ids(self.base, self.tokenizer)
+        self.stop_ids = end_token_ids(self.base, self.tokenizer)
         # transformers 5.x renames ``past_key_values`` to ``cache`` (the old
         # name warns from 5.2x and goes in 5.40).
         forward_params = inspect.signature(type(self.base).forward).parameters
@@ -328,10 +331,7 @@ class ServingEngine:
 
     # ------------------------------------------------------------ loading
     def _load_model(self, path: str) -> PreTrainedModel:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
-        model.to(self.device)
-        model.eval()
-        return model
+        return load_for_inference(path, device=self.device)
 
     def _encode(self, text: str) -> list[int]:
         tok = self.tokenizer
@@ -949,13 +949,6 @@ def _context_length(model: PreTrainedModel, tokenizer: Any) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return int(min(tokenizer.model_max_length, 2048))
-
-
-def _end_token_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:
-    ids = model.generation_config.eos_token_id
-    if ids is None:
-        ids = tokenizer.eos_token_id
-    return frozenset(ids if isinstance(ids, list) else [ids])
 
 
 def reload_generate(
