@@ -55,6 +55,16 @@ _lock = threading.Lock()
 _roles_cache: dict[int, tuple[float, frozenset[str]]] = {}
 
 
+def _remember(cache: dict[Any, Any], key: Any, entry: tuple[Any, ...]) -> None:
+    """Store ``entry`` under ``key``; past ``_MAX_ENTRIES`` the tenth of the
+    entries that expire first go."""
+    with _lock:
+        if len(cache) >= _MAX_ENTRIES:
+            for old in sorted(cache, key=lambda k: cache[k][0])[: _MAX_ENTRIES // 10]:
+                del cache[old]
+        cache[key] = entry
+
+
 def token_cache_clear() -> None:
     """Forget every cached token and role (this process)."""
     with _lock:
@@ -86,10 +96,7 @@ class CachedRolesMiddleware:
         response = self.get_response(request)
         groups = getattr(user, "_arbiter_groups", None)
         if groups is not None and getattr(request.user, "pk", None) == user.pk:
-            with _lock:
-                if len(_roles_cache) >= _MAX_ENTRIES:
-                    _roles_cache.clear()
-                _roles_cache[user.pk] = (now + ttl, frozenset(groups))
+            _remember(_roles_cache, user.pk, (now + ttl, frozenset(groups)))
         return response
 
 
@@ -106,13 +113,7 @@ class CachedTokenAuthentication(TokenAuthentication):
         user, token = super().authenticate_credentials(key)
         if ttl > 0:
             roles.has_role(user, roles.ANNOTATOR)  # loads and keeps the groups
-            with _lock:
-                if len(_cache) >= _MAX_ENTRIES:
-                    for old in sorted(_cache, key=lambda k: _cache[k][0])[
-                        : _MAX_ENTRIES // 10
-                    ]:
-                        del _cache[old]
-                _cache[key] = (now + ttl, user, token)
+            _remember(_cache, key, (now + ttl, user, token))
             return copy.copy(user), token
         return user, token
 

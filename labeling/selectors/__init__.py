@@ -4,7 +4,7 @@ the user who asked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -302,10 +302,13 @@ def preference_for_lease(*, lease: Lease) -> AnsweredLabel | None:
     return _answered(preference, lease.campaign, timezone.now())
 
 
+def _start_of_day() -> datetime:
+    """Midnight today, local time: where "labels today" start."""
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, int]:
-    start_of_day = timezone.localtime().replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
+    start_of_day = _start_of_day()
     mine = Preference.objects.filter(comparison__campaign=campaign, annotator=annotator)
     counts = mine.aggregate(
         total=Count("id"), today=Count("id", filter=Q(created_at__gte=start_of_day))
@@ -334,9 +337,7 @@ def annotator_card_progress(
     """``annotator_progress`` for the labeling card, in one statement, with
     ``pairs_left`` counted up to ``CARD_PAIRS_LEFT_CAP`` (``pairs_left_more``
     says there are more)."""
-    start_of_day = timezone.localtime().replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
+    start_of_day = _start_of_day()
     with connection.cursor() as cursor:
         cursor.execute(
             """

@@ -404,15 +404,13 @@ def preference_record_and_lease_next(
     the other ``LabelingError``s) raises as ``preference_record`` does and
     leases nothing."""
     with transaction.atomic():
-        record, lease, may_label = _record(
+        record, lease = _record(
             lease_id=lease_id, annotator=annotator, answer=answer, revise=revise
         )
         campaign = lease.campaign
-        if campaign.status != Campaign.Status.ACTIVE:
-            return RecordNextResult(
-                record=record, campaign=campaign, next=None, no_next="closed"
-            )
-        if not (may_label or roles.is_reviewer(annotator)):
+        if campaign.status != Campaign.Status.ACTIVE or not (
+            lease.may_label or roles.is_reviewer(annotator)
+        ):
             return RecordNextResult(
                 record=record, campaign=campaign, next=None, no_next="closed"
             )
@@ -546,10 +544,10 @@ def _record(
     annotator: AbstractBaseUser,
     answer: dict[str, Any],
     revise: bool,
-) -> tuple[RecordResult, Lease, bool]:
+) -> tuple[RecordResult, Lease]:
     """``preference_record``'s work. Call inside ``atomic()``. Returns the
-    result, the lease (its ``campaign`` and ``comparison`` loaded) and
-    whether the annotator may still label in the campaign."""
+    result and the lease (its ``campaign`` and ``comparison`` loaded, and
+    ``may_label``: whether the annotator may still label in the campaign)."""
     choice: str = answer["choice"]
     strength: int | None = answer.get("strength")
     criteria: dict[str, str] | None = answer.get("criteria")
@@ -593,7 +591,7 @@ def _record(
             result = RecordResult(preference=revised, created=False, revised=True)
         else:
             result = RecordResult(preference=existing, created=False)
-        return result, lease, lease.may_label
+        return result, lease
 
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
@@ -671,7 +669,7 @@ def _record(
         comparison.pk,
         annotator.pk,
     )
-    return RecordResult(preference=preference, created=True), lease, lease.may_label
+    return RecordResult(preference=preference, created=True), lease
 
 
 _KEEP: Any = object()
