@@ -27,6 +27,10 @@ class Campaign(BaseModel):
         PAUSED = "paused", "paused"
         ARCHIVED = "archived", "archived"
 
+    class Mode(models.TextChoices):
+        PAIR = "pair", "pair (A/B)"
+        RANK = "rank", "rank (3 to 9 completions)"
+
     name = models.CharField(
         max_length=200, unique=True, help_text="Unique display name."
     )
@@ -64,6 +68,14 @@ class Campaign(BaseModel):
     )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    mode = models.CharField(
+        max_length=8,
+        choices=Mode.choices,
+        default=Mode.PAIR,
+        help_text="pair: annotators compare two completions; rank: they order "
+        "3 to 9 completions of a prompt (each ranking implies a preference "
+        "for every pair of them).",
     )
     gold_rate = models.FloatField(
         default=0.0,
@@ -218,6 +230,9 @@ class Comparison(BaseModel):
         OPEN = "open", "open"
         COMPLETE = "complete", "complete"
         RETIRED = "retired", "retired"
+        # A pair of two completions of a ranked comparison (``parent``): it
+        # holds the preferences its rankings imply and never enters the queue.
+        IMPLIED = "implied", "implied by rankings"
 
     campaign = models.ForeignKey(
         Campaign, on_delete=models.CASCADE, related_name="comparisons"
@@ -260,6 +275,20 @@ class Comparison(BaseModel):
         blank=True,
         help_text="Annotators who labeled or skipped it.",
     )
+    is_ranked = models.BooleanField(
+        default=False,
+        help_text="A ranked comparison: its completions are its items "
+        "(ComparisonItem, 3 to 9); completion_a/b are its first two.",
+    )
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="implied_pairs",
+        help_text="For an implied pair (status 'implied'): the ranked comparison "
+        "whose rankings it holds as preferences.",
+    )
 
     class Meta:
         constraints = [
@@ -267,13 +296,27 @@ class Comparison(BaseModel):
                 condition=~Q(completion_a=F("completion_b")),
                 name="labeling_comparison_distinct_sides",
             ),
+            # A ranked comparison's first two completions, and the implied
+            # pairs of each ranked comparison, may repeat a pair elsewhere.
             models.UniqueConstraint(
                 fields=["completion_a", "completion_b"],
+                condition=Q(is_ranked=False, parent__isnull=True),
                 name="labeling_comparison_unique_pair",
             ),
+            models.UniqueConstraint(
+                fields=["parent", "completion_a", "completion_b"],
+                condition=Q(parent__isnull=False),
+                name="labeling_implied_unique_pair",
+            ),
             models.CheckConstraint(
-                condition=Q(is_gold=False) | Q(gold_choice__in=["a", "b", "tie"]),
+                condition=Q(is_gold=False)
+                | Q(gold_choice__in=["a", "b", "tie"])
+                | Q(is_ranked=True, gold_choice="rank"),
                 name="labeling_gold_has_answer",
+            ),
+            models.CheckConstraint(
+                condition=Q(parent__isnull=True) | Q(status="implied"),
+                name="labeling_implied_has_status",
             ),
         ]
         indexes = [
@@ -318,6 +361,13 @@ class Lease(BaseModel):
     a_on_left = models.BooleanField(
         help_text="Whether completion A was shown on the left."
     )
+    order = ArrayField(
+        models.BigIntegerField(),
+        null=True,
+        blank=True,
+        help_text="Ranked comparisons: the completion ids in the order shown "
+        "(shuffled per lease); empty for pairs.",
+    )
     expires_at = models.DateTimeField()
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.ACTIVE
@@ -347,6 +397,7 @@ class Preference(BaseModel):
         ANNOTATOR = "annotator", "annotator"
         REVIEWER = "reviewer", "reviewer (blind review)"
         ADJUDICATION = "adjudication", "adjudication"
+        RANKING = "ranking", "implied by a ranking"
 
     comparison = models.ForeignKey(
         Comparison, on_delete=models.CASCADE, related_name="preferences"
@@ -389,6 +440,14 @@ class Preference(BaseModel):
     )
     revised_at = models.DateTimeField(
         null=True, blank=True, help_text="When the annotator last changed it."
+    )
+    ranking = models.ForeignKey(
+        "Ranking",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="implied_preferences",
+        help_text="The ranking this preference is implied by (source 'ranking').",
     )
 
     class Meta:
@@ -439,3 +498,276 @@ class PreferenceRevision(BaseModel):
 
     def __str__(self) -> str:
         return f"preference {self.preference_id} v{self.version}"
+
+
+class ComparisonItem(BaseModel):
+    """One completion of a ranked comparison, at its canonical position."""
+
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="items"
+    )
+    completion = models.ForeignKey(
+        Completion, on_delete=models.CASCADE, related_name="+"
+    )
+    position = models.PositiveSmallIntegerField(
+        help_text="0-based canonical position (not what annotators see)."
+    )
+    gold_rank = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Gold ranked comparisons: this completion's known rank (1 = best).",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "position"], name="labeling_item_unique_position"
+            ),
+            models.UniqueConstraint(
+                fields=["comparison", "completion"],
+                name="labeling_item_unique_completion",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.position} of comparison {self.comparison_id}"
+
+
+class Ranking(BaseModel):
+    """An annotator's order of a ranked comparison's completions.
+
+    ``order`` is what the annotator saw (completion ids, left to right) and
+    ``ranks`` the rank given to each, aligned with ``order``: 1 is best and
+    equal ranks are ties. Its implied pairwise preferences are Preference
+    rows (source 'ranking') on the comparison's implied pairs.
+    """
+
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.CASCADE, related_name="rankings"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
+    )
+    lease = models.ForeignKey(
+        Lease, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    order = ArrayField(
+        models.BigIntegerField(), help_text="Completion ids in the order shown."
+    )
+    ranks = ArrayField(
+        models.PositiveSmallIntegerField(),
+        help_text="Rank of each shown completion (aligned with order); 1 is "
+        "best, equal ranks are ties.",
+    )
+    none_acceptable = models.BooleanField(
+        default=False,
+        help_text="The annotator found no completion acceptable; its implied "
+        "preferences are left out of training by default.",
+    )
+    reason = models.CharField(max_length=1000, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_request_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"],
+                name="labeling_one_ranking_per_annotator",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["annotator", "created_at"], name="labeling_rank_annotator_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator_id} ranked {self.comparison_id}"
+
+    def rank_of(self) -> dict[int, int]:
+        """Completion id to rank."""
+        return dict(zip(self.order, self.ranks, strict=True))
+
+
+# ---------------------------------------------------------------- conversations
+
+
+class ConversationSettings(BaseModel):
+    """A campaign's live conversations: whether annotators may hold them,
+    how many turns each may have, and which two model versions answer."""
+
+    class Versions(models.TextChoices):
+        CHAMPION_BASE = "champion_base", "the champion against the base model"
+        CANDIDATE_CHAMPION = (
+            "candidate_champion",
+            "the newest candidate against the champion",
+        )
+
+    campaign = models.OneToOneField(
+        Campaign, on_delete=models.CASCADE, related_name="conversation_settings"
+    )
+    live_enabled = models.BooleanField(
+        default=False,
+        help_text="Annotators may hold live conversations with two model versions.",
+    )
+    turn_limit = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="Most turns (user message + two answers + a choice) per conversation.",
+    )
+    versions = models.CharField(
+        max_length=24,
+        choices=Versions.choices,
+        default=Versions.CHAMPION_BASE,
+        help_text="Which two versions answer. Without a champion the base answers "
+        "twice (two samples); without a candidate the champion faces the base.",
+    )
+    max_new_tokens = models.PositiveSmallIntegerField(
+        default=128,
+        validators=[MinValueValidator(1), MaxValueValidator(1024)],
+        help_text="Longest answer, in tokens.",
+    )
+
+    def __str__(self) -> str:
+        return f"conversation settings of {self.campaign_id}"
+
+
+class Conversation(BaseModel):
+    """A live conversation between one annotator and two hidden versions."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        FINISHED = "finished", "finished"
+
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="conversations"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="conversations",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
+    turn_limit = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="The campaign's turn limit when the conversation started.",
+    )
+    version_a = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The version writing answer A of every turn ('adapter:7', "
+        "'base:1'); chosen by the worker at the first turn, never shown to the "
+        "annotator.",
+    )
+    version_b = models.CharField(
+        max_length=32, blank=True, help_text="The version writing answer B."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["annotator", "campaign", "-created_at"],
+                name="labeling_conversation_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"conversation {self.pk}"
+
+
+class ConversationTurn(BaseModel):
+    """One turn: the annotator's message, two answers written on a gpu
+    worker (streamed into ``text_a``/``text_b``), and the annotator's choice.
+
+    The turn's ``prompt`` holds the whole conversation before the answers
+    (chat messages); once answered, the turn is an ordinary Comparison with
+    its Preference, so exports, snapshots and training read it as any pair.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "waiting for a worker"
+        GENERATING = "generating", "writing the answers"
+        READY = "ready", "answers ready"
+        FAILED = "failed", "failed"
+        ANSWERED = "answered", "answered"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="turns"
+    )
+    number = models.PositiveSmallIntegerField(help_text="1 for the first turn.")
+    user_message = models.TextField(help_text="What the annotator wrote.")
+    prompt = models.ForeignKey(
+        Prompt,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The conversation up to and including this user message.",
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    a_on_left = models.BooleanField(
+        help_text="Whether answer A is shown on the left (shuffled per turn)."
+    )
+    attempt = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="Raised by each retry; a worker writes only for the attempt it runs.",
+    )
+    text_a = models.TextField(
+        blank=True, help_text="Answer A as written so far (streamed)."
+    )
+    text_b = models.TextField(
+        blank=True, help_text="Answer B as written so far (streamed)."
+    )
+    writing = models.CharField(
+        max_length=1, blank=True, help_text="The answer being written now: a or b."
+    )
+    new_tokens = models.PositiveIntegerField(default=0)
+    partial_writes = models.PositiveIntegerField(
+        default=0, help_text="How many times the partial answers were written."
+    )
+    completion_a = models.ForeignKey(
+        Completion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    completion_b = models.ForeignKey(
+        Completion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    comparison = models.ForeignKey(
+        Comparison,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="conversation_turns",
+    )
+    preference = models.ForeignKey(
+        Preference, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    chosen = models.ForeignKey(
+        Completion,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The answer that carries the conversation on.",
+    )
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "number"],
+                name="labeling_conversation_turn_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(number__gte=1), name="labeling_conversation_turn_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"turn {self.number} of conversation {self.conversation_id}"

@@ -74,7 +74,7 @@ SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 # same transaction just answered (still active in this statement's snapshot).
 _LEASE_NEXT_SQL = """
 WITH live AS (
-    SELECT l.id, l.comparison_id, l.a_on_left, l.expires_at
+    SELECT l.id, l.comparison_id, l.a_on_left, l.expires_at, l."order"
     FROM labeling_lease l
     JOIN labeling_comparison lc ON lc.id = l.comparison_id AND lc.status = 'open'
     WHERE l.annotator_id = %(annotator_id)s
@@ -123,19 +123,26 @@ WITH live AS (
 ), created AS (
     INSERT INTO labeling_lease (
         created_at, updated_at, campaign_id, comparison_id, annotator_id,
-        a_on_left, expires_at, status
+        a_on_left, "order", expires_at, status
     )
     SELECT %(now)s, %(now)s, %(campaign_id)s, n.id, %(annotator_id)s,
-           %(a_on_left)s, %(expires_at)s, 'active'
+           %(a_on_left)s,
+           -- A ranked comparison's completions, shuffled per lease; NULL
+           -- for a pair (it has no items).
+           NULLIF(ARRAY(
+               SELECT i.completion_id FROM labeling_comparisonitem i
+               WHERE i.comparison_id = n.id ORDER BY random()
+           ), '{{}}'),
+           %(expires_at)s, 'active'
     FROM (SELECT id FROM gold UNION ALL SELECT id FROM reserved) n
-    RETURNING id, comparison_id, a_on_left, expires_at
+    RETURNING id, comparison_id, a_on_left, expires_at, "order"
 ), chosen AS (
     SELECT * FROM live
     UNION ALL
     SELECT * FROM created
 )
 SELECT chosen.id, chosen.comparison_id, chosen.a_on_left, chosen.expires_at,
-       p.text, p.messages, ca.text, cb.text, ca.generation, cb.generation,
+       chosen."order", p.text, p.messages, ca.text, cb.text, ca.generation, cb.generation,
        ca.html, cb.html
 FROM chosen
 JOIN labeling_comparison c ON c.id = chosen.comparison_id
@@ -266,7 +273,7 @@ def _lease_next_locked(
             row = cursor.fetchone()
     if row is None:
         raise NothingToLabel("No pairs are waiting for you in this campaign.")
-    (lease_id, comparison_id, a_on_left, lease_expires_at, prompt_text,
+    (lease_id, comparison_id, a_on_left, lease_expires_at, order, prompt_text,
      prompt_messages, text_a, text_b, generation_a, generation_b, html_a,
      html_b) = row  # fmt: skip
     lease = Lease(
@@ -275,6 +282,7 @@ def _lease_next_locked(
         comparison_id=comparison_id,
         annotator=annotator,
         a_on_left=a_on_left,
+        order=order,
         expires_at=lease_expires_at,
         status=Lease.Status.ACTIVE,
     )
@@ -556,6 +564,11 @@ def _record(
     lease = _lease_for_record(lease_id=lease_id, annotator=annotator)
     if lease is None:
         raise LeaseNotFound("That pair is not assigned to you.")
+    if lease.comparison.is_ranked:
+        raise LabelingError(
+            "This lease is for a ranking: submit an order of its completions "
+            "(labeling.services.ranking), not a choice between two."
+        )
     completion_choice = _to_completion_choice(choice, a_on_left=lease.a_on_left)
     _check_strength_agrees(choice, strength)
     stored_strength = _to_completion_strength(strength, a_on_left=lease.a_on_left)
