@@ -297,6 +297,7 @@ CELERY_TASK_ROUTES = {
     "models_hub.promotion_tick": {"queue": "default"},
     "models_hub.drift_tick": {"queue": "default"},
     "models_hub.drift_evaluate": {"queue": "gpu"},
+    "models_hub.conversation_turn_generate": {"queue": "gpu"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

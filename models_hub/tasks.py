@@ -90,3 +90,16 @@ def drift_evaluate(campaign_id: int) -> int:
     from models_hub.services.drift import drift_evaluate_run
 
     return drift_evaluate_run(campaign_id=campaign_id)
+
+
+@shared_task(
+    name="models_hub.conversation_turn_generate", acks_late=True, ignore_result=True
+)
+def conversation_turn_generate(turn_id: int, attempt: int) -> None:
+    """Write the two answers of a live-conversation turn on the gpu queue.
+    Idempotent: only a QUEUED turn of this attempt starts."""
+    from models_hub.services.conversation_generation import (
+        conversation_turn_generate_run,
+    )
+
+    conversation_turn_generate_run(turn_id=turn_id, attempt=attempt)

@@ -1,0 +1,230 @@
+"""Live conversations with the real gpu worker on a tiny random Llama: each
+turn's two answers are streamed into the turn, the annotator's pick is a
+preference whose prompt is the whole conversation so far, and a failed
+generation leaves the thread intact and retryable."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labeling.models import (
+    Campaign,
+    Completion,
+    Conversation,
+    ConversationTurn,
+    Preference,
+)
+from labeling.selectors import preference_export_rows
+from labeling.services.conversations import (
+    ConversationBusy,
+    ConversationError,
+    conversation_message_send,
+    conversation_settings_update,
+    conversation_start,
+    conversation_turn_choose,
+    conversation_turn_retry,
+)
+from models_hub.models import BaseModelVersion
+from tests.labeling.factories import CampaignFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _campaign(turn_limit: int = 3) -> Campaign:
+    campaign = CampaignFactory()
+    conversation_settings_update(
+        campaign=campaign,
+        data={"live_enabled": True, "turn_limit": turn_limit, "max_new_tokens": 24},
+    )
+    return campaign
+
+
+def _wait(
+    turn: ConversationTurn, workers: dict[str, Any], seconds: float = 120
+) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        turn.refresh_from_db()
+        if turn.status in ("ready", "failed"):
+            return
+        time.sleep(0.2)
+    log = workers["logs"]["gpu"].read_text()[-4000:]
+    pytest.fail(f"turn {turn.pk} still {turn.status}:\n{log}")
+
+
+def test_three_turns_make_three_preferences_on_the_growing_thread(
+    celery_workers: dict[str, Any], tiny_base: BaseModelVersion, annotator: Any
+) -> None:
+    """Three turns of a live conversation: each turn's answers are written by
+    the gpu worker (streamed into the turn, then stored as completions with
+    the base's lineage and the turn number), each pick is a preference whose
+    prompt is the conversation so far, the chosen answer joins the thread,
+    and the conversation finishes at its turn limit. Exports carry each turn
+    as TRL's conversational format."""
+    campaign = _campaign(turn_limit=3)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    picks = ["left", "right", "left"]
+    thread: list[dict[str, str]] = []
+    for number, pick in enumerate(picks, start=1):
+        text = f"tell me about the cat number {number} ."
+        turn = conversation_message_send(conversation=conversation, text=text)
+        assert turn.number == number
+        assert turn.prompt.messages == [*thread, {"role": "user", "content": text}]
+        with pytest.raises(ConversationBusy, match="Pick an answer"):
+            conversation_message_send(conversation=conversation, text="too early")
+        _wait(turn, celery_workers)
+        assert turn.status == "ready", turn.error
+        a, b = turn.completion_a, turn.completion_b
+        assert a is not None and b is not None and a.pk != b.pk
+        # What was streamed into the turn is what was stored.
+        assert (turn.text_a, turn.text_b) == (a.text, b.text)
+        for completion in (a, b):
+            assert completion.origin == Completion.Origin.MODEL
+            assert completion.adapter is None
+            assert completion.base_model_id == tiny_base.pk
+            assert completion.generation["turn"] == number
+            assert completion.generation["conversation"] == conversation.pk
+            assert completion.prompt_id == turn.prompt_id
+        answered = conversation_turn_choose(
+            turn=turn, annotator=annotator, choice=pick, rationale=f"pick {number}"
+        )
+        left, right = (a, b) if turn.a_on_left else (b, a)
+        chosen = left if pick == "left" else right
+        assert answered.chosen_id == chosen.pk
+        # A second pick (double click) changes nothing.
+        again = conversation_turn_choose(turn=turn, annotator=annotator, choice="tie")
+        assert again.preference_id == answered.preference_id
+        preference = Preference.objects.get(pk=answered.preference_id)
+        assert preference.choice == ("a" if chosen.pk == a.pk else "b")
+        assert preference.comparison.prompt_id == turn.prompt_id
+        assert preference.comparison.status == "complete"
+        thread += [
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": chosen.text},
+        ]
+
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.FINISHED
+    assert conversation.version_a == conversation.version_b == f"base:{tiny_base.pk}"
+    with pytest.raises(ConversationError, match="finished"):
+        conversation_message_send(conversation=conversation, text="one more")
+
+    preferences = list(
+        Preference.objects.filter(annotator=annotator)
+        .select_related("comparison__prompt")
+        .order_by("id")
+    )
+    assert len(preferences) == 3
+    lengths = [len(p.comparison.prompt.messages) for p in preferences]
+    assert lengths == [1, 3, 5]
+    assert preferences[2].comparison.prompt.messages[:4] == thread[:4]
+    turns = list(conversation.turns.order_by("number"))
+    assert [t.number for t in turns] == [1, 2, 3]
+    assert sum(t.partial_writes for t in turns) > 0  # answers were streamed
+
+    rows = {
+        r["preference_id"]: r
+        for r in preference_export_rows(campaign=campaign, splits=None)
+    }
+    for preference, turn in zip(preferences, turns, strict=True):
+        row = rows[preference.pk]
+        assert row["prompt"] == turn.prompt.messages
+        assert row["chosen"] == [{"role": "assistant", "content": turn.chosen.text}]
+        assert row["rejected"][0]["role"] == "assistant"
+        assert row["rejected"][0]["content"] != turn.chosen.text
+
+    if any(p.comparison.prompt.split == "train" for p in preferences):
+        from django.conf import settings
+
+        from training.services.snapshots import dataset_snapshot_create
+
+        snapshot = dataset_snapshot_create(campaign=campaign)
+        folder = Path(settings.STORAGE_ROOT) / snapshot.storage_path / "preference"
+        lines = [
+            json.loads(line)
+            for split in ("train", "val")
+            for line in (folder / f"{split}.jsonl").read_text().splitlines()
+        ]
+        assert lines and all(isinstance(r["prompt"], list) for r in lines)
+        assert {len(r["prompt"]) for r in lines} <= {1, 3, 5}
+        assert all(r["chosen"][0]["role"] == "assistant" for r in lines)
+
+
+def test_a_failed_generation_keeps_the_thread_and_can_be_retried(
+    celery_workers: dict[str, Any], tiny_base: BaseModelVersion, annotator: Any
+) -> None:
+    """When the worker cannot write a turn's answers (here its base model's
+    files are gone), the turn is marked failed with a message saying the
+    conversation is kept; earlier turns, their preferences and the user's
+    message are untouched, nothing new can be sent until the turn is
+    retried, and a retry (a new attempt) writes the answers and the
+    conversation goes on."""
+    campaign = _campaign(turn_limit=3)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    first = conversation_message_send(conversation=conversation, text="hello there")
+    _wait(first, celery_workers)
+    conversation_turn_choose(turn=first, annotator=annotator, choice="left")
+
+    source = tiny_base.source
+    BaseModelVersion.objects.filter(pk=tiny_base.pk).update(
+        source=str(Path(source).parent / "gone")
+    )
+    second = conversation_message_send(
+        conversation=conversation, text="tell me about the river ."
+    )
+    _wait(second, celery_workers)
+    assert second.status == "failed"
+    assert "Your conversation so far is kept: retry this turn." in second.error
+    assert second.completion_a is None and second.comparison is None
+    first.refresh_from_db()
+    assert first.status == "answered" and first.preference is not None
+    assert Preference.objects.filter(annotator=annotator).count() == 1
+    with pytest.raises(ConversationBusy, match="Pick an answer"):
+        conversation_message_send(conversation=conversation, text="skip it")
+
+    BaseModelVersion.objects.filter(pk=tiny_base.pk).update(source=source)
+    retried = conversation_turn_retry(turn=second)
+    assert retried.attempt == 2 and retried.status == "queued" and not retried.error
+    with pytest.raises(ConversationBusy, match="nothing to retry"):
+        conversation_turn_retry(turn=second)
+    _wait(second, celery_workers)
+    assert second.status == "ready", second.error
+    assert second.user_message == "tell me about the river ."
+    assert second.completion_a.generation["attempt"] == 2
+    answered = conversation_turn_choose(turn=second, annotator=annotator, choice="tie")
+    # On a tie the left answer carries the conversation on.
+    left = second.completion_a if second.a_on_left else second.completion_b
+    assert answered.chosen_id == left.pk
+    third = conversation_message_send(conversation=conversation, text="and then ?")
+    assert [m["role"] for m in third.prompt.messages] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert third.prompt.messages[1]["content"] == first.chosen.text
+    assert Preference.objects.filter(annotator=annotator).count() == 2
+
+
+def test_live_conversations_are_off_unless_the_campaign_turns_them_on(
+    annotator: Any,
+) -> None:
+    """A campaign starts with live conversations off; an empty or too long
+    message is refused and creates no turn."""
+    campaign = CampaignFactory()
+    with pytest.raises(ConversationError, match="off in this campaign"):
+        conversation_start(campaign=campaign, annotator=annotator)
+    campaign = _campaign(turn_limit=2)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    assert conversation.turn_limit == 2
+    with pytest.raises(ConversationError, match="Write a message"):
+        conversation_message_send(conversation=conversation, text="   ")
+    with pytest.raises(ConversationError, match="at most 4000"):
+        conversation_message_send(conversation=conversation, text="x" * 4001)
+    assert not conversation.turns.exists()
