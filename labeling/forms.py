@@ -137,3 +137,80 @@ class CampaignImportForm(forms.Form):
                 f"{filesizeformat(limit)}. Split it into smaller files."
             )
         return upload
+
+
+def competition_ranks(places: list[int]) -> list[int]:
+    """Places as posted (any numbers, best lowest, equal = tied) as ranks
+    1..K aligned with them: a tie shares the better rank and the next answer
+    takes its own position (``[3, 1, 3, 7]`` -> ``[2, 1, 2, 4]``)."""
+    ordered = sorted(places)
+    return [ordered.index(p) + 1 for p in places]
+
+
+class RankingForm(forms.Form):
+    """The ranking card's form: a place for each shown answer (``rank_0`` ..
+    ``rank_<K-1>``, aligned with the order shown), as rank.js keeps them or
+    as chosen by hand without JavaScript."""
+
+    intent = forms.ChoiceField(
+        choices=[("rank", "rank"), ("skip", "skip")], required=False
+    )
+    none_acceptable = forms.BooleanField(required=False)
+    reason = forms.CharField(max_length=1000, required=False, strip=True)
+    time_spent_ms = forms.IntegerField(
+        min_value=0, max_value=86_400_000, required=False
+    )
+    client_request_id = forms.CharField(max_length=64, required=False)
+
+    def __init__(self, *args: Any, k: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.k = k
+        places = [(str(n), str(n)) for n in range(1, k + 1)]
+        for i in range(k):
+            self.fields[f"rank_{i}"] = forms.TypedChoiceField(
+                choices=places,
+                coerce=int,
+                empty_value=None,
+                required=False,
+                label=f"Place {i + 1}",
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        data["intent"] = data.get("intent") or "rank"
+        if data["intent"] == "rank" and any(
+            data.get(f"rank_{i}") is None for i in range(self.k)
+        ):
+            raise ValidationError(f"Give every answer a place from 1 to {self.k}.")
+        return data
+
+    def ranking_kwargs(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "ranks": competition_ranks([data[f"rank_{i}"] for i in range(self.k)]),
+            "none_acceptable": data.get("none_acceptable") or False,
+            "reason": data.get("reason") or "",
+            "time_spent_ms": data.get("time_spent_ms"),
+            "client_request_id": data.get("client_request_id") or "",
+        }
+
+    def posted_answer(self) -> dict[str, Any]:
+        """What was posted, to show again when the submit is refused: the
+        places when every one is a valid number, else the order shown."""
+        raw = [self.data.get(f"rank_{i}", "") for i in range(self.k)]
+        ranks = (
+            [int(r) for r in raw]
+            if all(r.isdigit() and 1 <= int(r) <= self.k for r in raw)
+            else None
+        )
+        return {
+            "ranks": ranks,
+            "none_acceptable": bool(self.data.get("none_acceptable")),
+            "reason": self.data.get("reason", "")[:1000],
+        }
+
+    def error_text(self) -> str:
+        return "; ".join(
+            " ".join(errors) if name == "__all__" else f"{name}: {' '.join(errors)}"
+            for name, errors in self.errors.items()
+        )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import review_views, views
+from labeling import ranking_views, review_views, views
 
 app_name = "labeling"
 
@@ -29,6 +29,11 @@ urlpatterns = [
         "campaigns/<int:campaign_id>/label/<int:lease_id>/submit/",
         views.lease_submit,
         name="lease-submit",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/label/<int:lease_id>/rank/",
+        ranking_views.lease_rank_submit,
+        name="lease-rank-submit",
     ),
     path(
         "campaigns/<int:campaign_id>/quality/",

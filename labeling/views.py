@@ -222,6 +222,17 @@ def _card(
         campaign = selectors.campaign_get_for_user(
             user=request.user, campaign_id=campaign_id
         )
+    if campaign.mode == Campaign.Mode.RANK:
+        # A rank campaign's card lists K answers to order (issue 14 §1).
+        from labeling.ranking_views import ranking_card_page
+
+        return ranking_card_page(
+            request,
+            campaign=campaign,
+            lease_id=lease_id,
+            lease=leased.lease if leased is not None else None,
+            status=status,
+        )
     context = {
         "campaign": campaign,
         "progress": selectors.annotator_card_progress(
