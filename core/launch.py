@@ -5,7 +5,7 @@ server, a Celery worker per queue and Celery beat, kept running by
 rest keeps serving). Ctrl-C stops everything in order; the data under .data/
 persists for the next start.
 
-    python -m core.launch demo [--host 127.0.0.1] [--port 8000]
+    python -m core.launch demo [--host 127.0.0.1] [--port 8000] [--inference-replicas N]
 """
 
 from __future__ import annotations
@@ -55,16 +55,102 @@ def prepare(*, data_dir: Path, host: str, seed: bool) -> tuple[Any, dict[str, st
 
 
 def product_processes(
-    *, host: str, port: int, data_dir: Path
+    *, host: str, port: int, data_dir: Path, inference_replicas: int | None = None
 ) -> list[tuple[str, list[str]]]:
     """The product's long-running processes, in start (and stop) order: web
     first, then beat, then a worker per queue, then the inference API (one
     process, many threads: one loaded base answers every request) on
-    ``ARBITER_INFERENCE_PORT`` (default 8001), bound like the web."""
+    ``ARBITER_INFERENCE_PORT`` (default 8001), bound like the web.
+
+    With ``inference_replicas`` N >= 1 (default: ``ARBITER_INFERENCE_LOCAL_REPLICAS``,
+    else 0), the inference API is N replicas on the loopback ports after
+    ``ARBITER_INFERENCE_PORT`` and the router (``inference.router``) in
+    front of them on ``ARBITER_INFERENCE_PORT``."""
     bin_dir = Path(sys.executable).parent
-    celery = str(bin_dir / "celery")
-    worker = [celery, "-A", "config", "worker", "--loglevel", "INFO"]
+    worker = [str(bin_dir / "celery"), "-A", "config", "worker", "--loglevel", "INFO"]
     inference_port = inference_port_from_env()
+    if inference_replicas is None:
+        inference_replicas = inference_replicas_from_env()
+    return [
+        *_core_processes(
+            host=host, port=port, data_dir=data_dir, bin_dir=bin_dir, worker=worker
+        ),
+        *inference_processes(
+            host=host,
+            port=inference_port,
+            replicas=inference_replicas,
+            gunicorn=str(bin_dir / "gunicorn"),
+        ),
+    ]
+
+
+def inference_processes(
+    *, host: str, port: int, replicas: int, gunicorn: str
+) -> list[tuple[str, list[str]]]:
+    """The inference API: one process on ``host:port`` (``replicas`` 0), or
+    ``replicas`` processes on 127.0.0.1 at ``port + 1``... and the router on
+    ``host:port`` (replicas first, so the router finds them)."""
+    single = [
+        gunicorn,
+        "inference.wsgi",
+        "--env",
+        "DJANGO_SETTINGS_MODULE=inference.settings",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "16",
+        "--access-logfile",
+        "-",
+    ]
+    if replicas < 1:
+        return [("inference", single)]
+    processes = []
+    urls = []
+    for number in range(1, replicas + 1):
+        replica_port = port + number
+        urls.append(f"http://127.0.0.1:{replica_port}")
+        command = [
+            *single[:5],
+            f"127.0.0.1:{replica_port}",
+            *single[6:],
+            "--env",
+            f"ARBITER_INFERENCE_REPLICA_ID=replica-{number}",
+        ]
+        processes.append((f"inference-{number}", command))
+    router = [
+        gunicorn,
+        "inference.router:application",
+        "--env",
+        "DJANGO_SETTINGS_MODULE=inference.settings",
+        "--env",
+        f"ARBITER_INFERENCE_REPLICAS={','.join(urls)}",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        # a streamed answer holds a thread for as long as it streams
+        "--threads",
+        "64",
+        "--access-logfile",
+        "-",
+    ]
+    return [*processes, ("inference-router", router)]
+
+
+def inference_replicas_from_env() -> int:
+    return int(os.environ.get("ARBITER_INFERENCE_LOCAL_REPLICAS", "0") or 0)
+
+
+def _core_processes(
+    *, host: str, port: int, data_dir: Path, bin_dir: Path, worker: list[str]
+) -> list[tuple[str, list[str]]]:
+    celery = str(bin_dir / "celery")
     return [
         (
             "web",
@@ -112,25 +198,6 @@ def product_processes(
                 "1",
             ],
         ),
-        (
-            "inference",
-            [
-                str(bin_dir / "gunicorn"),
-                "inference.wsgi",
-                "--env",
-                "DJANGO_SETTINGS_MODULE=inference.settings",
-                "--bind",
-                f"{host}:{inference_port}",
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "16",
-                "--access-logfile",
-                "-",
-            ],
-        ),
     ]
 
 
@@ -138,12 +205,17 @@ def inference_port_from_env() -> int:
     return int(os.environ.get("ARBITER_INFERENCE_PORT", "8001"))
 
 
-def demo(host: str, port: int) -> int:
+def demo(host: str, port: int, inference_replicas: int | None = None) -> int:
     data_dir = default_data_dir()
     print(f"Arbiter: data in {data_dir}")
     services, env = prepare(data_dir=data_dir, host=host, seed=True)
     supervisor = Supervisor(
-        product_processes(host=host, port=port, data_dir=data_dir),
+        product_processes(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            inference_replicas=inference_replicas,
+        ),
         env=env,
         cwd=BASE_DIR,
         say=print,
@@ -183,10 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--port", type=int, default=int(os.environ.get("ARBITER_PORT", "8000"))
     )
+    demo_parser.add_argument(
+        "--inference-replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the inference API as N replicas behind a router "
+        "(default: ARBITER_INFERENCE_LOCAL_REPLICAS, else 0: one process)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "demo":
-        return demo(args.host, args.port)
+        return demo(args.host, args.port, args.inference_replicas)
     return 2
 
 

@@ -24,6 +24,25 @@ DEFAULTS: dict[str, Any] = {
     # Sampled requests waiting for the other version's answer; past it a
     # request is not sampled (the API's own answers come first).
     "ARBITER_INFERENCE_SAMPLING_BACKLOG": 32,
+    # Replicas behind the router (inference.router): their base URLs,
+    # comma-separated. Empty: one inference process, no router.
+    "ARBITER_INFERENCE_REPLICAS": "",
+    # Shared by the router and its replicas (X-Arbiter-Router); empty:
+    # derived from DJANGO_SECRET_KEY.
+    "ARBITER_INFERENCE_REPLICA_SECRET": "",
+    # This replica's name in X-Arbiter-Replica; empty: <host>-<pid>.
+    "ARBITER_INFERENCE_REPLICA_ID": "",
+    # Seconds the router waits for a replica to connect, and for its answer
+    # to start (or for the next piece of a stream).
+    "ARBITER_INFERENCE_REPLICA_CONNECT_TIMEOUT": 3.0,
+    "ARBITER_INFERENCE_REPLICA_TIMEOUT": 300.0,
+    # A replica that failed is left out this long, then probed again; every
+    # replica's status is read this often.
+    "ARBITER_INFERENCE_REPLICA_DOWN_SECONDS": 10.0,
+    "ARBITER_INFERENCE_REPLICA_PROBE_SECONDS": 2.0,
+    # A version goes to a replica holding it unless that one has this many
+    # more requests in flight than the least busy replica (which then loads it).
+    "ARBITER_INFERENCE_REPLICA_SPILL": 8,
 }
 
 

@@ -12,5 +12,6 @@ urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="chat-completions"),
     path("v1/completions", views.completions, name="completions"),
     path("health", views.health, name="health"),
+    path("internal/status", views.internal_status, name="internal-status"),
     re_path(r"^", views.not_found),
 ]

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,12 +30,12 @@ from django.http import (
 )
 from django.views.decorators.csrf import csrf_exempt
 from jinja2 import TemplateError
-from rest_framework.authtoken.models import Token
 
 from core.exceptions import NotFound
 from core.unavailable import RETRY_AFTER_SECONDS, database_unavailable
+from inference.access import caller_for
 from inference.conf import setting
-from inference.engine import engine_for, served_model
+from inference.engine import engine_for, engine_loaded, served_model
 from inference.errors import InferenceError, error_body, error_response
 from inference.parsing import (
     CHAT,
@@ -44,7 +45,15 @@ from inference.parsing import (
     parse_completion,
     parse_json,
 )
-from inference.ratelimit import limiter, parse_rate
+from inference.replica import (
+    REPLICA_HEADER,
+    ROUTER_HEADER,
+    SEED_HEADER,
+    activity,
+    replica_id,
+    route_rng,
+    secret_matches,
+)
 from inference.sampling import sampling_has_room, sampling_submit
 from ml.serving import Completed, EngineError, SamplingParams, TokenStream
 from models_hub.models import ServedResponse
@@ -78,21 +87,23 @@ def _api(*methods: str) -> Callable[[View], View]:
                         code="method_not_allowed",
                         headers={"Allow": ", ".join(methods)},
                     )
-                return view(request, *args, **kwargs)
+                return _replica_named(view(request, *args, **kwargs))
             except InferenceError as error:
-                return error_response(error)
+                return _replica_named(error_response(error))
             except DatabaseError as error:
                 if not database_unavailable(error):
                     return _internal_error(request)
                 logger.warning("inference.database_unavailable error=%s", error)
-                return error_response(
-                    InferenceError(
-                        "The database is restarting or unreachable; try again "
-                        "in a few seconds.",
-                        status=503,
-                        type="server_error",
-                        code="service_unavailable",
-                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                return _replica_named(
+                    error_response(
+                        InferenceError(
+                            "The database is restarting or unreachable; try again "
+                            "in a few seconds.",
+                            status=503,
+                            type="server_error",
+                            code="service_unavailable",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                        )
                     )
                 )
             except Exception:  # noqa: BLE001 - process edge: a bug, logged, in OpenAI's shape
@@ -105,53 +116,47 @@ def _api(*methods: str) -> Callable[[View], View]:
     return decorate
 
 
+def _replica_named(response: HttpResponse) -> HttpResponse:
+    """Every answer names the process that gave it (``X-Arbiter-Replica``)."""
+    response[REPLICA_HEADER] = replica_id()
+    return response
+
+
 def _internal_error(request: HttpRequest) -> HttpResponse:
     logger.exception("inference.request.crashed path=%s", request.path)
-    return error_response(
-        InferenceError(
-            "The inference service failed on this request; it was logged.",
-            status=500,
-            type="server_error",
-            code="internal_error",
+    return _replica_named(
+        error_response(
+            InferenceError(
+                "The inference service failed on this request; it was logged.",
+                status=500,
+                type="server_error",
+                code="internal_error",
+            )
         )
     )
 
 
 def _caller(request: HttpRequest) -> AbstractBaseUser:
     """The token's user (``Authorization: Bearer <token>``, the same API
-    tokens as the web API), after the token's rate limit."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() not in ("bearer", "token") or not key:
-        raise InferenceError(
-            "You didn't provide an API key: send 'Authorization: Bearer <token>' "
-            "with your Arbiter API token (create one on your profile page).",
-            status=401,
-            code="invalid_api_key",
-        )
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        raise InferenceError(
-            "Incorrect API key provided.", status=401, code="invalid_api_key"
-        )
-    rate = parse_rate(setting("ARBITER_INFERENCE_RATE_LIMIT"))
-    if rate is not None:
-        retry_after = limiter.hit(token.key, rate)
-        if retry_after is not None:
-            raise InferenceError(
-                f"Rate limit reached: {rate.count} requests per "
-                f"{rate.seconds:g} s for this token. Try again in {retry_after} s.",
-                status=429,
-                type="requests",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(retry_after)},
-            )
-    return token.user
+    tokens as the web API), after the token's rate limit (counted by the
+    router instead when the router forwarded the request)."""
+    return caller_for(
+        request.headers.get("Authorization", ""), count=not _forwarded(request)
+    )
 
 
-def _route(model: str, user: str) -> Route:
+def _forwarded(request: HttpRequest) -> bool:
+    """Whether the router in front of this replica sent the request."""
+    return secret_matches(request.headers.get(ROUTER_HEADER, ""))
+
+
+def _route(model: str, user: str, request: HttpRequest | None = None) -> Route:
+    # The router's seed: the same alias, user and draws route to the version
+    # the router picked this replica for.
+    seed = request.headers.get(SEED_HEADER, "") if request is not None else ""
+    rng = route_rng(seed) if seed and _forwarded(request) else None
     try:
-        return serving_route(name=model, user=user)
+        return serving_route(name=model, user=user, rng=rng)
     except NotFound as error:
         raise InferenceError(
             error.message, status=404, param="model", code="model_not_found"
@@ -214,12 +219,12 @@ def _model_object(listed: Any) -> dict[str, Any]:
 
 @_api("POST")
 def chat_completions(request: HttpRequest) -> HttpResponse:
-    return _complete(request, parse_chat)
+    return _counted(request, parse_chat)
 
 
 @_api("POST")
 def completions(request: HttpRequest) -> HttpResponse:
-    return _complete(request, parse_completion)
+    return _counted(request, parse_completion)
 
 
 @_api("GET")
@@ -229,14 +234,57 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return error_response(
-        InferenceError(
-            f"Unknown path {request.path}: this service answers /v1/models, "
-            "/v1/chat/completions and /v1/completions.",
-            status=404,
-            code="unknown_url",
+    return _replica_named(
+        error_response(
+            InferenceError(
+                f"Unknown path {request.path}: this service answers /v1/models, "
+                "/v1/chat/completions and /v1/completions.",
+                status=404,
+                code="unknown_url",
+            )
         )
     )
+
+
+@_api("GET")
+def internal_status(request: HttpRequest) -> HttpResponse:
+    """What this replica holds and how busy it is, for the router (the
+    shared secret in ``X-Arbiter-Router``; without it the path does not
+    exist). Loads nothing and reads no database."""
+    if not _forwarded(request):
+        return not_found(request)
+    engine = engine_loaded()
+    versions: list[str] = []
+    if engine is not None:
+        if _held_base[0] is engine:
+            versions.append(_held_base[1])
+        versions += _engine_names(engine)
+    return JsonResponse(
+        {
+            "replica": replica_id(),
+            "pid": os.getpid(),
+            "engine": engine is not None,
+            "versions": versions,
+            "active": activity.active,
+            "answered": activity.answered,
+            "max_adapters": setting("ARBITER_INFERENCE_MAX_ADAPTERS"),
+        }
+    )
+
+
+# The loaded engine and the served name of its base ("base-<id>").
+_held_base: list[Any] = [None, ""]
+
+
+def _engine_names(engine: Any) -> list[str]:
+    """Adapters and merged exports the engine holds (its scheduler thread
+    may change them while they are read: read again)."""
+    for _ in range(5):
+        try:
+            return [*engine.adapters, *engine.merged]
+        except RuntimeError:  # mutated during iteration
+            continue
+    return []
 
 
 # ---------------------------------------------------------------- answering
@@ -317,17 +365,58 @@ class _Answer:
         }
 
 
+class _Leaving:
+    """A streamed body that counts as activity until it ends or is closed."""
+
+    def __init__(self, content: Iterator[Any]) -> None:
+        self._content = iter(content)
+        self._left = False
+
+    def __iter__(self) -> _Leaving:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._content)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._left:
+            self._left = True
+            activity.leave()
+
+
+def _counted(
+    request: HttpRequest, parse: Callable[[dict[str, Any]], CompletionRequest]
+) -> HttpResponse:
+    """``_complete`` counted in the replica's activity while it answers."""
+    activity.enter()
+    try:
+        response = _complete(request, parse)
+    except BaseException:
+        activity.leave()
+        raise
+    if isinstance(response, StreamingHttpResponse):
+        response.streaming_content = _Leaving(response.streaming_content)
+    else:
+        activity.leave()
+    return response
+
+
 def _complete(
     request: HttpRequest, parse: Callable[[dict[str, Any]], CompletionRequest]
 ) -> HttpResponse:
     started = time.monotonic()
     caller = _caller(request)
     parsed = parse(parse_json(request.body))
-    route = _route(parsed.model, parsed.user)
+    route = _route(parsed.model, parsed.user, request)
     try:
         engine = engine_for(route.version.base_model)
     except EngineError as error:
         raise _engine_error(error) from None
+    _held_base[:] = [engine, f"base-{route.version.base_model.pk}"]
     try:
         prompt_text = (
             engine.chat_prompt(parsed.messages)
