@@ -77,3 +77,5 @@ ARBITER_INFERENCE_REPLICA_SPILL = env.int(
     "ARBITER_INFERENCE_REPLICA_SPILL",
     default=DEFAULTS["ARBITER_INFERENCE_REPLICA_SPILL"],
 )
+# The router reads a replica's status over the private network, in plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^internal/status$"]
