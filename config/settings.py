@@ -55,6 +55,33 @@ DATA_DIR = Path(env.str("ARBITER_DATA_DIR", default=str(BASE_DIR / ".data")))
 STORAGE_ROOT = Path(
     env.str("ARBITER_STORAGE_ROOT", default=str(DATA_DIR / "artifacts"))
 )
+# Where snapshots, adapters and merged exports are kept (core.artifacts,
+# docs/cluster.md): "local", folders under STORAGE_ROOT (the default), or
+# "s3", content-addressed objects in an S3-compatible bucket that machines
+# sharing no filesystem all reach. Credentials come from the environment as
+# boto3 reads them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or a role).
+# With s3, STORAGE_ROOT is only scratch space, and every process keeps the
+# artifacts it used in a cache of at most ARBITER_ARTIFACT_CACHE_GB.
+ARBITER_STORAGE = env.str("ARBITER_STORAGE", default="local")
+ARBITER_S3_ENDPOINT_URL = env.str("ARBITER_S3_ENDPOINT_URL", default="")
+ARBITER_S3_BUCKET = env.str("ARBITER_S3_BUCKET", default="")
+ARBITER_S3_PREFIX = env.str("ARBITER_S3_PREFIX", default="")
+ARBITER_S3_REGION = env.str("ARBITER_S3_REGION", default="")
+ARBITER_ARTIFACT_CACHE_DIR = Path(
+    env.str("ARBITER_ARTIFACT_CACHE_DIR", default=str(DATA_DIR / "artifact-cache"))
+)
+ARBITER_ARTIFACT_CACHE_BYTES = int(
+    env.float("ARBITER_ARTIFACT_CACHE_GB", default=50.0) * 1024**3
+)
+if ARBITER_STORAGE not in ("local", "s3"):
+    raise ImproperlyConfigured(
+        f"ARBITER_STORAGE must be 'local' or 's3', not {ARBITER_STORAGE!r}."
+    )
+if ARBITER_STORAGE == "s3" and not ARBITER_S3_BUCKET:
+    raise ImproperlyConfigured(
+        "ARBITER_STORAGE=s3 needs ARBITER_S3_BUCKET (and ARBITER_S3_ENDPOINT_URL "
+        "for storage other than AWS S3)."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -224,3 +224,16 @@ def celery_beat(
         beat.wait(20)
     except subprocess.TimeoutExpired:
         beat.kill()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[Any]:
+    """A real S3 server (SeaweedFS, ``core.testing.seaweedfs``) for the tests
+    of object storage, started once on free loopback ports with its data
+    under the test data dir, and stopped (its data removed) at the end."""
+    from core.testing.seaweedfs import seaweedfs_start
+
+    data_dir = Path(os.environ["ARBITER_DATA_DIR"]) / "seaweedfs" / str(os.getpid())
+    server = seaweedfs_start(data_dir)
+    yield server
+    server.stop()
