@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from core.artifacts import ArtifactError
 from inference.conf import setting
 from ml.serving import EngineError, ServedModel, ServingEngine
 from models_hub.models import BaseModelVersion
@@ -69,9 +70,14 @@ def engine_close() -> None:
 
 
 def served_model(version: ServedVersion) -> ServedModel:
-    """What the engine runs for a served version (its immutable name)."""
+    """What the engine runs for a served version (its immutable name). With
+    object storage its files are fetched into this server's cache first."""
+    try:
+        adapter_path, merged_path = version.adapter_path, version.merged_path
+    except ArtifactError as error:
+        raise EngineError(
+            f"the files of {version.name} cannot be fetched: {error}"
+        ) from error
     return ServedModel(
-        name=version.name,
-        adapter_path=version.adapter_path,
-        merged_path=version.merged_path,
+        name=version.name, adapter_path=adapter_path, merged_path=merged_path
     )

@@ -76,7 +76,9 @@ class Adapter(BaseModel):
     method = models.CharField(max_length=16, help_text="sft, reward, dpo, ppo or rloo.")
     peft_type = models.CharField(max_length=32, default="LORA")
     storage_path = models.CharField(
-        max_length=1000, help_text="Folder relative to ARBITER_STORAGE_ROOT."
+        max_length=1000,
+        help_text="Folder relative to ARBITER_STORAGE_ROOT, or with object storage "
+        "(ARBITER_STORAGE=s3) the content-addressed key adapters/sha256-<hex>.",
     )
     parent = models.ForeignKey(
         "self",
@@ -92,7 +94,8 @@ class Adapter(BaseModel):
     merged_path = models.CharField(
         max_length=1000,
         blank=True,
-        help_text="Merged full model (merge_and_unload), relative to the storage root.",
+        help_text="Merged full model (merge_and_unload), relative to the storage "
+        "root, or with object storage the key exports/sha256-<hex>.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

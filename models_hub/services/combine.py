@@ -34,6 +34,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.artifacts import ArtifactError, artifact_store
 from core.enqueue import enqueue
 from core.exceptions import ApplicationError, NotFound
 from core.heartbeat import Heartbeat, worker_name
@@ -164,7 +165,11 @@ def combine_job_create(
             density=density,
         )
     except ValueError as exc:
-        raise CombineRefused(str(exc).replace(str(settings.STORAGE_ROOT), "")) from exc
+        reason = str(exc).replace(str(settings.STORAGE_ROOT), "")
+        reason = reason.replace(str(settings.ARBITER_ARTIFACT_CACHE_DIR), "")
+        raise CombineRefused(reason) from exc
+    except ArtifactError as exc:
+        raise CombineRefused(f"An adapter's files cannot be fetched: {exc}") from exc
     job = CombineJob(
         campaign=adapters[0].campaign,
         base_model=adapters[0].base_model,
@@ -275,8 +280,8 @@ def _register(
     job: CombineJob, tmp: Path, info: dict[str, Any], *, first_parent: Adapter
 ) -> None:
     relative = Path("adapters") / f"campaign-{job.campaign_id}" / f"combine-{job.pk}"
-    final = Path(settings.STORAGE_ROOT) / relative
-    moved = False
+    store = artifact_store()
+    final: Path | None = None
     lineage = {
         "combine_job": job.pk,
         "method": job.method,
@@ -285,6 +290,8 @@ def _register(
         "parents": job.parents,
     }
     try:
+        # Object storage: uploaded before the row exists.
+        key = store.stage(tmp, name=str(relative))
         with transaction.atomic():
             locked = CombineJob.objects.select_for_update().get(pk=job.pk)
             if locked.status != CombineJob.Status.RUNNING:
@@ -296,7 +303,7 @@ def _register(
                 base_model=job.base_model,
                 method=COMBINE_METHOD,
                 peft_type=str(info.get("peft_type", "LORA")),
-                storage_path=str(relative),
+                storage_path=key,
                 metrics={},
                 parent=first_parent,
             )
@@ -315,9 +322,7 @@ def _register(
                 )[:500],
                 evidence=lineage,
             )
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(final)
-            moved = True
+            final = store.commit(tmp, key)
             locked.status = CombineJob.Status.SUCCEEDED
             locked.phase = "done"
             locked.adapter = adapter
@@ -334,7 +339,7 @@ def _register(
             generation_round_enqueue(adapter=adapter)
     except Exception as exc:  # noqa: BLE001 - process edge: nothing half-registered survives
         logger.exception("models_hub.combine.register_failed job=%s", job.pk)
-        shutil.rmtree(final if moved else tmp, ignore_errors=True)
+        shutil.rmtree(final if final is not None else tmp, ignore_errors=True)
         _fail(job, f"registering the adapter failed: {exc}")
         return
     logger.info("models_hub.combine.succeeded job=%s adapter=%s", job.pk, adapter.pk)

@@ -11,6 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
+from core.artifacts import artifact_store
 from core.exceptions import Conflict
 from labeling.models import Campaign
 from models_hub.exceptions import PromotionBlocked
@@ -88,7 +89,14 @@ def adapter_register(
 
 
 def adapter_path(adapter: Adapter) -> Path:
-    return Path(settings.STORAGE_ROOT) / adapter.storage_path
+    """The adapter's local folder. With object storage it is fetched into
+    this machine's cache first (``ArtifactError`` when it cannot be)."""
+    return artifact_store().path(adapter.storage_path)
+
+
+def adapter_files_present(adapter: Adapter) -> bool:
+    """Whether the adapter's files are stored (no download)."""
+    return artifact_store().has(adapter.storage_path, "adapter_config.json")
 
 
 def generation_settings_for(campaign: Campaign) -> GenerationSettings:

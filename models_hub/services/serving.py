@@ -42,13 +42,12 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from core.artifacts import artifact_store
 from core.exceptions import NotFound
 from labeling.models import Campaign, Comparison, Prompt, content_hash
 from labeling.services.splits import split_for_hash
@@ -61,6 +60,7 @@ from models_hub.services.generation import (
 )
 from models_hub.services.registry import (
     adapter_champion,
+    adapter_files_present,
     adapter_path,
     base_model_default,
     generation_settings_for,
@@ -99,7 +99,7 @@ class ServedVersion:
     def merged_path(self) -> str | None:
         if self.adapter is None or not self.merged:
             return None
-        return str(Path(settings.STORAGE_ROOT) / self.adapter.merged_path)
+        return str(artifact_store().path(self.adapter.merged_path))
 
     @property
     def label(self) -> str:
@@ -179,17 +179,14 @@ def _adapter_version(
             f"this inference service serves the base {base}."
         )
     if merged:
-        if (
-            not adapter.merged_path
-            or not (
-                Path(settings.STORAGE_ROOT) / adapter.merged_path / "config.json"
-            ).is_file()
+        if not adapter.merged_path or not artifact_store().has(
+            adapter.merged_path, "config.json"
         ):
             raise ModelNotFound(
                 f"The model '{name}' does not exist: adapter {adapter.pk} has no "
                 f"merged export yet (serve 'adapter-{adapter.pk}', or export it)."
             )
-    elif not (adapter_path(adapter) / "adapter_config.json").is_file():
+    elif not adapter_files_present(adapter):
         raise ModelNotFound(
             f"The model '{name}' cannot be served: its adapter files are "
             "missing from the storage root."

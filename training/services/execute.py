@@ -42,6 +42,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from core.heartbeat import Heartbeat, worker_name
+from core.artifacts import artifact_store
 from ml import memory
 from ml.result import RunResult
 from models_hub.models import BaseModelVersion
@@ -614,7 +615,7 @@ def training_job_execute(*, job_id: int) -> None:
 
 
 def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
-    storage = Path(settings.STORAGE_ROOT)
+    store = artifact_store()
     relative = (
         Path("adapters")
         / f"campaign-{job.campaign_id}"
@@ -634,13 +635,11 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
                 base_model=job.base_model,
                 method=job.method,
                 peft_type=result.peft_type,
-                storage_path=str(relative),
+                storage_path=key,
                 metrics=result.metrics,
                 parent=job.parent_adapter,
             )
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(final)
-            moved = True
+            final = store.commit(tmp, key)
             locked.status = TrainingJob.Status.SUCCEEDED
             locked.phase = TrainingJob.Phase.DONE
             locked.adapter = adapter
@@ -682,3 +681,6 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             reward_test_metrics_update(adapter=adapter)
         except Exception:  # noqa: BLE001 - the adapter is registered either way
             logger.exception("training.job.test_metrics_failed adapter=%s", adapter.pk)
+        # Object storage: uploaded before the row exists (a failure after it
+        # leaves an unreferenced object, never a row without files).
+        key = store.stage(tmp, name=str(relative))

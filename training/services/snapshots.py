@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max
 
+from core.artifacts import artifact_store
 from labeling.models import Campaign, Preference, Prompt
 from labeling.selectors import TIE_POLICIES, preference_export_rows
 from training.exceptions import NoTrainingData, TrainingError
@@ -168,8 +169,8 @@ def dataset_snapshot_create(
         or 0
     )
     relative = Path("snapshots") / f"campaign-{campaign.pk}" / uuid.uuid4().hex
-    root = Path(settings.STORAGE_ROOT)
-    tmp = root / "tmp" / f"snapshot-{uuid.uuid4().hex}"
+    store = artifact_store()
+    tmp = Path(settings.STORAGE_ROOT) / "tmp" / f"snapshot-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
     counts: dict[str, dict[str, int]] = {"preference": {}, "sft": {}, "prompts": {}}
     try:
@@ -249,8 +250,8 @@ def dataset_snapshot_create(
             raise NoTrainingData(
                 "This campaign has no training preferences yet (golden prompts are never used)."
             )
-        final = root / relative
-        final.parent.mkdir(parents=True, exist_ok=True)
+        # Object storage: the files are uploaded here, before the row exists.
+        key = store.stage(tmp, name=str(relative))
         if dropped:
             clean["dropped_annotator_ids"] = sorted(dropped)
         snapshot = DatasetSnapshot(
@@ -261,7 +262,7 @@ def dataset_snapshot_create(
             last_preference_id=last_id,
             counts=counts,
             content_hash=digest.hexdigest(),
-            storage_path=str(relative),
+            storage_path=key,
         )
         snapshot.full_clean()
         snapshot.save()
@@ -270,7 +271,7 @@ def dataset_snapshot_create(
         ).update(snapshot_preference_id=last_id)
         # Last step, so a failure above leaves no folder; a rollback after it
         # leaves an unreferenced folder, never a row without files.
-        tmp.rename(final)
+        store.commit(tmp, key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -285,4 +286,6 @@ def snapshot_data_dir(snapshot: DatasetSnapshot, method: str) -> Path:
         "ppo": "prompts",
         "rloo": "prompts",
     }[method]
-    return Path(settings.STORAGE_ROOT) / snapshot.storage_path / kind
+    # With object storage this fetches the snapshot into the local cache:
+    # the gpu worker calls it before starting the runner.
+    return artifact_store().path(snapshot.storage_path) / kind
