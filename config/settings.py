@@ -310,6 +310,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.job_run": {"queue": "gpu"},
+    # jobs of several processes (GPUs): only workers that have them consume it
+    "training.job_run_multi": {"queue": "gpu-multi"},
     "models_hub.generation_job_run": {"queue": "gpu"},
     "models_hub.combine_job_run": {"queue": "gpu"},
     "models_hub.merge_export": {"queue": "gpu"},
@@ -432,6 +434,9 @@ ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None
 # whose estimate exceeds it get a smaller micro-batch; when set, the worker
 # also kills a job whose resident memory grows past it ("out of memory").
 ARBITER_WORKER_MEMORY_BYTES = env.int("ARBITER_WORKER_MEMORY_BYTES", default=0)
+# How often a Celery worker reports what it has (core.workers: GPUs, memory,
+# process slots, queues); one silent for 4 beats (at least a minute) is gone.
+ARBITER_WORKER_BEAT_SECONDS = env.float("ARBITER_WORKER_BEAT_SECONDS", default=15.0)
 
 # Active selection: the largest priority boost for a pair the reward model
 # finds a coin flip.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from core import people_api
+from core import people_api, workers_api
 
 urlpatterns = [
     path("me/token/", people_api.MeTokenRotateApi.as_view(), name="api-me-token"),
@@ -15,4 +15,5 @@ urlpatterns = [
         people_api.PersonTokenRotateApi.as_view(),
         name="api-person-token",
     ),
+    path("workers/", workers_api.WorkerListApi.as_view(), name="api-worker-list"),
 ]

@@ -85,8 +85,10 @@ def jobs_redispatch_lost(
     task: str,
     older_than_seconds: int | None = None,
     log_name: str,
+    filters: Mapping[str, Any] | None = None,
 ) -> int:
-    """Send ``task`` again for QUEUED rows of ``model`` older than
+    """Send ``task`` again for QUEUED rows of ``model`` (those matching
+    ``filters`` when given: the rows that ``task`` runs) older than
     ``older_than_seconds`` (default ``ARBITER_REDISPATCH_AFTER``) whose
     message is neither waiting in a queue nor reserved by a worker: it was
     lost (Redis restarted without its data, the broker was down at launch, a
@@ -102,6 +104,7 @@ def jobs_redispatch_lost(
         model._default_manager.filter(
             status=model.Status.QUEUED,  # type: ignore[attr-defined]
             created_at__lte=cutoff,
+            **(filters or {}),
         ).values_list("pk", flat=True)
     )
     if not queued:

@@ -67,3 +67,50 @@ class Report(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of campaign {self.campaign_id}"
+
+
+class WorkerNode(BaseModel):
+    """A Celery worker as it last described itself: where it runs, which
+    queues it takes and what it has (GPUs, memory, process slots). Written
+    when the worker starts and on its heartbeat (``core.workers``); a row
+    whose heartbeat is older than ``core.workers.LIVE_SECONDS`` is a worker
+    that went away, kept for the record."""
+
+    name = models.CharField(
+        max_length=200, unique=True, help_text="Celery node name, e.g. gpu@host."
+    )
+    host = models.CharField(max_length=200, help_text="The machine's host name.")
+    pid = models.PositiveIntegerField(help_text="The worker's main process id.")
+    queues = models.JSONField(default=list, help_text="Queues the worker consumes.")
+    gpus = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='One entry per GPU: {"name": ..., "memory_bytes": ...}.',
+    )
+    cpu_count = models.PositiveIntegerField(
+        default=1, help_text="CPU cores the worker may use."
+    )
+    memory_bytes = models.BigIntegerField(
+        default=0, help_text="The machine's (or its cgroup's) memory, in bytes."
+    )
+    process_slots = models.PositiveIntegerField(
+        default=1,
+        help_text="Most processes one training job may start here: its GPUs, or "
+        "its CPU cores on a worker without a GPU.",
+    )
+    strategies = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Multi-process strategies it can run (ddp, fsdp, zero2, zero3).",
+    )
+    started_at = models.DateTimeField(help_text="When the worker started.")
+    heartbeat_at = models.DateTimeField(help_text="Its latest report.")
+    stopped_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it shut down cleanly."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

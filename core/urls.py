@@ -1,6 +1,6 @@
 from django.urls import path
 
-from core import views
+from core import views, workers_views
 
 app_name = "core"
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("people/<int:user_id>/token/", views.person_token, name="person-token"),
     path("profile/", views.profile, name="profile"),
     path("profile/token/", views.profile_token, name="profile-token"),
+    path("workers/", workers_views.worker_list, name="workers"),
 ]

@@ -138,12 +138,16 @@ def save_adapter(
     method: str,
     config: RunConfig,
     result: RunResult,
+    weights_saved: bool = False,
 ) -> None:
-    """Write the plain PEFT adapter, the tokenizer and ``arbiter_run.json``."""
+    """Write the plain PEFT adapter, the tokenizer and ``arbiter_run.json``.
+    With ``weights_saved`` the adapter's weights are already in
+    ``output_dir`` (gathered from the ranks of a sharded run)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(model, PeftModel):
         raise TypeError(f"Expected a PeftModel to save, got {type(model).__name__}")
-    model.save_pretrained(str(output_dir))
+    if not weights_saved:
+        model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     info = {
         "method": method,

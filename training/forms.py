@@ -9,7 +9,7 @@ from core.exceptions import ApplicationError
 from labeling.models import Campaign
 from ml.config import config_class
 from models_hub.models import BaseModelVersion
-from training.models import METHOD_CHOICES, DatasetSnapshot
+from training.models import MAX_PROCESSES, METHOD_CHOICES, DatasetSnapshot, Strategy
 from training.services.jobs import JobPlan, training_config_resolve, training_job_plan
 
 
@@ -36,6 +36,19 @@ class JobLaunchForm(forms.Form):
     max_steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
     lora_r = forms.IntegerField(
         required=False, min_value=1, max_value=512, label="LoRA rank"
+    )
+    processes = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_PROCESSES,
+        label="Processes (GPUs)",
+        help_text="One per GPU; on a worker without a GPU, CPU processes. Leave "
+        "empty for what fits the base model (the campaign policy may set it).",
+    )
+    strategy = forms.ChoiceField(
+        required=False,
+        choices=[("", "what fits the base model"), *Strategy.choices],
+        help_text="How several processes share the work.",
     )
     config_json = forms.CharField(
         required=False,
@@ -91,6 +104,14 @@ class JobLaunchForm(forms.Form):
                 }
             )
         return rows
+
+    def resources(self) -> dict[str, Any]:
+        """``processes``/``strategy`` for ``training_job_launch`` (None:
+        resolved there from the policy and the base model's size)."""
+        return {
+            "processes": self.cleaned_data.get("processes"),
+            "strategy": self.cleaned_data.get("strategy") or None,
+        }
 
     def config_overrides(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -14,6 +14,20 @@ METHOD_CHOICES = [
     ("ppo", "PPO"),
     ("rloo", "RLOO"),
 ]
+
+
+#: Most processes (GPUs) one job may ask for: eight GPUs per node is the
+#: largest common machine, and a job runs on one node.
+MAX_PROCESSES = 8
+
+
+class Strategy(models.TextChoices):
+    """How a job of several processes shares the work (ml/launch_configs)."""
+
+    DDP = "ddp", "DDP (each GPU holds the whole model)"
+    ZERO2 = "zero2", "DeepSpeed ZeRO-2 (optimizer state and gradients sharded)"
+    ZERO3 = "zero3", "DeepSpeed ZeRO-3 (weights sharded too)"
+    FSDP = "fsdp", "FSDP (PyTorch fully sharded)"
 
 
 class DatasetSnapshot(BaseModel):
@@ -199,6 +213,23 @@ class TrainingJob(BaseModel):
         blank=True,
         help_text="Process id of the child process that runs the training.",
     )
+    processes = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PROCESSES)],
+        help_text="Processes the run starts: one per GPU, or CPU processes on a "
+        "worker without a GPU. More than one goes to the gpu-multi queue.",
+    )
+    strategy = models.CharField(
+        max_length=8,
+        choices=Strategy.choices,
+        default=Strategy.DDP,
+        help_text="How several processes share the work: ddp, zero2, zero3 or fsdp.",
+    )
+    placement = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Where the run ran: the worker and what it gave the job.",
+    )
     rss_bytes = models.BigIntegerField(
         null=True,
         blank=True,
@@ -303,6 +334,18 @@ class TrainingPolicy(BaseModel):
         help_text='Per method: {"dpo": {"learning_rate": 5e-4}, "reward": {...}}.',
     )
     tie_policy = models.CharField(max_length=16, default="skip")
+    processes = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PROCESSES)],
+        help_text="Processes (GPUs) per job; empty: what fits the base model's size.",
+    )
+    strategy = models.CharField(
+        max_length=8,
+        choices=Strategy.choices,
+        blank=True,
+        help_text="Strategy for several processes; empty: what fits the base model.",
+    )
     last_triggered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

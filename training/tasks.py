@@ -16,6 +16,14 @@ def training_job_run(job_id: int) -> None:
     training_job_execute(job_id=job_id)
 
 
+@shared_task(name="training.job_run_multi", acks_late=True, ignore_result=True)
+def training_job_run_multi(job_id: int) -> None:
+    """Run one job of several processes on the gpu-multi queue (the same
+    service; only the queue differs, so only a worker with the GPUs or
+    CPU slots takes it). Idempotent like ``training.job_run``."""
+    training_job_execute(job_id=job_id)
+
+
 @shared_task(name="training.sweep_stale_jobs", ignore_result=True)
 def training_sweep_stale_jobs() -> int:
     """Fail RUNNING jobs whose worker died; send QUEUED jobs whose message

@@ -55,6 +55,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
                 config=form.config_overrides(),
                 base_model=form.cleaned_data["base_model"],
                 snapshot=form.cleaned_data["snapshot"],
+                **form.resources(),
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

@@ -13,13 +13,21 @@ run stops within a step and saves nothing).
 With ``--parent-pid PID`` (how the Celery task starts it) the kernel kills
 the run when that process, its parent, dies (Linux ``PR_SET_PDEATHSIG``), so
 a killed worker leaves no orphan training on.
+
+As one rank of several (``WORLD_SIZE`` > 1: started by ``torchrun`` or
+``accelerate launch``, see ``ml.runners.distributed``) only rank 0 writes
+events and the result; another rank writes only an ``error`` event when it
+fails. The run stops when ``--stop-file`` appears (checked by every rank,
+agreed at a step boundary, then exit 3 as for a signal); SIGTERM ends a
+rank at once (that is how the launcher ends the others when one rank died);
+with ``--rank-log-dir DIR`` each rank's stderr goes to ``DIR/rank-N.log``;
+and each rank dies with the launcher that started it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -29,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ml.runners import METHODS, config_from_dict, run
+from ml.runners import METHODS, config_from_dict, distributed, run
 
 logger = logging.getLogger("ml.runners.cli")
 
@@ -60,39 +68,63 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="die when this process (the one that started the run) dies (Linux)",
     )
+    parser.add_argument(
+        "--stop-file",
+        type=Path,
+        default=None,
+        help="stop after the current step once this file exists",
+    )
+    parser.add_argument(
+        "--rank-log-dir",
+        type=Path,
+        default=None,
+        help="with several ranks: write each rank's stderr to DIR/rank-N.log",
+    )
     return parser
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(EXIT_FAILED)
-
-
 class _Emitter:
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, quiet: bool = False) -> None:
         self.stream = stream
+        self.quiet = quiet
 
     def __call__(self, event: str, payload: dict[str, Any]) -> None:
+        if self.quiet and event != "error":
+            return
         self.stream.write(json.dumps({"event": event, **payload}, default=str) + "\n")
         self.stream.flush()
 
 
+def _rank_stderr(log_dir: Path) -> None:
+    """Point this rank's stderr (fd 2: Python, torch's C++ and gloo alike)
+    at its own file, so the worker can quote the rank that failed."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / f"rank-{distributed.rank()}.log").open("a", encoding="utf-8")
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.parent_pid and sys.platform == "linux":
-        _die_with_parent(args.parent_pid)
+    ranks = distributed.is_distributed()
+    if sys.platform == "linux":
+        # A rank dies with its launcher, whoever started that.
+        parent = os.getppid() if ranks else args.parent_pid
+        if parent and not distributed.die_with_parent(parent):
+            return EXIT_FAILED
+    if ranks and args.rank_log_dir is not None:
+        _rank_stderr(args.rank_log_dir)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=(
+            f"%(asctime)s %(levelname)s [rank {distributed.rank()}] %(name)s: "
+            "%(message)s"
+            if ranks
+            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        ),
     )
-    emit = _Emitter(sys.stdout)
+    emit = _Emitter(sys.stdout, quiet=not distributed.is_main())
 
     try:
         raw = json.loads(args.config.read_text(encoding="utf-8"))
@@ -109,9 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("Received signal %d; stopping after the current step", signum)
         stop_requested = True
 
-    previous = {
-        sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    # With several ranks a stop comes through the stop file, agreed by all
+    # ranks; a signal is the launcher tearing the run down and ends it now.
+    stop_signals = () if ranks else (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, request_stop) for sig in stop_signals}
+    stop_file = distributed.stop_file_check(args.stop_file)
+
+    def local_stop() -> bool:
+        return stop_requested or stop_file()
+
+    should_stop = distributed.StopAgreement(local_stop) if ranks else local_stop
     try:
         # Libraries print to stdout (accelerate, rich tables); keep it JSON-only.
         with contextlib.redirect_stdout(sys.stderr):
@@ -121,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=args.data,
                 output_dir=args.out,
                 on_event=emit,
-                should_stop=lambda: stop_requested,
+                should_stop=should_stop,
             )
     except Exception as exc:  # noqa: BLE001 - the CLI edge reports every failure
         logger.exception("%s run failed", args.method)

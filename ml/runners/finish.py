@@ -133,11 +133,42 @@ def finish_run(
         if adapter_of
         else trainer.accelerator.unwrap_model(trainer.model)
     )
-    save_adapter(
-        model, tokenizer, Path(output_dir), method=method, config=config, result=result
-    )
+    _save(trainer, model, tokenizer, output_dir, config=config, result=result)
     logger.info(
         "%s run finished in %.1fs: %s", method, result.train_runtime, result.metrics
     )
     on_event("status", {"phase": "done", "metrics": result.metrics})
     return result
+
+
+def _save(
+    trainer: Trainer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: Path,
+    *,
+    config: RunConfig,
+    result: RunResult,
+) -> None:
+    """Write the adapter from rank 0 only (every rank holds the same LoRA
+    weights under DDP). Under ZeRO-3 or FSDP the weights are sharded: every
+    rank takes part in gathering them (``trainer.save_model``, which writes
+    from rank 0), then rank 0 adds the tokenizer and the run info."""
+    accelerator = trainer.accelerator
+    sharded = bool(
+        getattr(trainer, "is_deepspeed_enabled", False)
+        or getattr(trainer, "is_fsdp_enabled", False)
+    )
+    if sharded:
+        trainer.save_model(str(output_dir))
+    if accelerator.is_main_process:
+        save_adapter(
+            model,
+            tokenizer,
+            Path(output_dir),
+            method=config.method,
+            config=config,
+            result=result,
+            weights_saved=sharded,
+        )
+    accelerator.wait_for_everyone()

@@ -19,8 +19,10 @@ from labeling.selectors import campaign_get_for_user
 from models_hub.models import Adapter, BaseModelVersion
 from training import selectors
 from training.models import (
+    MAX_PROCESSES,
     METHOD_CHOICES,
     DatasetSnapshot,
+    Strategy,
     TrainingJob,
     TrainingPipeline,
 )
@@ -59,6 +61,9 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
             "final_metrics",
             "rss_bytes",
             "peak_rss_bytes",
+            "processes",
+            "strategy",
+            "placement",
             "adapter_id",
             "created_at",
         ]
@@ -97,6 +102,20 @@ class TrainingJobListApi(APIView):
         config = serializers.DictField(
             required=False, help_text="Overrides of the method's defaults."
         )
+        processes = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=MAX_PROCESSES,
+            help_text="GPUs (or CPU processes on a worker without a GPU); left "
+            "out: the campaign policy's, else what fits the base model's size. "
+            "More than any live worker offers is refused (400).",
+        )
+        strategy = serializers.ChoiceField(
+            choices=Strategy.choices,
+            required=False,
+            help_text="How several processes share the work; left out: the "
+            "policy's, else what fits the base model.",
+        )
 
     @extend_schema(
         parameters=[FilterSerializer],
@@ -128,6 +147,8 @@ class TrainingJobListApi(APIView):
             base_model=data.get("base_model"),
             snapshot=data.get("snapshot"),
             reward_adapter=data.get("reward_adapter"),
+            processes=data.get("processes"),
+            strategy=data.get("strategy"),
         )
         return Response(
             TrainingJobOutputSerializer(job).data, status=status.HTTP_201_CREATED

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -41,8 +42,9 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from core.heartbeat import Heartbeat, worker_name
 from core.artifacts import artifact_store
+from core.heartbeat import Heartbeat, worker_name
+from core.workers import gpu_count, this_worker_words
 from ml import memory
 from ml.result import RunResult
 from models_hub.models import BaseModelVersion
@@ -233,16 +235,28 @@ def _claim(job_id: int) -> TrainingJob | None:
         job.status = TrainingJob.Status.RUNNING
         job.started_at = job.heartbeat_at = now
         job.worker = worker_name()
+        job.placement = _placement(job)
         job.save(
             update_fields=[
                 "status",
                 "started_at",
                 "heartbeat_at",
                 "worker",
+                "placement",
                 "updated_at",
             ]
         )
         return job
+
+
+def _placement(job: TrainingJob) -> str:
+    """Where the job runs, in words, for its page: the worker and what it
+    gives the job."""
+    where = this_worker_words()
+    if job.processes <= 1:
+        return where[:300]
+    unit = "GPUs" if gpu_count() else "CPU processes (gloo, no GPU)"
+    return f"{where} — {job.processes} {unit}, {job.strategy}"[:300]
 
 
 def _finish(
@@ -343,6 +357,81 @@ def _convert_in_child() -> None:
         )
 
 
+#: accelerate config files of the sharded strategies (ml/launch_configs).
+LAUNCH_CONFIGS = Path(__file__).resolve().parents[2] / "ml" / "launch_configs"
+
+
+def runner_command(
+    *,
+    method: str,
+    config_path: Path,
+    data_dir: Path,
+    workdir: Path,
+    processes: int = 1,
+    strategy: str = "ddp",
+    gpu: bool = False,
+) -> list[str]:
+    """The command line that runs one job.
+
+    One process: ``python -m ml.runners``. Several: the same module under
+    ``torchrun`` (``python -m torch.distributed.run --standalone``), which
+    forms the process group accelerate then finds (gloo on CPU, NCCL on
+    GPUs); on GPUs a sharded strategy (zero2, zero3, fsdp) goes through
+    ``accelerate launch`` with its config file from ``ml/launch_configs``
+    (``accelerate launch --cpu`` would start one process, not several).
+    Either launcher runs under ``ml.runners.launch``, which dies with this
+    process; every rank polls ``workdir/STOP`` and writes its stderr to
+    ``workdir/ranks/rank-N.log``."""
+    runner = [
+        "ml.runners",
+        method,
+        "--config",
+        str(config_path),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(workdir / "adapter"),
+    ]
+    if processes <= 1:
+        return [sys.executable, "-m", *runner, "--parent-pid", str(os.getpid())]
+    runner += [
+        "--stop-file",
+        str(workdir / STOP_FILE),
+        "--rank-log-dir",
+        str(workdir / RANK_LOG_DIR),
+    ]
+    if gpu and strategy != "ddp":
+        launcher = [
+            "accelerate.commands.launch",
+            "--config_file",
+            str(LAUNCH_CONFIGS / f"{strategy}.yaml"),
+            "--num_processes",
+            str(processes),
+            "--main_process_port",
+            "0",
+            "--module",
+        ]
+    else:
+        launcher = [
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "--monitor-interval",
+            "0.5",
+            "-m",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "ml.runners.launch",
+        "--parent-pid",
+        str(os.getpid()),
+        *launcher,
+        *runner,
+    ]
+
+
 def run_in_child(
     *,
     job_id: int,
@@ -351,38 +440,45 @@ def run_in_child(
     data_dir: Path,
     workdir: Path,
     reporter: JobReporter,
+    processes: int = 1,
+    strategy: str = "ddp",
+    gpu: bool = False,
 ) -> ChildOutcome:
     """Run ``python -m ml.runners`` for one job and relay its events.
 
     The child's stdout carries JSON event lines only; its stderr (logs) goes
-    to ``workdir/runner.log``. Returns when the child has exited."""
+    to ``workdir/runner.log``. Returns when the child has exited.
+
+    With several ``processes`` the child is a launcher in its own process
+    group (``runner_command``): only rank 0 writes events; a cancel writes
+    the stop file every rank polls (they agree on the step to stop after);
+    a kill ends the whole group; memory is the sum over the launcher and
+    its ranks; and a rank that died fails the job with its own stderr's
+    tail (``_rank_failure``)."""
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
     watchdog = settings.ARBITER_WORKER_MEMORY_BYTES or None
     outcome = ChildOutcome(returncode=0, watchdog_limit=watchdog)
     outcome.oom_kills_before = memory.cgroup_oom_kills()
     log_path = workdir / "runner.log"
+    multi = processes > 1
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "ml.runners",
-                method,
-                "--config",
-                str(config_path),
-                "--data",
-                str(data_dir),
-                "--out",
-                str(workdir / "adapter"),
-                "--parent-pid",
-                str(os.getpid()),
-            ],
+            runner_command(
+                method=method,
+                config_path=config_path,
+                data_dir=data_dir,
+                workdir=workdir,
+                processes=processes,
+                strategy=strategy,
+                gpu=gpu,
+            ),
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             encoding="utf-8",
+            start_new_session=multi,
         )
         TrainingJob.objects.filter(pk=job_id).update(runner_pid=proc.pid)
         assert proc.stdout is not None
@@ -393,15 +489,18 @@ def run_in_child(
             name=f"runner-{job_id}-stdout",
             daemon=True,
         ).start()
+        stop_file = workdir / STOP_FILE if multi else None
         try:
-            peak = _watch(proc, lines, job_id, reporter, outcome, watchdog)
+            peak = _watch(proc, lines, job_id, reporter, outcome, watchdog, stop_file)
         except BaseException:
             # The run must not outlive a parent that gives up on it.
-            proc.kill()
+            _kill(proc, group=multi)
             proc.wait()
             raise
         outcome.returncode, kernel_peak = _reap(proc)
         proc.stdout.close()
+        if multi:
+            _kill(proc, group=True)  # a rank the launcher left behind
     outcome.peak_rss = max(peak, kernel_peak) or None
     outcome.oom_kills_after = memory.cgroup_oom_kills()
     if outcome.peak_rss:
@@ -411,7 +510,102 @@ def run_in_child(
     except OSError:
         tail = ""
     outcome.stderr_tail = "\n".join(tail.strip().splitlines()[-8:])
+    if multi:
+        _ranks_outcome(outcome, log=tail, workdir=workdir, processes=processes)
     return outcome
+
+
+#: The file a multi-process run's ranks poll for a stop, in the job's folder.
+STOP_FILE = "STOP"
+#: Where each rank writes its stderr (rank-N.log), in the job's folder.
+RANK_LOG_DIR = "ranks"
+#: How torchrun reports each failed rank in its summary.
+_RANK_FAILURE = re.compile(
+    r"rank\s*:\s*(?P<rank>\d+)\s*\(local_rank:\s*\d+\)\s*"
+    r"exitcode\s*:\s*(?P<code>-?\d+)"
+)
+
+
+def _kill(proc: subprocess.Popen[str], *, group: bool) -> None:
+    """SIGKILL the child, and with ``group`` its whole process group (the
+    launcher and every rank: it was started in a session of its own)."""
+    if group:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _tree_rss(pid: int) -> int | None:
+    """Resident bytes of ``pid`` and its descendants (a launcher and its
+    ranks); None once ``pid`` is gone."""
+    total = memory.process_rss(pid)
+    if total is None:
+        return None
+    for child in _children(pid):
+        total += _tree_rss(child) or 0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    except OSError:
+        return []
+    return [int(part) for part in text.split()]
+
+
+def _rank_failure(log: str) -> tuple[int, int] | None:
+    """(rank, exit code) of the rank that failed first, from the launcher's
+    summary. A rank killed by a signal other than the launcher's SIGTERM is
+    the cause (the others fail because it went); else the first rank that
+    exited with an error; None when no rank failed."""
+    failures = [(int(m["rank"]), int(m["code"])) for m in _RANK_FAILURE.finditer(log)]
+    for rank, code in failures:
+        if code < 0 and -code != signal.SIGTERM:
+            return rank, code
+    for rank, code in failures:
+        if code not in (0, 3, -signal.SIGTERM):
+            return rank, code
+    return None
+
+
+def _ranks_outcome(
+    outcome: ChildOutcome, *, log: str, workdir: Path, processes: int
+) -> None:
+    """Read a multi-process run's end: a stop that every rank agreed on is
+    a cancel (the launcher reports the ranks' exit code 3 as a failure); a
+    rank that died names itself, how, and the tail of its stderr."""
+    if outcome.result is not None and outcome.result.cancelled:
+        outcome.returncode = 3
+        return
+    if outcome.returncode == 0 or outcome.signal is not None:
+        return
+    failed = _rank_failure(log)
+    if failed is None:
+        return
+    rank, code = failed
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        how = f"was killed by signal {-code} ({name})"
+    else:
+        how = f"exited with code {code}"
+    try:
+        rank_log = (workdir / RANK_LOG_DIR / f"rank-{rank}.log").read_text(
+            encoding="utf-8", errors="replace"
+        )
+    except OSError:
+        rank_log = ""
+    tail = "\n".join(rank_log.strip().splitlines()[-8:]) or "(no output)"
+    outcome.error = (
+        f"Rank {rank} of {processes} training processes {how}; the others were "
+        f"stopped. The tail of its stderr:\n{tail}"
+    )
 
 
 def _reap(proc: subprocess.Popen[str]) -> tuple[int, int]:
@@ -435,9 +629,13 @@ def _watch(
     reporter: JobReporter,
     outcome: ChildOutcome,
     watchdog: int | None,
+    stop_file: Path | None = None,
 ) -> int:
     """Relay events, sample memory, pass on a cancel and enforce the limit
-    until the child closes its stdout. Returns the peak RSS sampled."""
+    until the child closes its stdout. Returns the peak RSS sampled. With
+    ``stop_file`` (a multi-process run) a cancel writes that file and a kill
+    ends the child's whole process group."""
+    group = stop_file is not None
     next_sample = time.monotonic() + FIRST_RSS_SAMPLE_SECONDS
     stop_sent_at: float | None = None
     peak = 0
@@ -453,7 +651,7 @@ def _watch(
         now = time.monotonic()
         if now >= next_sample:
             next_sample = now + RSS_SAMPLE_SECONDS
-            rss = memory.process_rss(proc.pid)
+            rss = _tree_rss(proc.pid) if group else memory.process_rss(proc.pid)
             if rss is not None:
                 peak = max(peak, rss)
                 outcome.rss, outcome.peak_rss = rss, peak
@@ -465,13 +663,16 @@ def _watch(
                         rss,
                         watchdog,
                     )
-                    proc.kill()
+                    _kill(proc, group=group)
         if stop_sent_at is None and reporter.should_stop():
             stop_sent_at = now
             outcome.cancel_sent = True
-            proc.send_signal(signal.SIGTERM)
+            if stop_file is not None:
+                stop_file.touch()
+            else:
+                proc.send_signal(signal.SIGTERM)
         elif stop_sent_at and now - stop_sent_at > STOP_GRACE_SECONDS:
-            proc.kill()
+            _kill(proc, group=group)
     return peak
 
 
@@ -573,6 +774,9 @@ def training_job_execute(*, job_id: int) -> None:
             data_dir=snapshot_data_dir(job.snapshot, job.method),
             workdir=workdir,
             reporter=reporter,
+            processes=job.processes,
+            strategy=job.strategy,
+            gpu=job.processes > 1 and gpu_count() > 0,
         )
     except Exception as exc:  # noqa: BLE001 - process edge: record, clean up, never crash the worker
         logger.exception("training.job.failed job=%s", job.pk)
@@ -621,9 +825,11 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
         / f"campaign-{job.campaign_id}"
         / f"job-{job.pk}-{result.method}"
     )
-    final = storage / relative
-    moved = False
+    final: Path | None = None
     try:
+        # Object storage: uploaded before the row exists (a failure after it
+        # leaves an unreferenced object, never a row without files).
+        key = store.stage(tmp, name=str(relative))
         with transaction.atomic():
             locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
             if locked.status != TrainingJob.Status.RUNNING:
@@ -665,7 +871,7 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             generation_round_enqueue(adapter=adapter)
     except Exception as exc:  # noqa: BLE001 - process edge: nothing half-registered survives
         logger.exception("training.job.register_failed job=%s", job.pk)
-        shutil.rmtree(final if moved else tmp, ignore_errors=True)
+        shutil.rmtree(final if final is not None else tmp, ignore_errors=True)
         _finish(
             job,
             TrainingJob.Status.FAILED,
@@ -681,6 +887,3 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
             reward_test_metrics_update(adapter=adapter)
         except Exception:  # noqa: BLE001 - the adapter is registered either way
             logger.exception("training.job.test_metrics_failed adapter=%s", adapter.pk)
-        # Object storage: uploaded before the row exists (a failure after it
-        # leaves an unreferenced object, never a row without files).
-        key = store.stage(tmp, name=str(relative))

@@ -17,6 +17,12 @@ from django.utils import timezone
 
 from core.enqueue import enqueue
 from core.jobs import jobs_fail_stale, jobs_redispatch_lost
+from core.workers import (
+    GPU_QUEUES,
+    MULTI_QUEUE,
+    worker_node_words,
+    worker_nodes_live,
+)
 from labeling.models import Campaign
 from ml import memory
 from ml.config import config_class, config_from_dict
@@ -32,6 +38,7 @@ from training.exceptions import (
 )
 from training.models import (
     DatasetSnapshot,
+    Strategy,
     TrainingJob,
     TrainingPipeline,
     TrainingPolicy,
@@ -100,6 +107,102 @@ def training_config_fields(method: str) -> list[dict[str, Any]]:
 
 class JobTooLarge(TrainingError):
     """Even a micro-batch of one would not fit the worker's memory."""
+
+
+class JobCannotBePlaced(TrainingError):
+    """No live worker has the processes (GPUs) or the strategy a job asks for."""
+
+
+#: The task that runs a job of one process, and of several (its own queue).
+JOB_TASK = "training.job_run"
+JOB_TASK_MULTI = "training.job_run_multi"
+
+#: Parameter counts above which a LoRA job needs several GPUs by default:
+#: (most parameters, processes, strategy). An 8B base fits one 80 GB GPU in
+#: bf16 (16 GB of weights); past ~15B the weights and activations crowd it,
+#: and a 70B base (140 GB in bf16) needs its weights sharded over 8 GPUs
+#: with ZeRO-3 (docs/multi-gpu.md has the arithmetic).
+RESOURCE_DEFAULTS: tuple[tuple[float, int, str], ...] = (
+    (15e9, 1, Strategy.DDP),
+    (40e9, 4, Strategy.ZERO3),
+    (float("inf"), 8, Strategy.ZERO3),
+)
+
+
+def training_resources_default(*, base_model: BaseModelVersion) -> tuple[int, str]:
+    """(processes, strategy) that fit ``base_model``'s size: one process
+    up to 15B parameters (or an unknown size), ZeRO-3 over 4 GPUs up to
+    40B, over 8 beyond."""
+    shape = base_model_shape(base_model)
+    parameters = shape.parameters if shape is not None else 0
+    for most, processes, strategy in RESOURCE_DEFAULTS:
+        if parameters <= most:
+            return processes, str(strategy)
+    return 1, str(Strategy.DDP)
+
+
+def training_resources_resolve(
+    *,
+    campaign: Campaign | None,
+    base_model: BaseModelVersion,
+    processes: int | None,
+    strategy: str | None,
+) -> tuple[int, str]:
+    """What a job runs with: the launch's own ``processes``/``strategy``,
+    else the campaign policy's, else what fits the base model's size."""
+    policy = (
+        TrainingPolicy.objects.filter(campaign=campaign).first()
+        if campaign is not None and campaign.pk
+        else None
+    )
+    default_processes, default_strategy = training_resources_default(
+        base_model=base_model
+    )
+    if processes is None:
+        processes = (policy.processes if policy else None) or default_processes
+    if not strategy:
+        strategy = (policy.strategy if policy else "") or (
+            default_strategy if processes > 1 else str(Strategy.DDP)
+        )
+    if strategy not in Strategy.values:
+        raise InvalidTrainingConfig(
+            f"strategy must be one of {', '.join(Strategy.values)}."
+        )
+    return processes, strategy
+
+
+def training_job_place(*, processes: int, strategy: str) -> None:
+    """Refuse a job that no live worker can run: one of several processes
+    needs a worker on the ``gpu-multi`` queue with that many GPUs (or, on a
+    worker without a GPU, CPU cores) and the strategy. A job of one process
+    is never refused here: any gpu worker runs it, as before. Raises
+    ``JobCannotBePlaced`` naming the live workers and what they have."""
+    if processes <= 1:
+        return
+    live = [
+        node
+        for node in worker_nodes_live()
+        if set(node.queues) & set(GPU_QUEUES)
+    ]
+    for node in live:
+        if (
+            MULTI_QUEUE in node.queues
+            and node.process_slots >= processes
+            and strategy in node.strategies
+        ):
+            return
+    asked = f"{processes} GPUs (or {processes} CPU processes on a worker without a GPU)"
+    if strategy != Strategy.DDP:
+        asked += f" with {Strategy(strategy).label}"
+    described = (
+        "; ".join(worker_node_words(node) for node in live)
+        if live
+        else "none (no gpu worker has reported in the last minute)"
+    )
+    raise JobCannotBePlaced(
+        f"This job asks for {asked}, and no live worker on the {MULTI_QUEUE} "
+        f"queue has that. Live workers: {described}."
+    )
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -281,8 +384,14 @@ def training_job_launch(
     reward_adapter: Adapter | None = None,
     pipeline: TrainingPipeline | None = None,
     parent_adapter: Adapter | None = None,
+    processes: int | None = None,
+    strategy: str | None = None,
 ) -> TrainingJob:
-    """Validate, record and enqueue a job on the ``gpu`` queue (after commit).
+    """Validate, record and enqueue a job on the ``gpu`` queue (after commit);
+    a job of several ``processes`` goes to the ``gpu-multi`` queue, and is
+    refused (``JobCannotBePlaced``) when no live worker there has them.
+    ``processes``/``strategy`` left out come from the campaign policy, else
+    from the base model's size (``training_resources_resolve``).
 
     Without ``snapshot`` a new one is taken of all labels so far. PPO and
     RLOO need ``reward_adapter``: the campaign's reward champion, else its
@@ -301,6 +410,13 @@ def training_job_launch(
         campaign=campaign, method=method, overrides=config or {}
     )
     base_model = base_model or base_model_default()
+    processes, strategy = training_resources_resolve(
+        campaign=campaign,
+        base_model=base_model,
+        processes=processes,
+        strategy=strategy,
+    )
+    training_job_place(processes=processes, strategy=strategy)
     plan = training_job_plan(method=method, config=validated, base_model=base_model)
     if plan.refusal:
         if pipeline is None or pipeline.triggered_by != "scheduler":
@@ -340,11 +456,13 @@ def training_job_launch(
         created_by=created_by,
         memory_estimate_bytes=plan.estimate.total if plan.estimate else None,
         memory_note=plan.summary,
+        processes=processes,
+        strategy=strategy,
     )
     job.full_clean()
     job.save()
 
-    enqueue("training.job_run", job.pk)
+    enqueue(JOB_TASK_MULTI if processes > 1 else JOB_TASK, job.pk)
     logger.info("training.job.queued job=%s method=%s", job.pk, method)
     return job
 
@@ -375,6 +493,8 @@ def training_job_relaunch(
         snapshot=job.snapshot,
         reward_adapter=job.reward_adapter,
         parent_adapter=job.parent_adapter,
+        processes=job.processes,
+        strategy=job.strategy,
     )
 
 
@@ -425,13 +545,21 @@ def training_job_sweep_stale(*, timeout_seconds: int | None = None) -> int:
 
 
 def training_job_redispatch_lost(*, older_than_seconds: int | None = None) -> int:
-    """Send ``training.job_run`` again for QUEUED jobs whose message was
-    lost (``core.jobs.jobs_redispatch_lost``). Returns how many were sent."""
+    """Send ``training.job_run`` (``training.job_run_multi`` for jobs of
+    several processes) again for QUEUED jobs whose message was lost
+    (``core.jobs.jobs_redispatch_lost``). Returns how many were sent."""
     return jobs_redispatch_lost(
         model=TrainingJob,
-        task="training.job_run",
+        task=JOB_TASK,
         older_than_seconds=older_than_seconds,
         log_name="training.job.redispatched",
+        filters={"processes__lte": 1},
+    ) + jobs_redispatch_lost(
+        model=TrainingJob,
+        task=JOB_TASK_MULTI,
+        older_than_seconds=older_than_seconds,
+        log_name="training.job.redispatched",
+        filters={"processes__gt": 1},
     )
 
 
