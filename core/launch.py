@@ -188,8 +188,11 @@ def _core_processes(
             "worker-gpu",
             [
                 *worker,
+                # gpu-multi too: on one machine the gpu worker is also the one
+                # that runs jobs of several processes (its GPUs, or CPU cores
+                # without one), one job at a time (core.workers).
                 "-Q",
-                "gpu",
+                "gpu,gpu-multi",
                 "-n",
                 "gpu@%h",
                 "--concurrency",
