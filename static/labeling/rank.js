@@ -291,6 +291,16 @@
     return { list: list, over: over, after: event.clientY > box.top + box.height / 2 };
   }
 
+  // A drag starts anywhere on an answer's card but its text, which stays
+  // selectable (to copy a line of code, say).
+  document.addEventListener("pointerdown", function (event) {
+    var item = event.target.closest && event.target.closest("[data-rank-item]");
+    var form = rankForm();
+    if (item && form && item.parentNode === listOf(form)) {
+      item.draggable = !event.target.closest(".prose");
+    }
+  });
+
   document.addEventListener("dragstart", function (event) {
     var item = event.target.closest && event.target.closest("[data-rank-item]");
     var form = rankForm();

@@ -16,6 +16,7 @@ from core.roles import ANNOTATOR
 from labeling.models import Campaign, Lease, Ranking
 from labeling.services.ranking import ranked_comparison_create
 from tests.browser.conftest import CHROMIUM
+from tests.browser.test_accessibility import _blocking_violations
 from tests.browser.test_labeling_ui import login_with_cookie, start_labeling
 from tests.labeling.factories import CampaignFactory, CompletionFactory, PromptFactory
 
@@ -57,6 +58,10 @@ def make_rank_campaign(n: int, *, k: int = 4, name: str = "Rank answers") -> Cam
             campaign=campaign, prompt=prompt, completions=completions, priority=n - i
         )
     return campaign
+
+
+# A point on an answer's card outside its text (the header with its letter).
+HANDLE = {"x": 12, "y": 12}
 
 
 def rank_lease_id(page: Any) -> int:
@@ -106,6 +111,7 @@ def test_ranking_by_keyboard_only(page: Any, live_server: Any, make_user: Any) -
     assert rank_lease_id(page) == first
     page.evaluate("window.__marker = 1")
 
+    assert _blocking_violations(page, "ranking card") == []
     # The first answer has focus; Shift+arrows move focus, arrows the answer.
     expect(page.locator("[data-rank-item]").first).to_be_focused()
     page.keyboard.press("Shift+ArrowDown")
@@ -191,12 +197,24 @@ def test_ranking_by_drag_with_a_tie_and_screenshots(
             f'[data-rank-list] > [data-rank-item][data-letter="{name}"]'
         )
 
-    # D onto the top half of A: first. Then A onto the bottom half of C: last.
-    letter("D").drag_to(letter("A"), target_position={"x": 40, "y": 8})
+    # Text is selected, not dragged: a drag from an answer's text moves nothing.
+    letter("D").locator(".prose").drag_to(
+        letter("A"), target_position={"x": 40, "y": 8}
+    )
+    assert [s[0] for s in shown(page)] == ["A", "B", "C", "D"]
+    # Dragged by its card: D onto the top half of A: first. Then A onto the
+    # bottom half of C: last.
+    letter("D").drag_to(
+        letter("A"), source_position=HANDLE, target_position={"x": 40, "y": 8}
+    )
     assert [s[0] for s in shown(page)] == ["D", "A", "B", "C"]
     assert announced(page) == "Answer D is at place 1 of 4."
     box = letter("C").bounding_box()
-    letter("A").drag_to(letter("C"), target_position={"x": 40, "y": box["height"] - 8})
+    letter("A").drag_to(
+        letter("C"),
+        source_position=HANDLE,
+        target_position={"x": 40, "y": box["height"] - 8},
+    )
     assert [s[0] for s in shown(page)] == ["D", "B", "C", "A"]
     # The buttons do the same as the keys: tie C with B, move nothing else.
     page.get_by_role("button", name="Tie answer C with the one above").click()
@@ -209,6 +227,10 @@ def test_ranking_by_drag_with_a_tie_and_screenshots(
     expect(item.nth(0).get_by_role("button", name="Move answer D up")).to_be_disabled()
     page.mouse.move(0, 0)
     page.screenshot(path=str(SCREENSHOTS / "ranking-card.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert _blocking_violations(page, "ranking card, phone") == []
+    page.screenshot(path=str(SCREENSHOTS / "ranking-card-phone.png"))
+    page.set_viewport_size({"width": 1400, "height": 1400})
 
     page.get_by_role("button", name="Submit ranking").click()
     expect(
