@@ -76,3 +76,49 @@ urlpatterns = [
         name="comparison-adjudicate",
     ),
 ]
+
+# Live conversations (issue 14 §2); kept in one block so the views module
+# stays separate from the pair-labeling views above.
+from labeling import conversation_views  # noqa: E402
+
+_CONVERSATION = "campaigns/<int:campaign_id>/conversations/"
+_ONE = _CONVERSATION + "<int:conversation_id>/"
+urlpatterns += [
+    path(
+        _CONVERSATION,
+        conversation_views.conversation_list,
+        name="conversation-list",
+    ),
+    path(
+        _CONVERSATION + "settings/",
+        conversation_views.conversation_settings_save,
+        name="conversation-settings",
+    ),
+    path(
+        _CONVERSATION + "new/",
+        conversation_views.conversation_new,
+        name="conversation-new",
+    ),
+    path(_ONE, conversation_views.conversation_detail, name="conversation-detail"),
+    path(_ONE + "send/", conversation_views.conversation_send, name="conversation-send"),
+    path(
+        _ONE + "finish/",
+        conversation_views.conversation_finish,
+        name="conversation-finish",
+    ),
+    path(
+        _ONE + "turns/<int:number>/",
+        conversation_views.conversation_turn,
+        name="conversation-turn",
+    ),
+    path(
+        _ONE + "turns/<int:number>/choose/",
+        conversation_views.conversation_choose,
+        name="conversation-choose",
+    ),
+    path(
+        _ONE + "turns/<int:number>/retry/",
+        conversation_views.conversation_retry,
+        name="conversation-retry",
+    ),
+]
