@@ -228,3 +228,84 @@ def test_live_conversations_are_off_unless_the_campaign_turns_them_on(
     with pytest.raises(ConversationError, match="at most 4000"):
         conversation_message_send(conversation=conversation, text="x" * 4001)
     assert not conversation.turns.exists()
+
+
+def _adapter(campaign: Campaign, base: BaseModelVersion, *, status: str) -> Any:
+    from models_hub.models import Adapter
+    from models_hub.services.registry import adapter_register
+
+    adapter = adapter_register(
+        campaign=campaign,
+        base_model=base,
+        method="dpo",
+        peft_type="lora",
+        storage_path=f"adapters/conversation-test-{campaign.pk}-{status}",
+        metrics={},
+    )
+    Adapter.objects.filter(pk=adapter.pk).update(status=status)
+    adapter.refresh_from_db()
+    return adapter
+
+
+def test_the_campaign_setting_picks_which_versions_answer(
+    tiny_base: BaseModelVersion, annotator: Any
+) -> None:
+    """champion_base: the champion and its base; candidate_champion: the
+    newest candidate and the champion, else as champion_base; without a
+    champion the base answers twice. The pick is fixed per conversation."""
+    from models_hub.services.conversation_generation import _pick_versions, _versions
+
+    campaign = _campaign()
+    settings_row = conversation_settings_update(campaign=campaign, data={})
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    base = f"base:{tiny_base.pk}"
+    assert _pick_versions(conversation, settings_row) == [base, base]
+    champion = _adapter(campaign, tiny_base, status="champion")
+    assert sorted(_pick_versions(conversation, settings_row)) == sorted(
+        [f"adapter:{champion.pk}", base]
+    )
+    settings_row = conversation_settings_update(
+        campaign=campaign, data={"versions": "candidate_champion"}
+    )
+    assert sorted(_pick_versions(conversation, settings_row)) == sorted(
+        [f"adapter:{champion.pk}", base]
+    )
+    candidate = _adapter(campaign, tiny_base, status="candidate")
+    picked = _versions(conversation, settings_row)
+    assert sorted(picked) == sorted(
+        [f"adapter:{candidate.pk}", f"adapter:{champion.pk}"]
+    )
+    conversation.refresh_from_db()
+    assert [conversation.version_a, conversation.version_b] == picked
+    _adapter(campaign, tiny_base, status="candidate")  # a newer one comes later
+    assert _versions(conversation, settings_row) == picked
+
+
+def test_a_turn_answered_by_the_champion_and_the_base_records_both_lineages(
+    celery_workers: dict[str, Any],
+    tiny_base: BaseModelVersion,
+    tiny_model_dir: Path,
+    annotator: Any,
+) -> None:
+    """With a champion LoRA adapter, one answer of a turn is the champion's
+    (adapter and base recorded on the completion) and the other the base's
+    alone; the preference's pair carries both."""
+    from ml.tiny import build_random_lora
+    from models_hub.services.registry import adapter_path
+
+    campaign = _campaign(turn_limit=1)
+    champion = _adapter(campaign, tiny_base, status="champion")
+    build_random_lora(tiny_model_dir, adapter_path(champion), seed=5)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    turn = conversation_message_send(conversation=conversation, text="hello cat")
+    _wait(turn, celery_workers)
+    assert turn.status == "ready", turn.error
+    answered = conversation_turn_choose(turn=turn, annotator=annotator, choice="right")
+    comparison = answered.comparison
+    lineages = {
+        (c.adapter_id, c.base_model_id)
+        for c in (comparison.completion_a, comparison.completion_b)
+    }
+    assert lineages == {(champion.pk, tiny_base.pk), (None, tiny_base.pk)}
+    conversation.refresh_from_db()
+    assert conversation.status == "finished"
