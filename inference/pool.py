@@ -276,8 +276,8 @@ class ReplicaPool:
         version: str | None,
     ) -> Relay | Buffered | None:
         """Send the request to a replica, and to the next one while they
-        fail before answering. The last 5xx answer when every replica failed
-        with one; None: no replica answered at all."""
+        fail before answering. When every replica failed: the last 5xx
+        answer (a replica's own error first); None when none answered."""
         tried: list[Replica] = []
         last: Buffered | None = None
         headers = {**headers, self.settings.secret_header: self.settings.secret}
@@ -287,7 +287,10 @@ class ReplicaPool:
                 return self._send(replica, method, path, body, headers)
             except ReplicaFailed as error:
                 self.release(replica)
-                last = error.answer or last
+                if error.answer is not None and not (
+                    last is not None and last.ours and not error.answer.ours
+                ):
+                    last = error.answer  # a replica's own error says more
                 logger.warning(
                     "inference.replica.retry url=%s path=%s error=%s",
                     replica.url,
@@ -352,6 +355,10 @@ class Buffered:
     headers: list[tuple[str, str]]
     body: bytes
 
+    @property
+    def ours(self) -> bool:
+        return _our_error(self.body)
+
     def __iter__(self) -> Iterator[bytes]:
         return iter([self.body])
 
@@ -400,6 +407,8 @@ class Relay:
             raise StopIteration
         try:
             chunk = self._response.read1(CHUNK)
+            if not chunk and self._response.length:  # closed short of its length
+                raise http.client.IncompleteRead(b"", self._response.length)
         except (OSError, http.client.HTTPException) as error:
             # Bytes went to the client already: this request cannot be retried.
             self.pool.mark_down(self.replica, f"{type(error).__name__}: {error}")

@@ -65,6 +65,15 @@ class Activity:
         self._lock = threading.Lock()
         self.active = 0
         self.answered = 0
+        self._base: tuple[object | None, str] = (None, "")
+
+    def note_base(self, engine: object, name: str) -> None:
+        """The engine now loaded serves the base ``name`` (``base-<id>``)."""
+        self._base = (engine, name)
+
+    def base_of(self, engine: object) -> str | None:
+        held, name = self._base
+        return name if held is engine else None
 
     def enter(self) -> None:
         with self._lock:

@@ -256,8 +256,8 @@ def internal_status(request: HttpRequest) -> HttpResponse:
     engine = engine_loaded()
     versions: list[str] = []
     if engine is not None:
-        if _held_base[0] is engine:
-            versions.append(_held_base[1])
+        if base := activity.base_of(engine):
+            versions.append(base)
         versions += _engine_names(engine)
     return JsonResponse(
         {
@@ -270,10 +270,6 @@ def internal_status(request: HttpRequest) -> HttpResponse:
             "max_adapters": setting("ARBITER_INFERENCE_MAX_ADAPTERS"),
         }
     )
-
-
-# The loaded engine and the served name of its base ("base-<id>").
-_held_base: list[Any] = [None, ""]
 
 
 def _engine_names(engine: Any) -> list[str]:
@@ -416,7 +412,7 @@ def _complete(
         engine = engine_for(route.version.base_model)
     except EngineError as error:
         raise _engine_error(error) from None
-    _held_base[:] = [engine, f"base-{route.version.base_model.pk}"]
+    activity.note_base(engine, f"base-{route.version.base_model.pk}")
     try:
         prompt_text = (
             engine.chat_prompt(parsed.messages)

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ import pytest
 from django.test import Client
 
 from core.launch import inference_processes
-from inference.replica import REPLICA_HEADER, ROUTER_HEADER
+from inference.pool import Buffered, PoolSettings, Relay, ReplicaPool
+from inference.replica import REPLICA_HEADER, ROUTER_HEADER, STATUS_PATH
 from models_hub.models import Deployment, ServedResponse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +199,10 @@ def test_a_version_goes_to_the_replica_that_holds_it(
     status, headers, answer = _complete(urls["inference-2"], token, b)
     assert (status, headers[REPLICA_HEADER]) == (200, "replica-2"), answer
     _wait_held(router, {"replica-1": a, "replica-2": b})
+    base = f"base-{served['base'].pk}"
+    assert base in _router_status(router)["replica-1"]["versions"]
+    status, headers, answer = _complete(router, token, "base")
+    assert (status, headers["X-Arbiter-Version"]) == (200, base), answer
 
     for model, replica in ((a, "replica-1"), (b, "replica-2")) * 3:
         status, headers, answer = _complete(router, token, model)
@@ -332,3 +338,153 @@ def test_the_router_never_imports_the_training_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# ---------------------------------------------------------------- the pool alone
+
+
+def _pool(urls: list[str], *, spill: int = 8) -> ReplicaPool:
+    return ReplicaPool(
+        urls,
+        PoolSettings(
+            secret=SECRET,
+            secret_header=ROUTER_HEADER,
+            status_path=STATUS_PATH,
+            connect_timeout=2,
+            timeout=10,
+            spill=spill,
+        ),
+    )
+
+
+def test_a_version_stays_on_its_holder_until_the_holder_is_much_busier() -> None:
+    """The holder answers until it has ``spill`` more requests in flight
+    than the least busy replica; that one then counts as loading the
+    version. A replica that is down is skipped, and tried as a last resort
+    once its down period has passed."""
+    pool = _pool(["http://127.0.0.1:1", "http://127.0.0.1:2"], spill=2)
+    one, two = pool.replicas
+    one.versions = frozenset({"adapter-1"})
+    assert [pool.pick("adapter-1") for _ in range(3)] == [one, one, one]
+    assert pool.pick("adapter-1") is two  # 3 in flight against 0
+    assert pool.pick("adapter-1") is two  # two is loading it now
+    assert pool.pick("adapter-9") is two  # nobody holds it: the least busy
+    pool.release(one)
+    pool.release(one)
+    assert pool.pick("adapter-9") is two  # two loads adapter-9
+    pool.mark_down(two, "test")
+    assert pool.pick("adapter-9") is one
+    assert pool.pick("adapter-9", exclude=[one]) is None
+    two.down_until = 0.0
+    assert pool.pick("adapter-9", exclude=[one]) is two
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """A replica's stand-in answering as ``behave`` says (an attribute of
+    its server)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.behave(self)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def _reply(status: int, body: bytes, content_type: str) -> Callable[[Any], None]:
+    def behave(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return behave
+
+
+def _cut_stream(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    handler.wfile.write(b'data: {"n": 1}\n\n')
+    handler.wfile.flush()
+    handler.close_connection = True
+
+
+@pytest.fixture
+def stubs() -> Iterator[list[ThreadingHTTPServer]]:
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Stub) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _url(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_failures_before_the_answer_go_to_the_next_replica(
+    stubs: list[ThreadingHTTPServer],
+) -> None:
+    """A replica's own 5xx is retried elsewhere and leaves it in; a 5xx that
+    is not its answer (a proxy's page) or a refused connection takes it
+    out; when all fail, the last 5xx answer is passed on."""
+    ours = json.dumps({"error": {"message": "no", "code": "model_unavailable"}})
+    first, second = stubs
+    first.behave = _reply(503, ours.encode(), "application/json")  # type: ignore[attr-defined]
+    second.behave = _reply(200, b'{"ok": true}', "application/json")  # type: ignore[attr-defined]
+    pool = _pool([_url(first), _url(second)])
+    one, two = pool.replicas
+    one.versions = frozenset({"v"})
+
+    def send() -> Relay | Buffered | None:
+        return pool.forward(
+            method="POST", path="/v1/completions", body=b"{}", headers={}, version="v"
+        )
+
+    answer = send()
+    assert isinstance(answer, Relay)
+    assert (answer.status, answer.replica, b"".join(answer)) == (
+        200,
+        two,
+        b'{"ok": true}',
+    )
+    assert one.up and two.inflight == 0
+
+    first.behave = _reply(502, b"<html>Bad Gateway</html>", "text/html")  # type: ignore[attr-defined]
+    second.behave = _reply(503, ours.encode(), "application/json")  # type: ignore[attr-defined]
+    answer = send()
+    assert isinstance(answer, Buffered)
+    assert (answer.status, answer.body) == (503, ours.encode())
+    assert (one.up, two.up) == (False, True)
+
+    refused = _pool([f"http://127.0.0.1:{_free_ports(1)}", _url(first)])
+    first.behave = _reply(200, b"{}", "application/json")  # type: ignore[attr-defined]
+    refused.replicas[0].versions = frozenset({"v"})
+    answer = refused.forward(
+        method="POST", path="/v1/completions", body=b"{}", headers={}, version="v"
+    )
+    assert isinstance(answer, Relay) and answer.replica is refused.replicas[1]
+    assert not refused.replicas[0].up
+
+
+def test_a_stream_cut_after_its_first_byte_ends_with_an_error_event(
+    stubs: list[ThreadingHTTPServer],
+) -> None:
+    """Bytes already went to the caller: no retry; the stream ends with an
+    OpenAI-style error event and the replica is taken out."""
+    stubs[0].behave = _cut_stream  # type: ignore[attr-defined]
+    pool = _pool([_url(stubs[0])])
+    answer = pool.forward(
+        method="POST", path="/v1/completions", body=b"{}", headers={}, version=None
+    )
+    assert isinstance(answer, Relay) and answer.streaming
+    events = list(answer)
+    assert events[0] == b'data: {"n": 1}\n\n'
+    assert json.loads(events[-1][6:])["error"]["code"] == "replica_unavailable"
+    assert not pool.replicas[0].up
+    assert pool.replicas[0].inflight == 0
