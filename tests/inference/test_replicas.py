@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from core.launch import inference_processes
+from core.launch import inference_processes, product_processes
 from inference.pool import Buffered, PoolSettings, Relay, ReplicaPool
 from inference.replica import REPLICA_HEADER, ROUTER_HEADER, STATUS_PATH
 from models_hub.models import Deployment, ServedResponse
@@ -338,6 +338,29 @@ def test_the_router_never_imports_the_training_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_demo_runs_one_inference_process_unless_asked_for_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ARBITER_INFERENCE_LOCAL_REPLICAS", raising=False)
+    monkeypatch.setenv("ARBITER_INFERENCE_PORT", "8101")
+    names = [n for n, _ in product_processes(host="h", port=1, data_dir=tmp_path)]
+    assert [n for n in names if n.startswith("inference")] == ["inference"]
+    monkeypatch.setenv("ARBITER_INFERENCE_LOCAL_REPLICAS", "3")
+    processes = dict(product_processes(host="h", port=1, data_dir=tmp_path))
+    router = processes.pop("inference-router")
+    assert [n for n in processes if n.startswith("inference")] == [
+        "inference-1",
+        "inference-2",
+        "inference-3",
+    ]
+    assert "h:8101" in router
+    assert (
+        "ARBITER_INFERENCE_REPLICAS=http://127.0.0.1:8102,"
+        "http://127.0.0.1:8103,http://127.0.0.1:8104"
+    ) in router
+    assert "127.0.0.1:8103" in processes["inference-2"]
 
 
 # ---------------------------------------------------------------- the pool alone
