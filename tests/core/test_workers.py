@@ -19,9 +19,10 @@ from core.workers import capabilities_probe, worker_node_report
 from models_hub.models import BaseModelVersion
 from tests.conftest import PASSWORD
 from tests.training.conftest import labeled_campaign
-from training.models import TrainingJob
+from training.models import TrainingJob, TrainingPolicy
 from training.services.jobs import (
     JobCannotBePlaced,
+    training_job_launch,
     training_job_place,
     training_resources_default,
 )
@@ -184,3 +185,17 @@ def test_workers_report_and_show_to_admins_only(
     assert page.status_code == 200
     assert b"gpu@here" in page.content and b"silent" in page.content
     assert _client(make_user(REVIEWER)).get(reverse("core:workers")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_campaign_policy_sets_the_resources_a_launch_leaves_out(
+    fleet: None, make_user: Any
+) -> None:
+    campaign = labeled_campaign(make_user, pairs=4)
+    TrainingPolicy.objects.create(campaign=campaign, processes=2)
+    job = training_job_launch(campaign=campaign, method="dpo", created_by=None)
+    assert (job.processes, job.strategy) == (2, "ddp")
+    job = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, processes=1
+    )
+    assert job.processes == 1

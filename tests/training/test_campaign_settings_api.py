@@ -63,6 +63,8 @@ def test_reviewer_reads_the_defaults_of_a_fresh_campaign_but_cannot_patch(
         "base_model": None,
         "config_overrides": {},
         "tie_policy": "skip",
+        "processes": None,
+        "strategy": "",
         "last_triggered_at": None,
     }
     assert body["generation"]["stored"] is False

@@ -21,7 +21,7 @@ from core.schema import ApiAutoSchema, ErrorSerializer
 from labeling.models import Campaign
 from labeling.selectors import TIE_POLICIES
 from models_hub.models import BaseModelVersion, GenerationSettings
-from training.models import TrainingPipeline, TrainingPolicy
+from training.models import Strategy, TrainingPipeline, TrainingPolicy
 from training.services.campaign_settings import (
     FIELDS,
     GENERATION,
@@ -120,6 +120,16 @@ class TrainingInput(_Section):
         "(see /api/v1/training/config/<method>/).",
     )
     tie_policy = serializers.ChoiceField(choices=TIE_POLICIES, required=False)
+    processes = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=_help(TrainingPolicy, "processes"),
+    )
+    strategy = serializers.ChoiceField(
+        choices=[("", "what fits the base model"), *Strategy.choices],
+        required=False,
+        help_text=_help(TrainingPolicy, "strategy"),
+    )
 
 
 @extend_schema_serializer(component_name="CampaignSettingsGenerationInput")

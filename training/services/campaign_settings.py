@@ -54,6 +54,8 @@ TRAINING_FIELDS = (
     "base_model",
     "config_overrides",
     "tie_policy",
+    "processes",
+    "strategy",
 )
 # Grouped as the page shows them; the API keeps them in one "generation"
 # section because they are one row.
