@@ -152,6 +152,16 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
     )
     preference = Preference.objects.filter(comparison__campaign=campaign).first()
     assert preference is not None
+    # A live conversation of the annotator whose first turn waits for answers.
+    from labeling.services.conversations import (
+        conversation_message_send,
+        conversation_settings_update,
+        conversation_start,
+    )
+
+    conversation_settings_update(campaign=campaign, data={"live_enabled": True})
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    conversation_message_send(conversation=conversation, text="Hello")
     return {
         "admin": admin,
         "annotator": annotator,
@@ -170,6 +180,8 @@ def world(make_user: Any, settings: Any, tmp_path: Any) -> dict[str, Any]:
             "combine_job_id": combine_job.pk,
             "public_id": "chatcmpl-walk",
             "alert_id": drift_alert.pk,
+            "conversation_id": conversation.pk,
+            "number": 1,
         },
         "versions": (f"adapter:{policy.pk}", f"base:{base.pk}"),
     }
