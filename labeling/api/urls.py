@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.api import quality, revisions, views
+from labeling.api import quality, ranking, revisions, views
 
 urlpatterns = [
     path("me/", views.MeApi.as_view(), name="api-me"),
@@ -34,6 +34,16 @@ urlpatterns = [
         "leases/<int:lease_id>/preference/",
         views.PreferenceCreateApi.as_view(),
         name="api-preference-create",
+    ),
+    path(
+        "leases/<int:lease_id>/ranking/",
+        ranking.RankingCreateApi.as_view(),
+        name="api-ranking-create",
+    ),
+    path(
+        "comparisons/<int:comparison_id>/gold-ranking/",
+        ranking.ComparisonGoldRankingApi.as_view(),
+        name="api-comparison-gold-ranking",
     ),
     path(
         "preferences/<int:preference_id>/",

@@ -10,6 +10,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_serializer,
     inline_serializer,
@@ -25,10 +26,13 @@ from core.exceptions import ApplicationError
 from core.permissions import AdminToWrite, IsAdmin, IsAnnotator, IsReviewer
 from core.schema import ApiAutoSchema, error
 from labeling import selectors
+from labeling.api.ranking import RankingCardSerializer
 from labeling.exceptions import NothingToLabel
 from labeling.models import Campaign
+from labeling.selectors.ranking import ranking_export_rows
 from labeling.services import campaigns as campaign_services
 from labeling.services import queue
+from labeling.services import ranking as ranking_services
 from labeling.services.imports import campaign_import_jsonl
 
 
@@ -45,6 +49,7 @@ class CampaignOutputSerializer(serializers.ModelSerializer):
             "lease_ttl_seconds",
             "gold_rate",
             "status",
+            "mode",
             "created_at",
             "updated_at",
         ]
@@ -71,6 +76,12 @@ class CampaignListApi(APIView):
             min_value=30, max_value=86_400, required=False
         )
         gold_rate = serializers.FloatField(min_value=0.0, max_value=0.5, required=False)
+        mode = serializers.ChoiceField(
+            choices=Campaign.Mode.choices,
+            required=False,
+            help_text="pair (A/B) or rank (3 to 9 completions put in order); "
+            "fixed once the campaign has comparisons.",
+        )
         annotator_ids = serializers.ListField(
             child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
             required=False,
@@ -192,16 +203,36 @@ class BlindPairSerializer(serializers.Serializer):
 
 
 class ComparisonNextApi(APIView):
-    """Lease the next pair. Sides are shuffled per lease; no model is named."""
+    """Lease the next pair. Sides are shuffled per lease; no model is named.
+    In a rank campaign, the next ranked comparison: its completions in a
+    per-lease shuffled order (submit to ``leases/<id>/ranking/``)."""
 
     permission_classes = [IsAnnotator]
     schema = ApiAutoSchema()
 
-    @extend_schema(request=None, responses={200: BlindPairSerializer, 204: None})
+    @extend_schema(
+        request=None,
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="NextComparison",
+                serializers=[BlindPairSerializer, RankingCardSerializer],
+                resource_type_field_name=None,
+            ),
+            204: None,
+        },
+    )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = selectors.campaign_get_for_annotator(
             user=request.user, campaign_id=campaign_id
         )
+        if campaign.mode == Campaign.Mode.RANK:
+            try:
+                ranked = ranking_services.ranking_lease_next(
+                    campaign=campaign, annotator=request.user
+                )
+            except NothingToLabel:
+                return Response(status=status.HTTP_204_NO_CONTENT)
+            return Response(RankingCardSerializer(ranked.card).data)
         try:
             leased = queue.comparison_lease_next_pair(
                 campaign=campaign, annotator=request.user
@@ -361,6 +392,10 @@ class PreferenceExportApi(APIView):
             child=serializers.IntegerField(), required=False
         )
         include_golden = serializers.BooleanField(default=False)
+        layout = serializers.ChoiceField(
+            choices=["pairwise", "listwise"], default="pairwise"
+        )
+        include_unacceptable = serializers.BooleanField(default=False)
 
     @extend_schema(
         parameters=[
@@ -368,6 +403,20 @@ class PreferenceExportApi(APIView):
             OpenApiParameter("split", str, many=True, enum=["train", "val", "test"]),
             OpenApiParameter("exclude_annotator", int, many=True),
             OpenApiParameter("include_golden", bool),
+            OpenApiParameter(
+                "layout",
+                str,
+                enum=["pairwise", "listwise"],
+                description="pairwise (default): TRL preference rows, a "
+                "ranking's implied pairs among them; listwise: one row per "
+                "ranking, completions best first with their ranks.",
+            ),
+            OpenApiParameter(
+                "include_unacceptable",
+                bool,
+                description="Also export rankings flagged 'none acceptable' "
+                "(and their implied pairs).",
+            ),
         ],
         responses={(200, "application/jsonl"): OpenApiTypes.STR},
     )
@@ -381,15 +430,27 @@ class PreferenceExportApi(APIView):
                 "split": request.query_params.getlist("split"),
                 "exclude_annotator": request.query_params.getlist("exclude_annotator"),
                 "include_golden": request.query_params.get("include_golden", "false"),
+                "layout": request.query_params.get("layout", "pairwise"),
+                "include_unacceptable": request.query_params.get(
+                    "include_unacceptable", "false"
+                ),
             }
         )
         params.is_valid(raise_exception=True)
-        rows = selectors.preference_export_rows(
-            campaign=campaign,
-            tie_policy=params.validated_data["tie_policy"],
-            splits=sorted(params.validated_data.get("split", [])),
-            exclude_annotator_ids=params.validated_data.get("exclude_annotator"),
-            include_golden=params.validated_data["include_golden"],
+        common = {
+            "campaign": campaign,
+            "splits": sorted(params.validated_data.get("split", [])),
+            "exclude_annotator_ids": params.validated_data.get("exclude_annotator"),
+            "include_golden": params.validated_data["include_golden"],
+            "include_unacceptable": params.validated_data["include_unacceptable"],
+        }
+        listwise = params.validated_data["layout"] == "listwise"
+        rows = (
+            ranking_export_rows(**common)
+            if listwise
+            else selectors.preference_export_rows(
+                tie_policy=params.validated_data["tie_policy"], **common
+            )
         )
 
         def lines() -> Iterator[bytes]:
@@ -400,7 +461,8 @@ class PreferenceExportApi(APIView):
             lines(), content_type="application/jsonl; charset=utf-8"
         )
         response["Content-Disposition"] = (
-            f'attachment; filename="campaign-{campaign.pk}-preferences.jsonl"'
+            f'attachment; filename="campaign-{campaign.pk}-'
+            f'{"rankings" if listwise else "preferences"}.jsonl"'
         )
         return response
 

@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from core import roles
 from labeling.exceptions import CampaignNotAvailable, LeaseNotFound
-from labeling.models import Campaign, Comparison, Completion, Lease, Preference, Prompt
+from labeling.models import (
+    Campaign,
+    Comparison,
+    Completion,
+    Lease,
+    Preference,
+    Prompt,
+    Ranking,
+)
 from labeling.rendering import completion_html_of
 
 UserLike = AbstractBaseUser | AnonymousUser
@@ -309,7 +317,14 @@ def _start_of_day() -> datetime:
 
 def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, int]:
     start_of_day = _start_of_day()
-    mine = Preference.objects.filter(comparison__campaign=campaign, annotator=annotator)
+    mine: QuerySet[Any] = Preference.objects.filter(
+        comparison__campaign=campaign, annotator=annotator
+    )
+    if campaign.mode == Campaign.Mode.RANK:
+        # A ranking is one label (its implied preferences are not more).
+        mine = Ranking.objects.filter(
+            comparison__campaign=campaign, annotator=annotator
+        )
     counts = mine.aggregate(
         total=Count("id"), today=Count("id", filter=Q(created_at__gte=start_of_day))
     )
@@ -338,9 +353,15 @@ def annotator_card_progress(
     ``pairs_left`` counted up to ``CARD_PAIRS_LEFT_CAP`` (``pairs_left_more``
     says there are more)."""
     start_of_day = _start_of_day()
+    # A ranking is one label (its implied preferences are not more).
+    labels = (
+        "labeling_ranking"
+        if campaign.mode == Campaign.Mode.RANK
+        else "labeling_preference"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT mine.total, mine.today, (
                 SELECT count(*) FROM (
                     SELECT 1 FROM labeling_comparison c
@@ -352,11 +373,11 @@ def annotator_card_progress(
             FROM (
                 SELECT count(*) AS total,
                        count(*) FILTER (WHERE p.created_at >= %(day)s) AS today
-                FROM labeling_preference p
+                FROM {labels} p
                 JOIN labeling_comparison c ON c.id = p.comparison_id
                 WHERE c.campaign_id = %(campaign)s AND p.annotator_id = %(annotator)s
             ) AS mine
-            """,
+            """,  # noqa: S608 - one of two table names
             {
                 "campaign": campaign.pk,
                 "annotator": annotator.pk,
@@ -374,7 +395,10 @@ def annotator_card_progress(
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
-    comparisons = Comparison.objects.filter(campaign=campaign)
+    # Implied pairs (of ranked comparisons) are never labeled directly.
+    comparisons = Comparison.objects.filter(campaign=campaign).exclude(
+        status=Comparison.Status.IMPLIED
+    )
     by_status = dict(
         comparisons.values_list("status")
         .annotate(n=Count("id"))
@@ -409,6 +433,31 @@ def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
             }
             for row in per_annotator
         ],
+        **(_ranking_stats(campaign) if campaign.mode == Campaign.Mode.RANK else {}),
+    }
+
+
+def _ranking_stats(campaign: Campaign) -> dict[str, Any]:
+    """A rank campaign's labels are rankings: count those per annotator
+    (``preferences`` stays the implied pairwise count)."""
+    rankings = Ranking.objects.filter(comparison__campaign=campaign)
+    per_annotator = list(
+        rankings.values("annotator_id", "annotator__username")
+        .annotate(labels=Count("id"))
+        .order_by("-labels")
+    )
+    return {
+        "mode": Campaign.Mode.RANK,
+        "rankings": rankings.count(),
+        "rankings_none_acceptable": rankings.filter(none_acceptable=True).count(),
+        "annotators": [
+            {
+                "annotator_id": row["annotator_id"],
+                "username": row["annotator__username"],
+                "labels": row["labels"],
+            }
+            for row in per_annotator
+        ],
     }
 
 
@@ -427,6 +476,7 @@ def preference_export_rows(
     exclude_annotator_ids: list[int] | None = None,
     include_golden: bool = False,
     chunk_size: int = 2000,
+    include_unacceptable: bool = False,
 ) -> Any:
     """Yield preferences as TRL preference rows (``prompt``, ``chosen``,
     ``rejected``) plus metadata, streamed from a server-side cursor so memory
@@ -439,6 +489,10 @@ def preference_export_rows(
 
     A label its annotator changed is exported as its latest version
     (``version`` counts the changes; earlier ones stay in PreferenceRevision).
+
+    A ranking's implied preferences (source "ranking") are rows like any
+    other; those of a ranking flagged "none acceptable" are left out unless
+    ``include_unacceptable``.
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"tie_policy must be one of {', '.join(TIE_POLICIES)}")
@@ -461,6 +515,8 @@ def preference_export_rows(
     )
     if tie_policy == "skip":
         qs = qs.exclude(choice=Preference.Choice.TIE)
+    if not include_unacceptable:
+        qs = qs.exclude(ranking__none_acceptable=True)
     if splits:
         qs = qs.filter(comparison__prompt__split__in=splits)
     if exclude_annotator_ids:

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from core import charts
 from core.models import Report
+from core.rank_stats import kendall_tau_b, kendall_w, krippendorff_alpha_ordinal
 from core.reports import CachedReport, report_for_page
 from core.stats import (
     cohen_kappa,
@@ -26,7 +27,7 @@ from core.stats import (
     left_pick_rate,
     wilson_interval,
 )
-from labeling.models import Campaign, Comparison, Preference
+from labeling.models import Campaign, Comparison, ComparisonItem, Preference, Ranking
 
 LABEL_SOURCES = (Preference.Source.ANNOTATOR,)
 
@@ -311,6 +312,8 @@ def annotator_reliability(*, campaign: Campaign) -> dict[int, float]:
     """A weight in [0, 1] per annotator for training: gold accuracy when they
     answered at least 5 gold pairs, else agreement with others on at least 5
     shared items, else 1.0 (no evidence against them)."""
+    if campaign.mode == Campaign.Mode.RANK:
+        return _ranking_reliability(campaign)
     gold = gold_scores(campaign=campaign)
     agree = annotator_agreement_with_others(campaign=campaign)
     annotators = set(
@@ -341,7 +344,11 @@ def quality_report(*, campaign: Campaign) -> dict[str, Any]:
         }
         for row in annotator_report(campaign=campaign)
     ]
+    extra: dict[str, Any] = {}
+    if campaign.mode == Campaign.Mode.RANK:
+        extra["ranking"] = ranking_quality(campaign=campaign)
     return {
+        **extra,
         "agreement": campaign_agreement(campaign=campaign),
         "annotators": annotators,
         "disagreement_ids": [
@@ -354,3 +361,122 @@ def quality_report_cached(*, campaign: Campaign) -> CachedReport:
     """The cached ``quality_report``; requests a refresh when it is missing or
     stale. Walks no labels."""
     return report_for_page(campaign_id=campaign.pk, kind=Report.Kind.QUALITY)
+
+
+# --------------------------------------------------------------------------
+# Rank campaigns: gold by Kendall's tau, agreement by Krippendorff's alpha
+# (ordinal) and Kendall's W.
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankGoldScore:
+    n: int
+    # Mean Kendall's tau-b against the gold rankings (-1..1); None when no
+    # gold ranking could be scored (one side tied every item).
+    tau: float | None
+
+
+def _rankings(
+    campaign: Campaign, *, gold: bool
+) -> list[tuple[int, int, dict[int, int]]]:
+    """(comparison id, annotator id, {completion id: rank}) per ranking."""
+    return [
+        (comparison_id, annotator_id, dict(zip(order, ranks, strict=True)))
+        for comparison_id, annotator_id, order, ranks in Ranking.objects.filter(
+            comparison__campaign=campaign, comparison__is_gold=gold
+        )
+        .order_by("pk")
+        .values_list("comparison_id", "annotator_id", "order", "ranks")
+    ]
+
+
+def ranking_gold_scores(*, campaign: Campaign) -> dict[int, RankGoldScore]:
+    """Per annotator: Kendall's tau-b between each ranking of a gold ranked
+    comparison and its gold ranking, averaged (1: the gold order exactly)."""
+    gold: dict[int, dict[int, int]] = defaultdict(dict)
+    for comparison_id, completion_id, rank in ComparisonItem.objects.filter(
+        comparison__campaign=campaign,
+        comparison__is_gold=True,
+        gold_rank__isnull=False,
+    ).values_list("comparison_id", "completion_id", "gold_rank"):
+        gold[comparison_id][completion_id] = rank
+    taus: dict[int, list[float]] = defaultdict(list)
+    counted: dict[int, int] = defaultdict(int)
+    for comparison_id, annotator_id, ranks in _rankings(campaign, gold=True):
+        known = gold.get(comparison_id)
+        if not known or set(known) != set(ranks):
+            continue
+        ids = sorted(known)
+        counted[annotator_id] += 1
+        tau = kendall_tau_b([ranks[i] for i in ids], [known[i] for i in ids])
+        if tau is not None:
+            taus[annotator_id].append(tau)
+    return {
+        a: RankGoldScore(n=n, tau=statistics.fmean(taus[a]) if taus[a] else None)
+        for a, n in counted.items()
+    }
+
+
+def ranking_agreement(*, campaign: Campaign) -> dict[str, Any]:
+    """Agreement among annotators on the ranked comparisons ranked by two or
+    more of them: Krippendorff's alpha at the ordinal level (a unit is one
+    completion of one comparison, valued by the ranks it got) and Kendall's
+    W (per comparison, then the mean over comparisons, each weighted by its
+    number of rankings)."""
+    by_comparison: dict[int, list[dict[int, int]]] = defaultdict(list)
+    for comparison_id, _annotator_id, ranks in _rankings(campaign, gold=False):
+        by_comparison[comparison_id].append(ranks)
+    multi = {cid: rs for cid, rs in by_comparison.items() if len(rs) >= 2}
+    units: dict[tuple[int, int], list[float | None]] = defaultdict(list)
+    ws: list[tuple[float, int]] = []
+    for cid, rankings in multi.items():
+        ids = sorted(rankings[0])
+        for ranks in rankings:
+            for completion_id in ids:
+                units[(cid, completion_id)].append(ranks.get(completion_id))
+        w = kendall_w([[r[i] for i in ids] for r in rankings])
+        if w is not None:
+            ws.append((w, len(rankings)))
+    weight = sum(n for _w, n in ws)
+    return {
+        "alpha_ordinal": krippendorff_alpha_ordinal(units),
+        "kendall_w": sum(w * n for w, n in ws) / weight if weight else None,
+        "items": len(multi),
+        "rankings": sum(len(rs) for rs in multi.values()),
+    }
+
+
+def ranking_quality(*, campaign: Campaign) -> dict[str, Any]:
+    """A rank campaign's figures for the quality page and API: agreement,
+    gold tau per annotator, and how many rankings found nothing acceptable."""
+    gold = ranking_gold_scores(campaign=campaign)
+    counts = Ranking.objects.filter(comparison__campaign=campaign).aggregate(
+        rankings=Count("id"),
+        none_acceptable=Count("id", filter=Q(none_acceptable=True)),
+    )
+    return {
+        "agreement": ranking_agreement(campaign=campaign),
+        "gold": {str(a): asdict(score) for a, score in gold.items()},
+        **counts,
+    }
+
+
+def _ranking_reliability(campaign: Campaign) -> dict[int, float]:
+    """``annotator_reliability`` for a rank campaign: (tau + 1) / 2 against
+    gold rankings when an annotator ranked at least 5 gold comparisons, else
+    1.0 (no evidence against them)."""
+    gold = ranking_gold_scores(campaign=campaign)
+    annotators = set(
+        Ranking.objects.filter(comparison__campaign=campaign)
+        .values_list("annotator_id", flat=True)
+        .distinct()
+    )
+    out = {}
+    for annotator_id in annotators:
+        g = gold.get(annotator_id)
+        if g is not None and g.n >= 5 and g.tau is not None:
+            out[annotator_id] = (g.tau + 1) / 2
+        else:
+            out[annotator_id] = 1.0
+    return out

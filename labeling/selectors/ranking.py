@@ -9,6 +9,7 @@ pair's sides).
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,3 +97,86 @@ def ranking_list(*, campaign: Campaign) -> QuerySet[Ranking]:
 def ranking_screen_ranks(*, ranking: Ranking) -> list[tuple[str, int]]:
     """(letter, rank) in the order the annotator saw the completions."""
     return [(LETTERS[i], r) for i, r in enumerate(ranking.ranks)]
+
+
+def ranking_export_rows(
+    *,
+    campaign: Campaign,
+    splits: list[str] | None = None,
+    exclude_annotator_ids: list[int] | None = None,
+    include_golden: bool = False,
+    include_unacceptable: bool = False,
+    chunk_size: int = 500,
+) -> Iterator[dict[str, Any]]:
+    """Yield rankings as listwise rows: ``prompt`` and ``completions`` best
+    first, with ``ranks`` aligned (equal ranks are ties), plus metadata.
+    Chat prompts stay message lists and completions become assistant turns
+    (TRL's conversational format). Gold comparisons are never exported;
+    rankings flagged "none acceptable" only with ``include_unacceptable``.
+    Streamed from a server-side cursor."""
+    qs = Ranking.objects.filter(
+        comparison__campaign=campaign, comparison__is_gold=False
+    )
+    if not include_unacceptable:
+        qs = qs.filter(none_acceptable=False)
+    if splits:
+        qs = qs.filter(comparison__prompt__split__in=splits)
+    if exclude_annotator_ids:
+        qs = qs.exclude(annotator_id__in=exclude_annotator_ids)
+    if not include_golden:
+        qs = qs.filter(comparison__prompt__is_golden=False)
+    rows = qs.order_by("id").values_list(
+        "id",
+        "comparison_id",
+        "annotator_id",
+        "order",
+        "ranks",
+        "none_acceptable",
+        "reason",
+        "created_at",
+        "comparison__prompt__text",
+        "comparison__prompt__messages",
+        "comparison__prompt__split",
+    )
+    batch: list[tuple[Any, ...]] = []
+    for row in rows.iterator(chunk_size=chunk_size):
+        batch.append(row)
+        if len(batch) >= chunk_size:
+            yield from _listwise(batch)
+            batch = []
+    yield from _listwise(batch)
+
+
+def _listwise(batch: list[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    ids = {cid for row in batch for cid in row[3]}
+    texts = dict(Completion.objects.filter(pk__in=ids).values_list("pk", "text"))
+    for (
+        ranking_id,
+        comparison_id,
+        annotator_id,
+        order,
+        ranks,
+        none_acceptable,
+        reason,
+        created_at,
+        prompt_text,
+        prompt_messages,
+        split,
+    ) in batch:
+        chat = prompt_messages is not None
+        best_first = sorted(zip(ranks, order, strict=True))
+        yield {
+            "prompt": prompt_messages if chat else prompt_text,
+            "completions": [
+                [{"role": "assistant", "content": texts[cid]}] if chat else texts[cid]
+                for _rank, cid in best_first
+            ],
+            "ranks": [rank for rank, _cid in best_first],
+            "none_acceptable": none_acceptable,
+            "reason": reason,
+            "split": split,
+            "annotator_id": annotator_id,
+            "ranking_id": ranking_id,
+            "comparison_id": comparison_id,
+            "created_at": created_at.isoformat(),
+        }

@@ -19,6 +19,7 @@ EDITABLE_FIELDS = (
     "label_edit_minutes",
     "gold_rate",
     "status",
+    "mode",
 )
 
 
@@ -66,11 +67,14 @@ def campaign_create(
     gold_rate: float = 0.0,
     status: str = Campaign.Status.ACTIVE,
     annotator_ids: Sequence[int] = (),
+    mode: str = Campaign.Mode.PAIR,
 ) -> Campaign:
     """Create a campaign. Raises ``ValidationError`` keyed by field (a taken
-    name, a value out of range) and ``LabelingError`` for bad criteria."""
+    name, a value out of range) and ``LabelingError`` for bad criteria.
+    ``mode`` is "pair" (A/B) or "rank" (3 to 9 completions ordered)."""
     campaign = Campaign(
         name=name,
+        mode=mode,
         status=status,
         description=description,
         guidelines=guidelines,
@@ -92,6 +96,16 @@ def campaign_update(*, campaign: Campaign, data: Mapping[str, Any]) -> Campaign:
     """Update the editable fields present in ``data``. Lowering ``overlap_k``
     does not close pairs already labeled more often."""
     fields = [f for f in EDITABLE_FIELDS if f in data]
+    if (
+        "mode" in fields
+        and data["mode"] != campaign.mode
+        and campaign.comparisons.exists()
+    ):
+        # Its comparisons (pairs or ranked) were made for the current mode.
+        raise LabelingError(
+            "The mode of a campaign cannot change once it has comparisons.",
+            extra={"field": "mode"},
+        )
     for name in fields:
         value = data[name]
         if name == "criteria":

@@ -13,6 +13,12 @@ line is validated before anything is written, and the first bad line is
 reported with its number and field. Importing the same file twice adds
 nothing the second time.
 
+In a rank campaign (``Campaign.mode == "rank"``) a line's completions (3 to
+``MAX_RANKED_PER_LINE``) become one ranked comparison instead, with its
+implied pairs (``labeling.services.ranking``); an optional ``"gold_ranks":
+[2, 1, 3, ...]`` (aligned with the completions, 1 = best, equal = tie) makes
+it a gold comparison with that known ranking.
+
 Two completions of one line with byte-identical text (from different
 sources) are refused with the line and field: annotators could only guess
 between them, so such a pair is never created (generation rounds skip them
@@ -32,15 +38,26 @@ from django.conf import settings
 from django.db import transaction
 
 from labeling.exceptions import ImportFailed
-from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
+from labeling.models import (
+    Campaign,
+    Comparison,
+    ComparisonItem,
+    Completion,
+    Prompt,
+    content_hash,
+)
 from labeling.rendering import completion_html
+from labeling.services.ranking import ranked_comparisons_bulk_create, ranked_gold_set
 from labeling.services.splits import split_for_hash
 
 logger = logging.getLogger(__name__)
 
 MAX_COMPLETIONS_PER_LINE = 8
+MIN_RANKED_PER_LINE = 3
+MAX_RANKED_PER_LINE = 9
 CHAT_ROLES = {"system", "user", "assistant"}
 LINE_KEYS = {"prompt", "completions", "golden", "priority", "metadata"}
+RANK_LINE_KEYS = LINE_KEYS | {"gold_ranks"}
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -59,6 +76,8 @@ class ParsedLine:
     golden: bool
     priority: int
     metadata: dict[str, Any]
+    # Rank campaigns: the known ranking of a gold line, aligned with completions.
+    gold_ranks: list[int] | None = None
 
 
 @dataclass
@@ -171,7 +190,7 @@ def _json_object(value: Any, *, line: int, field_name: str) -> dict[str, Any]:
     return value
 
 
-def parse_line(raw: str, *, number: int) -> ParsedLine | None:
+def parse_line(raw: str, *, number: int, mode: str = "pair") -> ParsedLine | None:
     if not raw.strip():
         return None
     try:
@@ -192,12 +211,13 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
         ) from None
     if not isinstance(data, dict):
         raise ImportFailed(line=number, field="(line)", message="must be a JSON object")
-    unknown = set(data) - LINE_KEYS
+    keys = RANK_LINE_KEYS if mode == "rank" else LINE_KEYS
+    unknown = set(data) - keys
     if unknown:
         raise ImportFailed(
             line=number,
             field=sorted(unknown)[0],
-            message=f"unknown field; expected {sorted(LINE_KEYS)}",
+            message=f"unknown field; expected {sorted(keys)}",
         )
     if "prompt" not in data:
         raise ImportFailed(line=number, field="prompt", message="is required")
@@ -205,13 +225,24 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
     raw_completions = data.get("completions", [])
     if not isinstance(raw_completions, list):
         raise ImportFailed(line=number, field="completions", message="must be a list")
+    if mode == "rank" and (
+        0 < len(raw_completions) < MIN_RANKED_PER_LINE
+        or len(raw_completions) > MAX_RANKED_PER_LINE
+    ):
+        raise ImportFailed(
+            line=number,
+            field="completions",
+            message=f"a ranking needs {MIN_RANKED_PER_LINE} to "
+            f"{MAX_RANKED_PER_LINE} completions (or none); this line has "
+            f"{len(raw_completions)}",
+        )
     if len(raw_completions) == 1:
         raise ImportFailed(
             line=number,
             field="completions",
             message="needs at least two completions to form a pair (or none)",
         )
-    if len(raw_completions) > MAX_COMPLETIONS_PER_LINE:
+    if mode != "rank" and len(raw_completions) > MAX_COMPLETIONS_PER_LINE:
         raise ImportFailed(
             line=number,
             field="completions",
@@ -291,7 +322,26 @@ def parse_line(raw: str, *, number: int) -> ParsedLine | None:
     metadata = _json_object(
         data.get("metadata", {}), line=number, field_name="metadata"
     )
-    return ParsedLine(number, prompt, completions, golden, priority, metadata)
+    gold_ranks = data.get("gold_ranks")
+    if gold_ranks is not None:
+        k = len(completions)
+        if (
+            not isinstance(gold_ranks, list)
+            or len(gold_ranks) != k
+            or k == 0
+            or any(
+                isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= k
+                for r in gold_ranks
+            )
+        ):
+            raise ImportFailed(
+                line=number,
+                field="gold_ranks",
+                message=f"must be one rank from 1 (best) to {k} per completion",
+            )
+    return ParsedLine(
+        number, prompt, completions, golden, priority, metadata, gold_ranks
+    )
 
 
 def _decode(lines: Iterable[bytes | str]) -> Iterable[tuple[int, str]]:
@@ -328,7 +378,7 @@ def campaign_import_jsonl(
     """
     parsed: list[ParsedLine] = []
     for number, raw in _decode(lines):
-        line = parse_line(raw, number=number)
+        line = parse_line(raw, number=number, mode=campaign.mode)
         if line is not None:
             parsed.append(line)
         if on_progress is not None and number % 1000 == 0:
@@ -390,6 +440,13 @@ def campaign_import_jsonl(
     Completion.objects.bulk_create(new_completions, batch_size=2000)
     result.completions_created = len(new_completions)
 
+    if campaign.mode == Campaign.Mode.RANK:
+        _create_ranked(campaign, parsed, line_completions, prompt_ids, result)
+        logger.info(
+            "labeling.import.done campaign=%s %s", campaign.pk, result.as_dict()
+        )
+        return result
+
     existing_pairs = set(
         Comparison.objects.filter(
             campaign=campaign, prompt_id__in=prompt_ids
@@ -416,3 +473,37 @@ def campaign_import_jsonl(
     result.comparisons_created = len(new_comparisons)
     logger.info("labeling.import.done campaign=%s %s", campaign.pk, result.as_dict())
     return result
+
+
+def _create_ranked(
+    campaign: Campaign,
+    parsed: list[ParsedLine],
+    line_completions: list[list[Completion]],
+    prompt_ids: list[int],
+    result: ImportResult,
+) -> None:
+    """A rank campaign's lines: one ranked comparison per line with
+    completions (a set of completions already ranked is skipped)."""
+    existing: dict[int, set[int]] = {}
+    for comparison_id, completion_id in ComparisonItem.objects.filter(
+        comparison__campaign=campaign, comparison__prompt_id__in=prompt_ids
+    ).values_list("comparison_id", "completion_id"):
+        existing.setdefault(comparison_id, set()).add(completion_id)
+    seen = {frozenset(ids) for ids in existing.values()}
+    rows = []
+    gold = []
+    for line, row in zip(parsed, line_completions, strict=True):
+        if not row:
+            continue
+        key = frozenset(c.pk for c in row)
+        if key in seen:
+            result.duplicates_skipped += 1
+            continue
+        seen.add(key)
+        rows.append((row[0].prompt, row, line.priority))
+        gold.append(line.gold_ranks)
+    created = ranked_comparisons_bulk_create(campaign=campaign, rows=rows)
+    for comparison, ranks in zip(created, gold, strict=True):
+        if ranks is not None:
+            ranked_gold_set(comparison=comparison, ranks=ranks)
+    result.comparisons_created = len(created)

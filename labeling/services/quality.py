@@ -25,6 +25,11 @@ def comparison_gold_set(*, comparison: Comparison, choice: str | None) -> Compar
     with ``None``. Gold pairs are mixed into every annotator's queue at the
     campaign's ``gold_rate`` and look like any other pair."""
     comparison = Comparison.objects.select_for_update().get(pk=comparison.pk)
+    if comparison.is_ranked or comparison.parent_id is not None:
+        raise LabelingError(
+            "A ranked comparison is made gold with a ranking "
+            "(labeling.services.ranking.ranked_gold_set), not a choice."
+        )
     if choice is None:
         comparison.is_gold, comparison.gold_choice = False, ""
     else:

@@ -224,7 +224,10 @@ def ranked_gold_set(
     Comparison.objects.bulk_update(pairs, ["is_gold", "gold_choice", "updated_at"])
     comparison.is_gold = ranks is not None
     comparison.gold_choice = "rank" if ranks is not None else ""
-    comparison.save(update_fields=["is_gold", "gold_choice", "updated_at"])
+    if comparison.is_gold and comparison.status == Comparison.Status.COMPLETE:
+        comparison.status = Comparison.Status.OPEN  # gold stays servable
+    comparison.save(update_fields=["is_gold", "gold_choice", "status", "updated_at"])
+    reports_mark_stale(campaign_id=comparison.campaign_id)  # gold scores move
     return comparison
 
 
