@@ -28,6 +28,7 @@ FILTER_KEYS = {
     "min_reliability",
     "exclude_position_biased",
     "weighting",
+    "include_unacceptable",
 }
 WEIGHTINGS = ("none", "reliability", "strength", "reliability_strength")
 # TRL's preference trainers take no per-example weight, so a weight is
@@ -69,6 +70,10 @@ def _validate_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
         )
     if weighting != "none":
         clean["weighting"] = weighting
+    # Rankings flagged "none acceptable" (and their implied pairs) are left
+    # out of training unless asked for.
+    if filters.get("include_unacceptable"):
+        clean["include_unacceptable"] = True
     return clean
 
 
@@ -184,6 +189,7 @@ def dataset_snapshot_create(
                     tie_policy=tie_policy,
                     splits=[split],
                     exclude_annotator_ids=sorted(dropped),
+                    include_unacceptable=clean.get("include_unacceptable", False),
                 )
                 if r["preference_id"] <= last_id
                 and (r["strength"] or 0) >= clean.get("min_abs_strength", 0)
