@@ -316,8 +316,13 @@ class S3Store:
                 region_name=region or None,
                 config=Config(
                     retries={"max_attempts": 5, "mode": "standard"},
-                    # Path-style works with every S3 implementation.
+                    # Path-style works with every S3 implementation, and so do
+                    # checksums only where the API requires them (several
+                    # S3-compatible servers reject boto3's default trailing
+                    # CRC32); the store checks its own SHA-256 on download.
                     s3={"addressing_style": "path"},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
                 ),
             )
         self.client = client
