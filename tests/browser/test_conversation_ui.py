@@ -124,3 +124,19 @@ def test_a_live_conversation_of_two_turns_with_streamed_answers(
         turns[0].chosen.text
     )
     assert errors == []
+
+    # axe-core (injected by evaluate, which the strict CSP refuses: a context
+    # that bypasses it) finds no serious or critical violation, here or on
+    # the list of conversations, on a desktop or a phone.
+    from tests.browser.test_accessibility import PHONE, _blocking_violations
+
+    found = []
+    for viewport in (None, PHONE):
+        extra = {"viewport": viewport} if viewport else {}
+        axe_context = new_context(bypass_csp=True, **extra)
+        login_with_cookie(axe_context, live_server, annotator.username)
+        axe_page = axe_context.new_page()
+        for url in (page.url, f"/campaigns/{campaign.pk}/conversations/"):
+            axe_page.goto(url)
+            found += _blocking_violations(axe_page, f"{viewport} {url}")
+    assert found == []
