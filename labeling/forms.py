@@ -88,10 +88,22 @@ class CampaignForm(forms.Form):
         help_text=f"Optional criteria judged separately, as a JSON list: {CRITERIA_EXAMPLE}",
     )
     status = forms.ChoiceField(choices=Campaign.Status.choices)
+    field_order = ["name", "mode"]
+    # Not required: a form posted without it (an older page, a script)
+    # creates a pair campaign and leaves an existing campaign's mode alone.
+    mode = forms.ChoiceField(
+        choices=Campaign.Mode.choices,
+        required=False,
+        initial=Campaign.Mode.PAIR,
+        help_text="Pair: annotators pick the better of two answers. Rank: they "
+        "order 3 to 9 answers of a prompt, best first. Fixed once the campaign "
+        "has comparisons.",
+    )
 
     @classmethod
     def initial_for(cls, campaign: Campaign) -> dict[str, Any]:
         return {
+            "mode": campaign.mode,
             "name": campaign.name,
             "description": campaign.description,
             "guidelines": campaign.guidelines,
@@ -100,6 +112,12 @@ class CampaignForm(forms.Form):
             else "",
             "status": campaign.status,
         }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("mode"):
+            data.pop("mode", None)
+        return data
 
     def clean_criteria(self) -> list[Any]:
         raw = self.cleaned_data["criteria"].strip()

@@ -21,8 +21,8 @@ from labeling import selectors, views
 from labeling.exceptions import ComparisonFull, LeaseNotFound
 from labeling.forms import RankingForm
 from labeling.models import Campaign, Lease, Ranking
+from labeling.selectors.labels import label_annotators
 from labeling.selectors.ranking import (
-    LETTERS,
     RankingCard,
     ranking_card,
     ranking_for_lease,
@@ -39,6 +39,46 @@ def _order_text(letters_ranks: list[tuple[str, int]]) -> str:
     return ", ".join(" = ".join(group) for group in groups.values())
 
 
+def _lease_context(
+    *, lease: Lease, card: RankingCard, answer: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A leased comparison's part of the card: the answers with the place
+    each shows (as posted when a submit was refused, else the order shown),
+    or the ranking already given (best first), or that it was skipped."""
+    ranks = (answer or {}).get("ranks") or list(range(1, card.k + 1))
+    context: dict[str, Any] = {
+        "card": card,
+        "places": range(1, card.k + 1),
+        "rank_rows": [
+            (letter, html, rank)
+            for (letter, html), rank in zip(card.items, ranks, strict=True)
+        ],
+        "answered": None,
+    }
+    answered: Ranking | None = (
+        ranking_for_lease(lease=lease) if answer is None else None
+    )
+    # Its letters are the lease's only when it was given on this lease's order.
+    if answered is not None and answered.order == lease.order:
+        context["answered"] = {
+            "order_text": _order_text(
+                [
+                    (letter, r)
+                    for (letter, _html), r in zip(
+                        card.items, answered.ranks, strict=True
+                    )
+                ]
+            ),
+            "none_acceptable": answered.none_acceptable,
+        }
+        by_rank = sorted(
+            zip(card.items, answered.ranks, strict=True), key=lambda row: row[1]
+        )
+        context["rank_rows"] = [(letter, html, r) for (letter, html), r in by_rank]
+    context["skipped"] = answered is None and lease.status == Lease.Status.SKIPPED
+    return context
+
+
 def ranking_card_page(
     request: HttpRequest,
     *,
@@ -50,8 +90,8 @@ def ranking_card_page(
     answer: dict[str, Any] | None = None,
 ) -> HttpResponse:
     """The card of a rank campaign: a lease to rank, a lease already ranked
-    or skipped, or "done". ``lease`` (just leased) spares reading it again;
-    ``answer`` is what a refused submit had posted, shown again."""
+    or skipped, or "done". ``lease`` and ``card`` (just leased) spare reading
+    them again; ``answer`` is what a refused submit had posted."""
     context: dict[str, Any] = {
         "campaign": campaign,
         "progress": selectors.annotator_card_progress(
@@ -68,35 +108,15 @@ def ranking_card_page(
             annotator=request.user, lease_id=lease_id
         )
     if lease is not None:
-        if card is None:
-            card = ranking_card(lease=lease)
-        ranks = (answer or {}).get("ranks") or list(range(1, card.k + 1))
-        context["card"] = card
-        context["places"] = range(1, card.k + 1)
-        context["rank_rows"] = [
-            (letter, html, rank)
-            for (letter, html), rank in zip(card.items, ranks, strict=True)
-        ]
-        answered: Ranking | None = (
-            ranking_for_lease(lease=lease) if answer is None else None
-        )
-        if answered is not None and answered.order == lease.order:
-            shown = list(zip(LETTERS, answered.ranks, strict=False))
-            context["answered"] = {
-                "order_text": _order_text(shown),
-                "none_acceptable": answered.none_acceptable,
-            }
-            by_rank = sorted(
-                zip(card.items, answered.ranks, strict=True), key=lambda r: r[1]
-            )
-            context["rank_rows"] = [(letter, html, r) for (letter, html), r in by_rank]
-        context["skipped"] = answered is None and lease.status == Lease.Status.SKIPPED
-    template = (
-        "labeling/ranking.html#comparison-card"
-        if request.htmx
-        else "labeling/ranking.html"
+        card = card if card is not None else ranking_card(lease=lease)
+        context |= _lease_context(lease=lease, card=card, answer=answer)
+    template = "labeling/ranking.html"
+    response = render(
+        request,
+        template + "#comparison-card" if request.htmx else template,
+        context,
+        status=status,
     )
-    response = render(request, template, context, status=status)
     if request.htmx:
         response["HX-Push-Url"] = (
             reverse("labeling:lease-detail", args=[campaign.pk, lease_id])
@@ -179,3 +199,25 @@ def _refused(
         status=400,
         answer=form.posted_answer(),
     )
+
+
+def ranking_quality_context(
+    *, campaign: Campaign, figures: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The quality page's ranking figures (from the cached quality report's
+    ``ranking`` part; absent while it is computed) and each annotator's mean
+    Kendall's tau against gold rankings, by name."""
+    if not figures:
+        return {}
+    gold = figures.get("gold") or {}
+    names = dict(label_annotators(campaign=campaign)) if gold else {}
+    return {
+        "ranking": figures,
+        "ranking_gold": sorted(
+            (
+                (names.get(int(annotator_id), f"#{annotator_id}"), score)
+                for annotator_id, score in gold.items()
+            ),
+            key=lambda row: row[0],
+        ),
+    }

@@ -443,6 +443,12 @@ def campaign_quality(request: HttpRequest, campaign_id: int) -> HttpResponse:
             campaign=campaign, limit=20, among=payload.get("disagreement_ids", [])
         ),
     }
+    if campaign.mode == Campaign.Mode.RANK:
+        from labeling.ranking_views import ranking_quality_context
+
+        context |= ranking_quality_context(
+            campaign=campaign, figures=payload.get("ranking")
+        )
     return render(request, "labeling/quality.html", context)
 
 

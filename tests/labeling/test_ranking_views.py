@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core.roles import ADMIN
 from labeling.forms import competition_ranks
 from labeling.models import Campaign, Comparison, Lease, Preference, Ranking
 from labeling.services.ranking import ranked_comparison_create
@@ -238,3 +239,39 @@ def test_posted_places_become_competition_ranks() -> None:
     assert competition_ranks([4, 1, 4, 2]) == [3, 1, 3, 2]
     assert competition_ranks([1, 1, 1]) == [1, 1, 1]
     assert competition_ranks([2, 3, 3, 1]) == [2, 3, 3, 1]
+
+
+@pytest.mark.django_db
+def test_campaign_form_creates_a_rank_campaign_and_keeps_its_mode(
+    make_user: Any,
+) -> None:
+    """The mode is chosen on create and shown on the campaign page; once the
+    campaign has comparisons a change is refused on the field (400) and the
+    mode stays; a form posted without a mode leaves it alone."""
+    admin = Client()
+    admin.force_login(make_user(ADMIN))
+    form = admin.get(reverse("labeling:campaign-create")).content.decode()
+    assert 'name="mode"' in form and 'value="rank"' in form
+    created = admin.post(
+        reverse("labeling:campaign-create"),
+        {"name": "Ranked", "status": "active", "mode": "rank"},
+    )
+    assert created.status_code == 302
+    campaign = Campaign.objects.get(name="Ranked")
+    assert campaign.mode == Campaign.Mode.RANK
+    page = admin.get(reverse("labeling:campaign-detail", args=[campaign.pk]))
+    assert (
+        '<span class="badge" data-campaign-mode>ranking</span>' in page.content.decode()
+    )
+
+    make_rankings(campaign, 1, k=3)
+    edit = reverse("labeling:campaign-edit", args=[campaign.pk])
+    assert 'value="rank" selected' in admin.get(edit).content.decode()
+    refused = admin.post(edit, {"name": "Ranked", "status": "active", "mode": "pair"})
+    assert refused.status_code == 400
+    assert 'data-field-error="mode"' in refused.content.decode()
+    kept = admin.post(edit, {"name": "Ranked again", "status": "active"})
+    assert kept.status_code == 302
+    campaign.refresh_from_db()
+    assert campaign.mode == Campaign.Mode.RANK and campaign.name == "Ranked again"
+
