@@ -158,8 +158,9 @@ def version_win_rate(
 ) -> dict[str, Any]:
     """The human win rate of ``adapter`` against the previous champion over
     ``outcomes`` (the campaign's ``version_outcomes``, read once for every
-    watched version; as the promotion gate counts them: ties half, a 95%
-    bootstrap interval). Empty for the base, which replaced nothing."""
+    watched version; scored as the promotion gate scores them: ties half, a
+    95% bootstrap interval, but over every label, traffic samples included,
+    not only held-out prompts). Empty for the base, which replaced nothing."""
     if adapter is None:
         return {}
     opponent, label = adapter_previous_champion(adapter=adapter)

@@ -157,16 +157,31 @@ def review_blind_lease_live(
     )
 
 
-def version_outcomes(*, campaign: Campaign) -> list[Outcome]:
+def held_out_prompts(prefix: str = "") -> Q:
+    """Prompts no training run sees: the **test** split and the golden set
+    (snapshots write only train and validation, never golden prompts).
+    ``prefix`` is the path to the prompt, e.g. ``"comparison__prompt__"``."""
+    return Q(**{f"{prefix}split": Prompt.Split.TEST}) | Q(**{f"{prefix}is_golden": True})
+
+
+def version_outcomes(
+    *, campaign: Campaign, held_out_only: bool = False
+) -> list[Outcome]:
     """Every human label between two model-written completions, as outcomes
-    between versions (ties and "both bad" count half each way).
+    between versions (ties and "both bad" count half each way). With
+    ``held_out_only``, only labels on held-out prompts (``held_out_prompts``):
+    what the promotion gate decides on, so no label it counts comes from a
+    prompt that trained the model.
 
     Two two-table reads joined here, not one four-table join: on tables whose
     statistics say "empty" (freshly created, or analysed before a bulk load)
     PostgreSQL planned that join as nested loops filtering whole index scans,
     minutes for 1,200 labels; each read below stays linear whatever the plan.
     """
-    labels = Preference.objects.filter(comparison__campaign=campaign).values_list(
+    labels = Preference.objects.filter(comparison__campaign=campaign)
+    if held_out_only:
+        labels = labels.filter(held_out_prompts("comparison__prompt__"))
+    labels = labels.values_list(
         "choice", "comparison__completion_a_id", "comparison__completion_b_id"
     )
     versions = {
@@ -239,7 +254,8 @@ def campaign_leaderboard(
 
 def adapter_gate_evidence(*, adapter: Adapter) -> dict[str, Any]:
     """Human win rate of ``adapter`` against what it would replace: its
-    campaign's champion for the role, else the base model. The promotion
+    campaign's champion for the role, else the base model, on held-out
+    prompts only (``version_outcomes(held_out_only=True)``). The promotion
     gate reads ``n`` and the 95% bootstrap interval (``lower``/``upper``)."""
     if adapter.campaign is None:
         return {}
@@ -256,7 +272,7 @@ def adapter_gate_evidence(*, adapter: Adapter) -> dict[str, Any]:
         else VersionKey.base(adapter.base_model_id)
     )
     result = win_rate(
-        version_outcomes(campaign=adapter.campaign),
+        version_outcomes(campaign=adapter.campaign, held_out_only=True),
         str(VersionKey.adapter(adapter.pk)),
         str(opponent),
     )
@@ -270,6 +286,7 @@ def adapter_gate_evidence(*, adapter: Adapter) -> dict[str, Any]:
         "wins": result.wins,
         "losses": result.losses,
         "ties": result.ties,
+        "prompts": "held-out",
     }
 
 

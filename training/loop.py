@@ -8,9 +8,9 @@ gate's decision. Reads only (a campaign whose policy or generation settings
 were never saved is read with the defaults, nothing is created), in a fixed
 number of queries whatever the number of rounds.
 
-Win rates come from ``models_hub.selectors.version_outcomes`` and
-``core.stats.win_rate``, exactly as the promotion gate reads them
-(``adapter_gate_evidence``); the outcomes are read once and grouped per pair
+Win rates come from ``models_hub.selectors.version_outcomes`` (labels on
+held-out prompts only) and ``core.stats.win_rate``, exactly as the promotion
+gate reads them (``adapter_gate_evidence``); the outcomes are read once and grouped per pair
 here instead of once per adapter. ``win_rate`` resamples a multinomial over
 the (at most three) distinct scores of a pair, so its cost does not grow
 with the labels.
@@ -243,7 +243,7 @@ def campaign_loop_get(*, campaign_id: int) -> CampaignLoop:
             adapter__campaign=campaign, adapter__role=Adapter.Role.POLICY
         ).order_by("created_at", "id")
     )
-    outcomes = version_outcomes(campaign=campaign)
+    outcomes = version_outcomes(campaign=campaign, held_out_only=True)
     last_snapshot_id = DatasetSnapshot.objects.filter(campaign=campaign).aggregate(
         last=Max("last_preference_id")
     )["last"]
@@ -647,7 +647,7 @@ class _Context:
             return f"its generation round {generation.status}: no pairs to compare"
         against = f"against {figure.opponent_label}"
         if figure.n < needed:
-            return f"waiting: {figure.n} of {needed} comparisons {against}"
+            return f"waiting: {figure.n} of {needed} held-out comparisons {against}"
         assert figure.lower is not None and figure.upper is not None
         if figure.lower > 0.5:
             if self.settings_row.auto_promote:
@@ -822,7 +822,7 @@ def _waiting(
         )
         if gate.n < gate.needed:
             sentence = (
-                f"waiting for {gate.needed - gate.n} more comparisons of "
+                f"waiting for {gate.needed - gate.n} more held-out comparisons of "
                 f"{r.adapter_name} vs {against}"
             )
         elif gate.upper is not None and gate.upper < 0.5:
@@ -837,7 +837,7 @@ def _waiting(
             )
         else:
             sentence = (
-                f"waiting for more comparisons of {r.adapter_name} vs {against}: "
+                f"waiting for more held-out comparisons of {r.adapter_name} vs {against}: "
                 f"win rate {gate.rate:.2f} (95% {gate.lower:.2f}–{gate.upper:.2f}) "
                 f"over {gate.n} is not decisive yet"
             )

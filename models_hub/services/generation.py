@@ -275,6 +275,11 @@ class Progress:
             phase=text, heartbeat_at=timezone.now()
         )
 
+    def grow(self, prompts: int) -> None:
+        """``prompts`` more answers to write than the job started with."""
+        self.total += prompts
+        GenerationJob.objects.filter(pk=self.job_id).update(prompts_total=self.total)
+
     def advance(self, prompts: int, tokens: int) -> None:
         self.done += prompts
         self.tokens += tokens
@@ -601,26 +606,82 @@ def _run_bootstrap(job: GenerationJob) -> int:
     return created
 
 
+MAX_HELD_OUT_SAMPLES = 8
+
+
 def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]:
-    """Golden prompts, then a seeded sample of the others, held-out test
-    prompts first (guardrail figures should come from prompts no model
-    trained on)."""
+    """The golden prompts, then a seeded sample of ``count`` others: half
+    (rounded up) from the held-out test split, which the gate and the
+    guardrails read, the rest from train and validation, where the new pairs
+    become training data; either half fills up from the other when short."""
     golden = list(
         Prompt.objects.filter(campaign=campaign, is_golden=True).order_by("id")
     )
     rng = random.Random(seed)
-    picked: list[int] = []
-    for split_filter in (Q(split=Prompt.Split.TEST), ~Q(split=Prompt.Split.TEST)):
-        ids = list(
+    pools = [
+        list(
             Prompt.objects.filter(campaign=campaign, is_golden=False)
             .filter(split_filter)
             .order_by("id")
             .values_list("id", flat=True)
         )
-        take = min(count - len(picked), len(ids))
-        if take > 0:
-            picked.extend(rng.sample(ids, take))
+        for split_filter in (Q(split=Prompt.Split.TEST), ~Q(split=Prompt.Split.TEST))
+    ]
+    test_take = min(len(pools[0]), max(count - len(pools[1]), (count + 1) // 2))
+    picked = rng.sample(pools[0], test_take)
+    picked += rng.sample(pools[1], min(count - test_take, len(pools[1])))
     return golden + list(Prompt.objects.filter(pk__in=picked).order_by("id"))
+
+
+def held_out_samples(*, held_out: int, needed: int) -> int:
+    """Answers per held-out prompt a candidate round writes for each side,
+    so that its held-out pairs can reach the ``needed`` labels of the gate
+    (at most ``MAX_HELD_OUT_SAMPLES``; 0 without held-out prompts)."""
+    if held_out == 0:
+        return 0
+    return max(1, min(MAX_HELD_OUT_SAMPLES, -(-needed // held_out)))
+
+
+def _samples(
+    prompts: Sequence[Prompt],
+    *,
+    adapter: Adapter | None,
+    base: BaseModelVersion,
+    params: Any,
+    count: int,
+    progress: Progress,
+) -> dict[int, list[Completion]]:
+    """Up to ``count`` distinct answers of this version to each prompt: the
+    ones it wrote before, then new ones, each sample with its own seed (a
+    re-run never duplicates; a sample equal to an earlier one is the same
+    row, so a prompt may end with fewer)."""
+    have: dict[int, list[Completion]] = {p.pk: [] for p in prompts}
+    qs = Completion.objects.filter(prompt__in=prompts, origin=Completion.Origin.MODEL)
+    qs = (
+        qs.filter(adapter=adapter)
+        if adapter is not None
+        else qs.filter(adapter__isnull=True, base_model=base)
+    )
+    for completion in qs.order_by("created_at", "id"):
+        have[completion.prompt_id].append(completion)
+    for sample in range(1, count):
+        todo = [p for p in prompts if len(have[p.pk]) <= sample]
+        progress.advance(len(prompts) - len(todo), 0)
+        if not todo:
+            continue
+        seeded = dataclasses.replace(params, seed=params.seed + 7919 * sample)
+        for completion in _write(
+            todo,
+            adapter=adapter,
+            base=base,
+            params=seeded,
+            progress=progress,
+            extra={"held_out_sample": sample},
+        ):
+            group = have[completion.prompt_id]
+            if all(c.pk != completion.pk for c in group):
+                group.append(completion)
+    return {pk: group[:count] for pk, group in have.items()}
 
 
 def _guardrails(
@@ -673,6 +734,12 @@ def _run_candidate(job: GenerationJob) -> int:
     )
     if row.compare_against_base and None not in opponents:
         opponents.append(None)
+    # Only labels on held-out prompts count at the gate: the candidate and the
+    # gate's opponent answer those several times when they are few.
+    held_out = [p for p in prompts if p.is_golden or p.split == Prompt.Split.TEST]
+    count = held_out_samples(
+        held_out=len(held_out), needed=max(row.gate_min_comparisons, 1)
+    )
     progress = Progress(job, len(prompts) * (1 + len(opponents)))
     params = _params(row)
     progress.phase("writing the candidate's answers")
@@ -712,15 +779,48 @@ def _run_candidate(job: GenerationJob) -> int:
     if not report["passed"]:
         _refuse(adapter, report["violations"])
         return 0
+    gate_opponent = answers[0][0]
+    if count > 1:
+        progress.grow(2 * len(held_out) * (count - 1))
+        progress.phase(f"writing {count} answers per held-out prompt")
+    mine_held = _samples(
+        held_out,
+        adapter=adapter,
+        base=adapter.base_model,
+        params=params,
+        count=count,
+        progress=progress,
+    )
+    theirs_held = _samples(
+        held_out,
+        adapter=gate_opponent,
+        base=gate_opponent.base_model if gate_opponent else adapter.base_model,
+        params=params,
+        count=count,
+        progress=progress,
+    )
     progress.phase("queueing pairs")
-    _score(campaign, [*mine.values(), *(c for _, a in answers for c in a.values())])
+    extra = [c for group in (*mine_held.values(), *theirs_held.values()) for c in group]
+    _score(
+        campaign,
+        [*mine.values(), *(c for _, a in answers for c in a.values()), *extra],
+    )
     created = 0
     with transaction.atomic():
-        for _, theirs in answers:
+        for index, (_, theirs) in enumerate(answers):
             for prompt in prompts:
-                a, b = mine.get(prompt.pk), theirs.get(prompt.pk)
-                if a is not None and b is not None:
-                    created += _pair(campaign, prompt, a, b, row.priority)
+                if index == 0 and prompt.pk in mine_held:
+                    # Held-out pairs first in the queue: the gate waits on them.
+                    pairs = list(
+                        zip(mine_held[prompt.pk], theirs_held[prompt.pk], strict=False)
+                    )
+                    priority = row.priority + 1
+                else:
+                    pairs = [(mine.get(prompt.pk), theirs.get(prompt.pk))]
+                    priority = row.priority
+                for a, b in pairs:
+                    if a is not None and b is not None:
+                        created += _pair(campaign, prompt, a, b, priority)
     return created
 
 

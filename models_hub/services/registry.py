@@ -115,11 +115,11 @@ def gate_decision(
 ) -> str | None:
     """Why the gate says no (None: it says yes). The gate needs at least
     ``gate_min_comparisons`` labeled comparisons against the champion (or the
-    base) and a lower 95% bound of the win rate above 0.5."""
+    base) on held-out prompts and a lower 95% bound of the win rate above 0.5."""
     n, needed = evidence.get("n", 0), settings_row.gate_min_comparisons
     if n < max(needed, 1):
         return (
-            f"the gate needs {max(needed, 1)} labeled comparisons against "
+            f"the gate needs {max(needed, 1)} labeled held-out comparisons against "
             f"{evidence.get('opponent', 'the champion')}; it has {n}"
         )
     if evidence["lower"] <= 0.5:

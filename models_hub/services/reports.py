@@ -37,7 +37,8 @@ def leaderboard_report(
     """The leaderboard as JSON: Bradley-Terry rows with bootstrap intervals,
     the win-rate matrix, every pair's win rate with a bootstrap interval
     (``win_rates[a][b]``, read by the side-by-side page) and each policy
-    candidate against the champion (what the promotion gate would see)."""
+    candidate against the champion on held-out prompts (what the promotion
+    gate sees; the rest of the report counts every label)."""
     if outcomes is None:
         outcomes = version_outcomes(campaign=campaign)
     board = campaign_leaderboard(
@@ -52,8 +53,13 @@ def leaderboard_report(
     gate = []
     champion_key = str(VersionKey.adapter(champion.pk)) if champion else None
     if champion_key is not None:
+        held_out = win_rates(
+            version_outcomes(campaign=campaign, held_out_only=True),
+            n_boot=WIN_RATE_BOOTSTRAPS,
+        )
         for row in board["rows"]:
-            found = rates.get(row["key"], {}).get(champion_key)
+            found = held_out.get((row["key"], champion_key))
+            found = found._asdict() if found is not None else None
             if (
                 row["key"] != champion_key
                 and VersionKey.parse(row["key"]).kind == "adapter"

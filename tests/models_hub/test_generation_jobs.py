@@ -389,3 +389,92 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_once_and_runs(
     assert job.status == "succeeded", job.error
     assert job.prompts_done == job.prompts_total > 0
     assert generation_job_redispatch_lost(older_than_seconds=0) == 0
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_candidate_round_answers_held_out_prompts_enough_times_for_the_gate(
+    celery_workers: Any, tiny_base: BaseModelVersion, tiny_model_dir: Path
+) -> None:
+    """Only labels on held-out prompts count at the gate, and a round holds
+    few of them: the candidate and its opponent answer each held-out prompt
+    up to ceil(gate_min_comparisons / held-out prompts) times with their own
+    seeds, those pairs go first in the queue, and the round's training-split
+    prompts get one pair each (the data the next snapshot trains on)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    campaign = CampaignFactory()
+    held_out = [
+        PromptFactory(campaign=campaign, text=f"tell me about the held cat {i} .")
+        for i in range(2)
+    ]
+    for prompt in held_out:
+        prompt.split = "test"
+        prompt.save(update_fields=["split"])
+    for i in range(4):
+        PromptFactory(
+            campaign=campaign, text=f"tell me about the dog {i} .", split="train"
+        )
+    row = generation_settings_for(campaign)
+    row.prompts_per_round, row.gate_min_comparisons = 4, 6
+    row.max_new_tokens, row.temperature, row.top_p, row.priority = 8, 1.0, 1.0, 10
+    # The tiny random model writes noise: only the mechanics are under test.
+    row.max_extra_degenerate, row.max_length_ratio, row.max_nll_increase = 1, 1e3, 1e3
+    row.save()
+    storage = f"adapters/test-held-out-{uuid.uuid4().hex}"
+    folder = Path(settings.STORAGE_ROOT) / storage
+    torch.manual_seed(0)
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        # Random and strongly scaled, so its answers differ from the base's.
+        LoraConfig(
+            r=2,
+            lora_alpha=256,
+            target_modules=["q_proj", "v_proj"],
+            init_lora_weights=False,
+        ),
+    ).save_pretrained(folder)
+    try:
+        adapter = adapter_register(
+            campaign=campaign,
+            base_model=tiny_base,
+            method="dpo",
+            peft_type="lora",
+            storage_path=storage,
+            metrics={},
+        )
+        job = generation_job_launch(
+            campaign=campaign, kind=GenerationJob.Kind.CANDIDATE, adapter=adapter
+        )
+        _wait(job, celery_workers)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    assert job.status == "succeeded", job.error
+    # 4 prompts by both sides, then 2 more samples of 2 held-out prompts each.
+    assert job.prompts_done == job.prompts_total == 4 * 2 + 2 * 2 * 2
+    pairs = list(Comparison.objects.filter(campaign=campaign))
+    assert len(pairs) == job.comparisons_created
+    held_ids = {p.pk for p in held_out}
+    held_pairs = [p for p in pairs if p.prompt_id in held_ids]
+    train_pairs = [p for p in pairs if p.prompt_id not in held_ids]
+    assert {p.priority for p in held_pairs} == {11}
+    assert {p.priority for p in train_pairs} == {10}
+    assert len(train_pairs) == len({p.prompt_id for p in train_pairs}) >= 1
+    # Up to 3 pairs per held-out prompt (a sample equal to the other side's
+    # makes none), more pairs than held-out prompts, no completion used twice.
+    per_prompt = {pk: [p for p in held_pairs if p.prompt_id == pk] for pk in held_ids}
+    assert all(1 <= len(group) <= 3 for group in per_prompt.values())
+    assert len(held_pairs) > len(held_ids)
+    assert {
+        c.generation.get("held_out_sample", 0)
+        for p in held_pairs
+        for c in (p.completion_a, p.completion_b)
+    } >= {0, 1}
+    used = [c for p in held_pairs for c in (p.completion_a_id, p.completion_b_id)]
+    assert len(used) == len(set(used))
+    for pair in held_pairs:
+        assert pair.completion_a.adapter_id == adapter.pk
+        assert pair.completion_b.adapter_id is None

@@ -52,6 +52,9 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
     settings_row.prompts_per_round = 2
     settings_row.max_new_tokens = 12
     settings_row.priority = 50
+    # One answer per held-out prompt (the default gate asks for 20 labels,
+    # so a round would answer each of its few held-out prompts 8 times).
+    settings_row.gate_min_comparisons = 1
     settings_row.save()
     TrainingPolicy.objects.create(
         campaign=campaign,
@@ -109,7 +112,11 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
         != answers.get(prompt=p, adapter=None).text
         for p in {a.prompt for a in answers}
     )
-    new = list(Comparison.objects.filter(campaign=campaign, priority=50))
+    # Held-out pairs (golden and test prompts) one step ahead in the queue.
+    new = list(Comparison.objects.filter(campaign=campaign, priority__gte=50))
+    assert {
+        c.priority for c in new if c.prompt.is_golden or c.prompt.split == "test"
+    } <= {51}
     assert len(new) == differing == round_job.comparisons_created
     for comparison in new:
         mine = comparison.completion_a
@@ -131,7 +138,7 @@ def test_labels_to_candidate_to_new_comparisons_with_the_real_base(
     # The new pairs are first in line for annotators.
     if new:
         lease = comparison_lease_next(campaign=campaign, annotator=make_user())
-        assert lease.comparison.priority == 50
+        assert lease.comparison.priority >= 50
 
 
 def _side_to_pick(lease: Any) -> str:
@@ -157,7 +164,12 @@ def test_the_loop_runs_itself_from_prompts_to_a_promoted_champion(
     round writes with the new champion."""
     campaign = CampaignFactory(overlap_k=1)
     for i in range(30):
-        PromptFactory(campaign=campaign, text=f"tell me about the thing number {i} .")
+        # Every fifth held out: the gate counts labels on test prompts only.
+        PromptFactory(
+            campaign=campaign,
+            text=f"tell me about the thing number {i} .",
+            **({"split": "test"} if i % 5 == 0 else {}),
+        )
     # Test-sized settings; the defaults are sized for real runs.
     row = generation_settings_for(campaign)
     row.low_water_mark, row.bootstrap_prompts, row.samples_per_prompt = 6, 8, 2

@@ -76,7 +76,7 @@ def _labels(
     adapter, or a base model alone); ``first`` is preferred ``wins`` times."""
     annotator = make_user()
     for i in range(wins + losses):
-        prompt = PromptFactory(campaign=campaign)
+        prompt = PromptFactory(campaign=campaign, split="test")
         a = Completion.objects.create(
             prompt=prompt,
             text=f"first {i}",

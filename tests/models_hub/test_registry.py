@@ -10,6 +10,7 @@ from core.exceptions import Conflict
 from labeling.models import Comparison, Completion, Preference
 from models_hub.exceptions import PromotionBlocked
 from models_hub.models import Adapter, AdapterEvent, BaseModelVersion
+from models_hub.selectors import adapter_gate_evidence
 from models_hub.services.registry import (
     adapter_promote,
     adapter_register,
@@ -121,9 +122,14 @@ def _human_labels(
     wins: int,
     losses: int,
     make_user: Any,
+    split: str = "test",
+    golden: bool = False,
+    offset: int = 0,
 ) -> None:
-    for i in range(wins + losses):
-        prompt = PromptFactory(campaign=campaign)
+    """``wins + losses`` labels of ``winner`` against ``loser`` on new prompts
+    of ``split`` (held-out by default: the gate counts only those)."""
+    for i in range(offset, offset + wins + losses):
+        prompt = PromptFactory(campaign=campaign, split=split, is_golden=golden)
         a = Completion.objects.create(
             prompt=prompt,
             text=f"w{i}",
@@ -149,8 +155,51 @@ def _human_labels(
             comparison=comparison,
             annotator=make_user(),
             a_on_left=True,
-            choice="a" if i < wins else "b",
+            choice="a" if i < offset + wins else "b",
         )
+
+
+@pytest.mark.django_db
+def test_the_gate_counts_only_labels_on_held_out_prompts(
+    campaign: Any, base: BaseModelVersion, make_user: Any
+) -> None:
+    """Wins on train and validation prompts (data the next snapshot trains
+    on) do not open the gate; wins on test-split and golden prompts do."""
+    _gate_on(campaign, min_comparisons=5)
+    candidate = _adapter(campaign, base)
+    for offset, split in ((0, "train"), (100, "val")):
+        _human_labels(
+            campaign,
+            candidate,
+            base,
+            wins=10,
+            losses=0,
+            make_user=make_user,
+            split=split,
+            offset=offset,
+        )
+    evidence = adapter_gate_evidence(adapter=candidate)
+    assert evidence["n"] == 0 and evidence["prompts"] == "held-out"
+    with pytest.raises(PromotionBlocked, match="5 labeled held-out comparisons"):
+        adapter_promote(adapter=candidate, actor=None)
+
+    _human_labels(
+        campaign, candidate, base, wins=3, losses=0, make_user=make_user, offset=200
+    )
+    _human_labels(
+        campaign,
+        candidate,
+        base,
+        wins=3,
+        losses=0,
+        make_user=make_user,
+        split="train",
+        golden=True,
+        offset=300,
+    )
+    assert adapter_gate_evidence(adapter=candidate)["n"] == 6
+    adapter_promote(adapter=candidate, actor=None)
+    assert Adapter.objects.get(pk=candidate.pk).status == "champion"
 
 
 @pytest.mark.django_db
@@ -198,7 +247,7 @@ def test_the_first_candidate_needs_evidence_against_the_base(
     with the evidence recorded."""
     _gate_on(campaign, min_comparisons=20)
     first = _adapter(campaign, base)
-    with pytest.raises(PromotionBlocked, match="needs 20 labeled comparisons"):
+    with pytest.raises(PromotionBlocked, match="needs 20 labeled held-out comparisons"):
         adapter_promote(adapter=first, actor=None)
     _human_labels(campaign, first, base, wins=22, losses=3, make_user=make_user)
     adapter_promote(adapter=first, actor=None)

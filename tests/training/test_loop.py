@@ -55,7 +55,7 @@ def labels(
     """``wins + losses`` labeled pairs of ``first`` against ``second`` (an
     adapter, or a base model alone); ``first`` is preferred ``wins`` times."""
     for i in range(wins + losses):
-        prompt = PromptFactory(campaign=campaign)
+        prompt = PromptFactory(campaign=campaign, split="test")
         a = Completion.objects.create(
             prompt=prompt,
             text=f"first {i}",
@@ -301,7 +301,7 @@ def test_promoted_refused_and_retired_rounds_carry_their_decision_and_evidence(
         evidence["lower"],
         evidence["upper"],
     )
-    assert four.gate.text == f"waiting: 6 of 20 comparisons against {first.name}"
+    assert four.gate.text == f"waiting: 6 of 20 held-out comparisons against {first.name}"
     assert four.vs_base.n == 0 and four.vs_base.rate is None
     assert loop.champion.adapter_id == first.pk and loop.champion.label == first.name
     assert loop.champion.since is not None
@@ -310,7 +310,7 @@ def test_promoted_refused_and_retired_rounds_carry_their_decision_and_evidence(
     assert loop.waiting.state == "gate"
     assert (
         loop.waiting.sentence
-        == f"waiting for 14 more comparisons of {waiting.name} vs the champion"
+        == f"waiting for 14 more held-out comparisons of {waiting.name} vs the champion"
     )
     assert loop.waiting.comparisons == 6 and loop.waiting.comparisons_needed == 20
 
@@ -432,10 +432,10 @@ def test_waits_for_names_the_one_thing_the_loop_waits_for_in_each_state(
     assert not loop.active
     assert (loop.waiting.state, loop.waiting.sentence) == (
         "gate",
-        f"waiting for 14 more comparisons of {candidate.name} vs the base model",
+        f"waiting for 14 more held-out comparisons of {candidate.name} vs the base model",
     )
     assert loop.rounds[-1].gate.text == (
-        "waiting: 6 of 20 comparisons against the base model (loop-base)"
+        "waiting: 6 of 20 held-out comparisons against the base model (loop-base)"
     )
 
     TrainingPolicy.objects.filter(campaign=campaign).update(enabled=False)
@@ -472,7 +472,7 @@ def test_a_candidate_past_the_gate_waits_for_promotion_or_more_labels(
     state, sentence = _sentence(campaign)
     assert state == "gate"
     assert sentence.startswith(
-        f"waiting for more comparisons of {close.name} vs the base model: win rate 0.52"
+        f"waiting for more held-out comparisons of {close.name} vs the base model: win rate 0.52"
     )
     assert sentence.endswith("over 21 is not decisive yet")
 
