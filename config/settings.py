@@ -282,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "CampaignStatusEnum": "labeling.models.Campaign.Status",
+        # A campaign's pair/rank mode and a deployment's mode share a name.
+        "CampaignModeEnum": "labeling.models.Campaign.Mode",
         "TrainingJobStatusEnum": "training.models.TrainingJob.Status",
         "AdapterStatusEnum": "models_hub.models.Adapter.Status",
         # GenerationJob.Status has TrainingJob.Status's choices, so it shares

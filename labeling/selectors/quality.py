@@ -298,8 +298,12 @@ def quality_page_counts(*, campaign: Campaign) -> dict[str, int]:
     total comes with the cached report; ``campaign_stats`` would group every
     label by choice and annotator on each view."""
     since = timezone.now() - timedelta(hours=1)
+    # A rank campaign's labels are its rankings (not their implied pairs).
+    labels = (
+        Ranking.objects if campaign.mode == Campaign.Mode.RANK else Preference.objects
+    )
     return {
-        "preferences_last_hour": Preference.objects.filter(
+        "preferences_last_hour": labels.filter(
             comparison__campaign=campaign, created_at__gte=since
         ).count(),
         "comparisons_open": Comparison.objects.filter(
