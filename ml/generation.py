@@ -195,12 +195,14 @@ class AdapterGenerator:
         *,
         adapter: tuple[str, str] | None = None,
         batch_size: int = 8,
+        per_token: bool = True,
     ) -> list[float]:
         """Mean negative log-likelihood per completion token under a version
         (the base alone by default), each completion read after its prompt
-        as the generator wrote it. Under the base, a candidate's outputs
-        scoring far above the base's own outputs means it drifted (a KL
-        proxy)."""
+        as the generator wrote it; with ``per_token=False`` the sum over the
+        completion's tokens (minus its log-probability). Under the base, a
+        candidate's outputs scoring far above the base's own outputs means it
+        drifted (a KL proxy)."""
         tok = self.tokenizer
         results: list[float] = []
         with self.lock:
@@ -242,7 +244,8 @@ class AdapterGenerator:
                     shifted, target, ignore_index=-100, reduction="none"
                 )
                 counts = (target != -100).sum(dim=1).clamp(min=1)
-                results.extend((losses.sum(dim=1) / counts).tolist())
+                totals = losses.sum(dim=1)
+                results.extend((totals / counts if per_token else totals).tolist())
         return results
 
 

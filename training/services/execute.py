@@ -56,8 +56,8 @@ from models_hub.services.registry import (
     base_model_local_path,
 )
 from models_hub.services.test_metrics import (
-    reward_test_metrics_due,
-    reward_test_metrics_update,
+    adapter_test_metrics_due,
+    adapter_test_metrics_update,
 )
 from training.models import TrainingJob, TrainingMetric
 from training.services.jobs import pipeline_job_finished
@@ -879,11 +879,12 @@ def _register(job: TrainingJob, tmp: Path, result: Any) -> None:
         )
         return
     logger.info("training.job.succeeded job=%s adapter=%s", job.pk, adapter.pk)
-    if reward_test_metrics_due(adapter=adapter):
+    if adapter_test_metrics_due(adapter=adapter):
         # Held-out figures from the start (the runner's eval_* are on the
         # validation split, which early stopping selected on). A failure
-        # leaves the adapter registered; the drift evaluation retries.
+        # leaves the adapter registered (a reward model's figures are
+        # retried by the drift evaluation).
         try:
-            reward_test_metrics_update(adapter=adapter)
+            adapter_test_metrics_update(adapter=adapter)
         except Exception:  # noqa: BLE001 - the adapter is registered either way
             logger.exception("training.job.test_metrics_failed adapter=%s", adapter.pk)
