@@ -52,6 +52,20 @@ class _TextCollector(BaseStreamer):
         ``generate_streaming`` itself (after the end token is trimmed)."""
 
 
+class PromptTooLong(ValueError):
+    """The prompt and the answer would not fit the model's context."""
+
+
+def _check_fits(generator: AdapterGenerator, prompt_tokens: int, new: int) -> None:
+    limit = getattr(generator.base.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and prompt_tokens + new > limit:
+        raise PromptTooLong(
+            f"the conversation is {prompt_tokens} tokens long and an answer may "
+            f"take {new} more, past this model's context of {limit} tokens; "
+            "end the conversation here or start a new one"
+        )
+
+
 def generate_streaming(
     generator: AdapterGenerator,
     prompt: Prompt,
@@ -70,6 +84,7 @@ def generate_streaming(
         if adapter is not None:
             generator._activate(*adapter)
         enc = generator._encode([prompt])
+        _check_fits(generator, enc["input_ids"].shape[1], params.max_new_tokens)
         torch.manual_seed(params.seed)
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,

@@ -224,6 +224,21 @@ def _generate(turn: ConversationTurn) -> tuple[Completion, Completion]:
     raise SameAnswers(f"both versions wrote the same answer {SAME_ANSWER_TRIES} times")
 
 
+def _failure_message(exc: Exception) -> str:
+    """What the annotator reads on a failed turn."""
+    from ml.streaming import PromptTooLong
+
+    if isinstance(exc, PromptTooLong):
+        return (
+            f"This conversation is too long for the model: {exc}"[:2000]
+            + ". Your conversation so far is kept and recorded."
+        )
+    return (
+        f"The answers could not be written ({type(exc).__name__}: {exc})"[:2000]
+        + ". Your conversation so far is kept: retry this turn."
+    )
+
+
 def conversation_turn_generate_run(*, turn_id: int, attempt: int) -> None:
     """Write both answers of turn ``turn_id`` for ``attempt``; a turn that is
     not QUEUED for that attempt (done, retried, redelivered) is left alone."""
@@ -243,12 +258,7 @@ def conversation_turn_generate_run(*, turn_id: int, attempt: int) -> None:
             _mine(turn).update(
                 status=Status.FAILED,
                 writing="",
-                error=(
-                    f"The answers could not be written ({type(exc).__name__}: {exc})"[
-                        :2000
-                    ]
-                    + ". Your conversation so far is kept: retry this turn."
-                ),
+                error=_failure_message(exc),
                 finished_at=timezone.now(),
                 updated_at=timezone.now(),
             )

@@ -309,3 +309,18 @@ def test_a_turn_answered_by_the_champion_and_the_base_records_both_lineages(
     assert lineages == {(champion.pk, tiny_base.pk), (None, tiny_base.pk)}
     conversation.refresh_from_db()
     assert conversation.status == "finished"
+
+
+def test_a_conversation_too_long_for_the_model_fails_with_a_clear_message(
+    celery_workers: dict[str, Any], tiny_base: BaseModelVersion, annotator: Any
+) -> None:
+    """A message that, with an answer, would not fit the model's context
+    (512 positions for the tiny Llama) fails the turn saying so instead of
+    crashing inside the model."""
+    campaign = _campaign(turn_limit=1)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    turn = conversation_message_send(conversation=conversation, text="the cat " * 400)
+    _wait(turn, celery_workers)
+    assert turn.status == "failed"
+    assert "too long for the model" in turn.error
+    assert "context of 512 tokens" in turn.error
