@@ -199,3 +199,18 @@ def test_the_campaign_policy_sets_the_resources_a_launch_leaves_out(
         campaign=campaign, method="dpo", created_by=None, processes=1
     )
     assert job.processes == 1
+
+
+@pytest.mark.django_db
+def test_the_scheduler_skips_a_policy_no_live_worker_can_run(
+    fleet: None, make_user: Any
+) -> None:
+    """A policy asking for 8 GPUs where the largest live worker has 2 starts
+    nothing (and the tick goes on to other campaigns)."""
+    from training.models import TrainingPipeline
+    from training.services.scheduler import scheduler_tick
+
+    campaign = labeled_campaign(make_user, pairs=4)
+    TrainingPolicy.objects.create(campaign=campaign, processes=8, min_new_preferences=1)
+    assert scheduler_tick() == 0
+    assert not TrainingPipeline.objects.exists() and not TrainingJob.objects.exists()

@@ -11,7 +11,7 @@ from django.utils import timezone
 from labeling.models import Campaign, Preference
 from training.exceptions import NoTrainingData, PipelineAlreadyRunning
 from training.models import DatasetSnapshot, TrainingPipeline, TrainingPolicy
-from training.services.jobs import pipeline_launch
+from training.services.jobs import JobCannotBePlaced, pipeline_launch
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def scheduler_tick() -> int:
                         tie_policy=policy.tie_policy,
                         triggered_by="scheduler",
                     )
-            except (NoTrainingData, PipelineAlreadyRunning) as exc:
+            except (NoTrainingData, PipelineAlreadyRunning, JobCannotBePlaced) as exc:
                 logger.info(
                     "training.scheduler.skip campaign=%s reason=%s",
                     policy.campaign_id,
