@@ -625,7 +625,8 @@ class ServedResponse(BaseModel):
 
 
 class ServedFeedback(BaseModel):
-    """A caller's verdict on one served response, counted for its version."""
+    """A caller's verdict on one served response, counted for its version:
+    one per caller and response (a new verdict replaces the earlier one)."""
 
     class Rating(models.TextChoices):
         UP = "up", "thumbs up"
@@ -644,6 +645,15 @@ class ServedFeedback(BaseModel):
         blank=True,
         related_name="+",
     )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["response", "caller"],
+                condition=models.Q(caller__isnull=False),
+                name="models_hub_one_feedback_per_caller",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.rating} on {self.response}"

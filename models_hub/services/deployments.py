@@ -405,8 +405,10 @@ def served_feedback_record(
 ) -> ServedFeedback:
     """Record a caller's verdict (``up``, ``down`` or ``prefer_other``) on the
     served response ``public_id``; it counts for the version that answered
-    it (``response.adapter``, or the base). ``NotFound`` (404) for an unknown
-    id, ``DeploymentRefused`` (400) naming the field for a bad rating."""
+    it (``response.adapter``, or the base). One verdict per caller: a second
+    one replaces the first (a caller cannot outvote others by repeating).
+    ``NotFound`` (404) for an unknown id, ``DeploymentRefused`` (400) naming
+    the field for a bad rating."""
     response = served_response_get(public_id=public_id)
     if rating not in ServedFeedback.Rating.values:
         raise DeploymentRefused(
@@ -416,6 +418,13 @@ def served_feedback_record(
     feedback = ServedFeedback(
         response=response, rating=rating, comment=comment.strip(), caller=caller
     )
-    feedback.full_clean()
-    feedback.save()
+    feedback.full_clean(validate_constraints=False)
+    if caller is None:
+        feedback.save()
+        return feedback
+    feedback, _ = ServedFeedback.objects.update_or_create(
+        response=response,
+        caller=caller,
+        defaults={"rating": rating, "comment": feedback.comment},
+    )
     return feedback

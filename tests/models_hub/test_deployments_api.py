@@ -237,7 +237,7 @@ def test_serving_switch_refuses_the_champion_and_ends_a_canary(
     )
 
 
-def test_feedback_from_any_caller_is_recorded_against_the_version(
+def test_feedback_from_any_caller_is_recorded_against_the_version_once_per_caller(
     setup: dict[str, Any],
 ) -> None:
     served = _served(setup["campaign"], setup["candidate"], "chatcmpl-abc")
@@ -263,6 +263,16 @@ def test_feedback_from_any_caller_is_recorded_against_the_version(
     )
     assert response.status_code == 404
     assert APIClient().post(url, {"rating": "up"}, format="json").status_code == 401
+    assert ServedFeedback.objects.count() == 1
+    # One verdict per caller: a second replaces the first, another caller adds.
+    response = setup["as_annotator"].post(url, {"rating": "down"}, format="json")
+    assert response.status_code == 201
+    assert ServedFeedback.objects.get().rating == "down"
+    assert ServedFeedback.objects.get().comment == ""
+    response = setup["as_annotator"].post(
+        url, {"rating": "prefer_other", "comment": "meh"}, format="json"
+    )
+    assert response.status_code == 201
     assert ServedFeedback.objects.count() == 1
     summary = setup["as_reviewer"].get(setup["url"]).json()
     assert summary["feedback"] == [
