@@ -169,6 +169,13 @@ class ReplicaPool:
     def probe(self, replica: Replica) -> bool:
         try:
             status = self._status(replica)
+        except TimeoutError as error:
+            # Every thread of a replica may be busy answering (a stream holds
+            # one): slow is not dead while our requests there go on.
+            if replica.inflight > 0:
+                return False
+            self.mark_down(replica, f"status: {error}")
+            return False
         except (OSError, http.client.HTTPException, ValueError, ReplicaFailed) as error:
             self.mark_down(replica, f"status: {error}")
             return False
@@ -231,20 +238,18 @@ class ReplicaPool:
         self, version: str | None, exclude: Iterable[Replica] = ()
     ) -> Replica | None:
         """The replica for a request of ``version`` (None: any), counted in
-        flight until ``release``. None when every replica was tried or is
-        down (one that is down past its period counts as a last resort)."""
+        flight until ``release``. When every replica not yet tried is down,
+        the one down the longest, as a last resort (a request in hand is
+        worth a refused connection); None when every replica was tried."""
         excluded = set(exclude)
         now = time.monotonic()
         with self._lock:
             live = [r for r in self.replicas if r.up and r not in excluded]
             if not live:
-                live = [
-                    r
-                    for r in self.replicas
-                    if r not in excluded and r.down_until <= now
-                ]
-            if not live:
-                return None
+                down = [r for r in self.replicas if r not in excluded]
+                if not down:
+                    return None
+                live = [min(down, key=lambda r: r.down_until)]
             self._turn += 1
             n = len(self.replicas)
             order = {id(r): (i - self._turn) % n for i, r in enumerate(self.replicas)}
@@ -339,6 +344,10 @@ class ReplicaPool:
                     body=data,
                 ),
             )
+        if not replica.up:  # a last resort that answered
+            with self._lock:
+                replica.up, replica.reason = True, ""
+            logger.warning("inference.replica.up url=%s", replica.url)
         return Relay(self, replica, conn, response)
 
 

@@ -383,8 +383,8 @@ def _pool(urls: list[str], *, spill: int = 8) -> ReplicaPool:
 def test_a_version_stays_on_its_holder_until_the_holder_is_much_busier() -> None:
     """The holder answers until it has ``spill`` more requests in flight
     than the least busy replica; that one then counts as loading the
-    version. A replica that is down is skipped, and tried as a last resort
-    once its down period has passed."""
+    version. A replica that is down is skipped, and tried only as a last
+    resort."""
     pool = _pool(["http://127.0.0.1:1", "http://127.0.0.1:2"], spill=2)
     one, two = pool.replicas
     one.versions = frozenset({"adapter-1"})
@@ -397,9 +397,8 @@ def test_a_version_stays_on_its_holder_until_the_holder_is_much_busier() -> None
     assert pool.pick("adapter-9") is two  # two loads adapter-9
     pool.mark_down(two, "test")
     assert pool.pick("adapter-9") is one
-    assert pool.pick("adapter-9", exclude=[one]) is None
-    two.down_until = 0.0
-    assert pool.pick("adapter-9", exclude=[one]) is two
+    assert pool.pick("adapter-9", exclude=[one]) is two  # the last resort
+    assert pool.pick("adapter-9", exclude=[one, two]) is None
 
 
 class _Stub(BaseHTTPRequestHandler):
