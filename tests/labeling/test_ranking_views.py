@@ -10,10 +10,16 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from core.roles import ADMIN
+from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.forms import competition_ranks
 from labeling.models import Campaign, Comparison, Lease, Preference, Ranking
-from labeling.services.ranking import ranked_comparison_create
+from labeling.services import queue
+from labeling.services.ranking import (
+    ranked_comparison_create,
+    ranked_gold_set,
+    ranking_record,
+)
+from models_hub.services.reports import campaign_reports_refresh
 from tests.conftest import PASSWORD
 from tests.labeling.factories import (
     CampaignFactory,
@@ -275,3 +281,48 @@ def test_campaign_form_creates_a_rank_campaign_and_keeps_its_mode(
     campaign.refresh_from_db()
     assert campaign.mode == Campaign.Mode.RANK and campaign.name == "Ranked again"
 
+
+@pytest.mark.django_db
+def test_quality_page_shows_rank_agreement_and_gold_tau(make_user: Any) -> None:
+    """Two annotators rank two comparisons the same way; one comparison is
+    then made gold: the page shows alpha and W of 1 and tau 1 per annotator."""
+    campaign = CampaignFactory(mode=Campaign.Mode.RANK, overlap_k=2)
+    comparisons = make_rankings(campaign, 2, k=3)
+    canonical = {
+        c.pk: list(c.items.order_by("position").values_list("completion_id", flat=True))
+        for c in comparisons
+    }
+    for name in ("ana", "ben"):
+        annotator = make_user(ANNOTATOR, username=name)
+        for _ in comparisons:
+            lease = queue.comparison_lease_next(campaign=campaign, annotator=annotator)
+            best_first = canonical[lease.comparison_id]
+            ranking_record(
+                lease=lease,
+                user=annotator,
+                ranks=[best_first.index(cid) + 1 for cid in lease.order],
+            )
+    ranked_gold_set(comparison=comparisons[0], ranks=[1, 2, 3])
+    assert campaign_reports_refresh(campaign_id=campaign.pk)
+
+    reviewer = Client()
+    reviewer.force_login(make_user(REVIEWER))
+    page = reviewer.get(reverse("labeling:campaign-quality", args=[campaign.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    figures = html[
+        html.index("data-ranking-quality") : html.index(
+            "</section>", html.index("data-ranking-quality")
+        )
+    ]
+    assert "<strong>4</strong> rankings" in figures
+    assert "Krippendorff's α (ordinal) <strong>1.000</strong>" in figures
+    assert "Kendall's W <strong>1.000</strong>" in figures
+    assert "over 1 comparison ranked by ≥ 2" in figures
+    gold = html[
+        html.index("data-ranking-gold") : html.index(
+            "</table>", html.index("data-ranking-gold")
+        )
+    ]
+    assert "<td>ana</td><td>1</td><td>1.00</td>" in gold
+    assert "<td>ben</td><td>1</td><td>1.00</td>" in gold
