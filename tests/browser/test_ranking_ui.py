@@ -247,3 +247,27 @@ def test_ranking_by_drag_with_a_tie_and_screenshots(
     expect(page.locator("[data-answered]")).to_contain_text("D, B = C, A")
     assert page.locator("#rank-form").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "ranking-answered.png"))
+
+
+def test_ranking_works_without_javascript(
+    new_context: Any, live_server: Any, make_user: Any
+) -> None:
+    """Without scripts each answer has a place to choose (equal places tie);
+    the plain post stores the ranking and the next card's page loads."""
+    annotator = make_user(ANNOTATOR)
+    campaign = make_rank_campaign(2)
+    page = new_context(java_script_enabled=False).new_page()
+    login_with_cookie(page.context, live_server, annotator.username)
+    lease_id = start_labeling(page, campaign.name)
+    expect(page.get_by_role("button", name="Move answer A up")).to_be_hidden()
+    for letter, place in zip("ABCD", ("3", "1", "3", "2"), strict=True):
+        page.get_by_label(f"Place of answer {letter}").select_option(place)
+    page.get_by_label("None is acceptable").check()
+    page.get_by_role("button", name="Submit ranking").click()
+    page.wait_for_url(lambda url: not url.endswith(f"/label/{lease_id}/"))
+    expect(page.locator("#rank-form")).to_be_visible()
+
+    ranking = Ranking.objects.get(lease_id=lease_id)
+    assert ranking.ranks == [3, 1, 3, 2] and ranking.none_acceptable
+    assert ranking.time_spent_ms is None  # only the script measures time
+    assert Lease.objects.get(pk=lease_id).status == Lease.Status.SUBMITTED
