@@ -293,6 +293,8 @@ SPECTACULAR_SETTINGS = {
         # An adapter's policy/reward role and a person's role share a name.
         "RoleEnum": "models_hub.models.Adapter.Role",
         "PersonRoleEnum": "core.roles.ROLES",
+        # A label's screen choice, shared by a pair's and a conversation turn's input.
+        "ScreenChoiceEnum": "labeling.services.queue.SCREEN_CHOICES",
         # A combine job's PEFT combination type and a training method share a name.
         "MethodEnum": "training.models.METHOD_CHOICES",
         "CombineMethodEnum": "models_hub.models.CombineJob.Method",

@@ -81,3 +81,34 @@ urlpatterns = [
         name="api-comparison-gold",
     ),
 ]
+
+# Live conversations (issue 14 §2), kept in one block.
+from labeling.api import conversations  # noqa: E402
+
+urlpatterns += [
+    path(
+        "campaigns/<int:campaign_id>/conversations/",
+        conversations.ConversationCreateApi.as_view(),
+        name="api-conversation-create",
+    ),
+    path(
+        "conversations/<int:conversation_id>/",
+        conversations.ConversationDetailApi.as_view(),
+        name="api-conversation-detail",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/",
+        conversations.ConversationMessageApi.as_view(),
+        name="api-conversation-message",
+    ),
+    path(
+        "conversations/<int:conversation_id>/turns/<int:number>/choice/",
+        conversations.ConversationTurnChoiceApi.as_view(),
+        name="api-conversation-choice",
+    ),
+    path(
+        "conversations/<int:conversation_id>/turns/<int:number>/retry/",
+        conversations.ConversationTurnRetryApi.as_view(),
+        name="api-conversation-retry",
+    ),
+]

@@ -220,3 +220,34 @@ def conversation_list_summary(
             first_message=Subquery(first),
         )[:limit]
     )
+
+
+def conversation_turn_rows(*, conversation: Conversation) -> list[dict[str, Any]]:
+    """Every turn as plain text for the API, in screen sides (blind)."""
+    now = timezone.now()
+    rows = []
+    for turn in _turns(conversation):
+        left, right = ("a", "b") if turn.a_on_left else ("b", "a")
+
+        def text(side: str, turn: ConversationTurn = turn) -> str:
+            completion = turn.completion_a if side == "a" else turn.completion_b
+            if completion is not None:
+                return completion.text
+            return turn.text_a if side == "a" else turn.text_b
+
+        rows.append(
+            {
+                "number": turn.number,
+                "status": turn.status,
+                "user_message": turn.user_message,
+                "left": text(left),
+                "right": text(right),
+                "writing": {left: "left", right: "right"}.get(turn.writing, ""),
+                "error": turn.error,
+                "retryable": turn.status == ConversationTurn.Status.FAILED
+                or turn_is_stale(turn, now=now),
+                "choice": _screen_choice(turn.preference, turn.a_on_left),
+                "chosen": turn.chosen.text if turn.chosen else "",
+            }
+        )
+    return rows
