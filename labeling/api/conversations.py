@@ -61,19 +61,19 @@ class ConversationSerializer(serializers.Serializer):
 
 
 def _conversation_data(conversation: Conversation) -> dict[str, Any]:
-    view = conversation_selectors.conversation_view(conversation=conversation)
+    turns = conversation_selectors.conversation_turn_rows(conversation=conversation)
     return {
         "id": conversation.pk,
         "campaign_id": conversation.campaign_id,
         "status": conversation.status,
         "turn_limit": conversation.turn_limit,
-        "can_send": view.can_send,
+        "can_send": conversation_selectors.can_send(
+            conversation, [t["status"] for t in turns]
+        ),
         "messages": conversation_services.conversation_thread(
             conversation=conversation
         ),
-        "turns": conversation_selectors.conversation_turn_rows(
-            conversation=conversation
-        ),
+        "turns": turns,
     }
 
 

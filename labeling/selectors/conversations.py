@@ -167,34 +167,23 @@ class ConversationView:
         return [t for t in self.turns if t.status == "answered"]
 
 
+def can_send(conversation: Conversation, statuses: list[str]) -> bool:
+    """Whether the next message may be sent, given the turns' statuses."""
+    return (
+        conversation.status == Conversation.Status.ACTIVE
+        and len(statuses) < conversation.turn_limit
+        and (not statuses or statuses[-1] == ConversationTurn.Status.ANSWERED)
+    )
+
+
 def conversation_view(*, conversation: Conversation) -> ConversationView:
     turns = [turn_view(t) for t in _turns(conversation)]
-    used = len(turns)
-    active = conversation.status == Conversation.Status.ACTIVE
-    can_send = (
-        active
-        and used < conversation.turn_limit
-        and (not turns or turns[-1].status == "answered")
-    )
     return ConversationView(
         conversation=conversation,
         turns=turns,
-        can_send=can_send,
-        turns_left=max(0, conversation.turn_limit - used),
+        can_send=can_send(conversation, [t.status for t in turns]),
+        turns_left=max(0, conversation.turn_limit - len(turns)),
     )
-
-
-def conversation_turn_view(*, turn: ConversationTurn) -> TurnView:
-    fresh = (
-        ConversationTurn.objects.select_related(
-            "completion_a", "completion_b", "chosen", "preference"
-        )
-        .filter(pk=turn.pk)
-        .first()
-    )
-    if fresh is None:
-        raise ConversationNotFound("That turn does not exist.")
-    return turn_view(fresh)
 
 
 def conversation_settings_get(*, campaign: Campaign) -> ConversationSettings:
