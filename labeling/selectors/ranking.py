@@ -9,14 +9,14 @@ pair's sides).
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
 
 from labeling.exceptions import LabelingError
-from labeling.models import Campaign, Comparison, Completion, Lease, Ranking
+from labeling.models import Campaign, Completion, Lease, Ranking
 from labeling.rendering import completion_html_of
 from labeling.selectors import _cut_at
 
@@ -44,32 +44,50 @@ class RankingCard:
 
 def ranking_card(*, lease: Lease) -> RankingCard:
     """The annotator's view of ``lease`` (a lease of a ranked comparison;
-    ``lease.order`` holds the completion ids in display order). Two queries
-    (the prompt, the completions). Raises ``LabelingError`` for a pair lease.
+    ``lease.order`` holds the completion ids in display order). One query
+    (the completions with their prompt). Raises ``LabelingError`` for a pair lease.
     """
     order = list(lease.order or [])
     if not order:
         raise LabelingError("This lease is for a pair, not a ranking.")
-    prompt = (
-        Comparison.objects.filter(pk=lease.comparison_id)
-        .values_list("prompt__text", "prompt__messages")
-        .first()
-    )
-    if prompt is None:
-        raise LabelingError("This comparison no longer exists.")
-    text, messages = prompt
     completions = {
         c.pk: c
-        for c in Completion.objects.filter(pk__in=order).only(
-            "text", "html", "generation"
-        )
+        for c in Completion.objects.filter(pk__in=order)
+        .select_related("prompt")
+        .only("text", "html", "generation", "prompt__text", "prompt__messages")
     }
+    if set(completions) != set(order):
+        raise LabelingError("This comparison no longer exists.")
     shown = [completions[cid] for cid in order]
+    prompt = shown[0].prompt
     return RankingCard(
         lease_id=lease.pk,
         campaign_id=lease.campaign_id,
-        prompt=messages if messages is not None else text,
-        is_chat=messages is not None,
+        prompt=prompt.content,
+        is_chat=prompt.is_chat,
+        items=[(LETTERS[i], completion_html_of(c)) for i, c in enumerate(shown)],
+        k=len(shown),
+        expires_at=lease.expires_at,
+        texts=[c.text for c in shown],
+        cut_at=[_cut_at(c.generation) for c in shown],
+    )
+
+
+def ranking_card_of(
+    *,
+    lease: Lease,
+    prompt: str | list[dict[str, str]],
+    is_chat: bool,
+    items: Sequence[Sequence[Any]],
+) -> RankingCard:
+    """The card of ``lease`` from rows already read (the queue statement's
+    ``ranked_items``: [id, text, html, generation] in the order shown)."""
+    shown = [Completion(pk=i[0], text=i[1], html=i[2], generation=i[3]) for i in items]
+    return RankingCard(
+        lease_id=lease.pk,
+        campaign_id=lease.campaign_id,
+        prompt=prompt,
+        is_chat=is_chat,
         items=[(LETTERS[i], completion_html_of(c)) for i, c in enumerate(shown)],
         k=len(shown),
         expires_at=lease.expires_at,

@@ -143,7 +143,12 @@ WITH live AS (
 )
 SELECT chosen.id, chosen.comparison_id, chosen.a_on_left, chosen.expires_at,
        chosen."order", p.text, p.messages, ca.text, cb.text, ca.generation, cb.generation,
-       ca.html, cb.html
+       ca.html, cb.html,
+       -- A ranked comparison's completions in the order shown (NULL for a pair).
+       (SELECT json_agg(json_build_array(co.id, co.text, co.html, co.generation)
+                        ORDER BY u.ord)
+        FROM unnest(chosen."order") WITH ORDINALITY AS u(cid, ord)
+        JOIN labeling_completion co ON co.id = u.cid)
 FROM chosen
 JOIN labeling_comparison c ON c.id = chosen.comparison_id
 JOIN labeling_prompt p ON p.id = c.prompt_id
@@ -198,6 +203,10 @@ class LeasedPair:
 
     lease: Lease
     pair: BlindPair
+    # A ranked comparison's completions in the order shown, as
+    # [id, text, html, generation] (labeling.selectors.ranking reads them);
+    # None for a pair.
+    ranked_items: list[list[Any]] | None = None
 
 
 @transaction.atomic
@@ -275,7 +284,7 @@ def _lease_next_locked(
         raise NothingToLabel("No pairs are waiting for you in this campaign.")
     (lease_id, comparison_id, a_on_left, lease_expires_at, order, prompt_text,
      prompt_messages, text_a, text_b, generation_a, generation_b, html_a,
-     html_b) = row  # fmt: skip
+     html_b, ranked_items) = row  # fmt: skip
     lease = Lease(
         pk=lease_id,
         campaign=campaign,
@@ -291,7 +300,9 @@ def _lease_next_locked(
     a = Completion(text=text_a, generation=generation_a, html=html_a)
     b = Completion(text=text_b, generation=generation_b, html=html_b)
     return LeasedPair(
-        lease=lease, pair=blind_pair_of(lease=lease, prompt=prompt, a=a, b=b)
+        lease=lease,
+        pair=blind_pair_of(lease=lease, prompt=prompt, a=a, b=b),
+        ranked_items=ranked_items,
     )
 
 

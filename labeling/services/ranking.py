@@ -58,11 +58,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from core import roles
-from core.reports import reports_mark_stale
+from core.enqueue import enqueue
+from core.reports import (
+    REFRESH_COUNTDOWN_S,
+    REFRESH_TASK,
+    REQUEST_RETRY_AFTER,
+    reports_mark_stale,
+)
 from labeling.exceptions import (
     CampaignNotAvailable,
     ComparisonFull,
@@ -80,7 +87,7 @@ from labeling.models import (
     Prompt,
     Ranking,
 )
-from labeling.selectors.ranking import RankingCard, ranking_card
+from labeling.selectors.ranking import RankingCard, ranking_card, ranking_card_of
 from labeling.services import queue
 
 logger = logging.getLogger(__name__)
@@ -231,14 +238,17 @@ def ranked_gold_set(
     return comparison
 
 
-def _implied_pairs(comparison: Comparison) -> list[Comparison]:
-    """The implied pairs of ranked ``comparison``, created when missing
-    (a comparison made without ``ranked_comparison_create``)."""
+def _implied_pairs(comparison: Comparison, *, k: int | None = None) -> list[Comparison]:
+    """The implied pairs of ranked ``comparison`` (``k`` items, when the
+    caller knows), created when missing (a comparison made without
+    ``ranked_comparison_create``)."""
     pairs = list(
         Comparison.objects.filter(parent=comparison).only(
             "pk", "completion_a_id", "completion_b_id", "is_gold", "gold_choice"
         )
     )
+    if k is not None and len(pairs) == k * (k - 1) // 2:
+        return pairs
     items = list(
         comparison.items.order_by("position").values_list("completion_id", flat=True)
     )
@@ -279,13 +289,183 @@ def ranking_lease_next(
     one) and read its card. Raises as the queue does (``NothingToLabel``,
     ``CampaignNotAvailable``)."""
     leased = queue.comparison_lease_next_pair(campaign=campaign, annotator=annotator)
-    return LeasedRanking(lease=leased.lease, card=ranking_card(lease=leased.lease))
+    return LeasedRanking(lease=leased.lease, card=_card(leased))
+
+
+def _card(leased: queue.LeasedPair) -> RankingCard:
+    """The card of a lease from the queue statement's rows (no query), or
+    read for it when the statement had none (a pair lease raises)."""
+    if not leased.ranked_items:
+        return ranking_card(lease=leased.lease)
+    return ranking_card_of(
+        lease=leased.lease,
+        prompt=leased.pair.prompt,
+        is_chat=leased.pair.is_chat,
+        items=leased.ranked_items,
+    )
 
 
 @dataclass(frozen=True)
 class RankingResult:
     ranking: Ranking
     created: bool
+
+
+def _insert_sql(obj: Any) -> tuple[str, list[Any]]:
+    """Django's own INSERT of ``obj`` (auto_now fields filled), RETURNING its
+    id, to run inside a larger statement."""
+    model = type(obj)
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    query = InsertQuery(model)
+    query.insert_values(fields, [obj])
+    compiler = query.get_compiler(using=connection.alias)
+    compiler.returning_fields = [model._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, list(params)
+
+
+def _implied_insert_sql(*, template: Preference) -> tuple[str, list[Any]]:
+    """INSERT ... SELECT of a ranking's implied preferences from the CTEs
+    ``r`` (the order shown ``o`` and its ranks ``k``), ``pairs`` and ``rk``
+    (the new ranking): every column as on ``template`` except the pair, the
+    choice and which of the two was shown first."""
+    columns, values, params = [], [], []
+    computed = {
+        "comparison_id": "p.id",
+        "ranking_id": "(SELECT id FROM rk)",
+        # Lower rank is better; equal ranks are a tie.
+        "choice": "CASE WHEN r.k[array_position(r.o, p.a)] < r.k[array_position(r.o, p.b)]"
+        " THEN 'a' WHEN r.k[array_position(r.o, p.b)] < r.k[array_position(r.o, p.a)]"
+        " THEN 'b' ELSE 'tie' END",
+        "a_on_left": "array_position(r.o, p.a) < array_position(r.o, p.b)",
+    }
+    for field in Preference._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        if field.attname in computed:
+            values.append(computed[field.attname])
+        else:
+            values.append("%s")
+            params.append(
+                field.get_db_prep_save(field.pre_save(template, True), connection)
+            )
+    sql = (
+        f"INSERT INTO {Preference._meta.db_table} ({', '.join(columns)}) "  # noqa: S608 - names from the model
+        f"SELECT {', '.join(values)} FROM pairs p CROSS JOIN r "
+        "WHERE array_position(r.o, p.a) IS NOT NULL "
+        "AND array_position(r.o, p.b) IS NOT NULL RETURNING 1"
+    )
+    return sql, params
+
+
+# The writes of a new ranking, one statement: the ranking, its implied
+# preferences (one per implied pair of the comparison), the comparison's
+# counters (the row is locked by the caller), the answered lease, and the
+# campaign's reports marked stale as core.reports.reports_mark_stale does
+# (the caller enqueues the refresh when one was requested).
+_RANKING_SQL = """
+WITH r AS (SELECT %s::bigint[] AS o, %s::int[] AS k),
+rk AS ({ranking}),
+pairs AS (
+    SELECT c.id, c.completion_a_id AS a, c.completion_b_id AS b
+    FROM labeling_comparison c WHERE c.parent_id = %s
+),
+prefs AS ({implied}),
+cmp AS (
+    UPDATE labeling_comparison
+    SET label_count = %s, lease_expiries = %s, done_by = %s, status = %s,
+        updated_at = %s
+    WHERE id = %s
+),
+answered AS (
+    UPDATE labeling_lease SET status = %s, updated_at = %s WHERE id = %s
+),
+stale AS (
+    UPDATE core_report
+    SET stale = true, refresh_requested_at = %s, updated_at = %s
+    WHERE campaign_id = %s
+      AND (refresh_requested_at IS NULL OR refresh_requested_at < %s)
+    RETURNING 1
+)
+SELECT (SELECT id FROM rk), (SELECT count(*) FROM prefs), (SELECT count(*) FROM stale)
+"""
+
+
+def _write_ranking(
+    *, ranking: Ranking, comparison: Comparison, lease: Lease, now: Any
+) -> tuple[int, int, bool]:
+    """Run ``_RANKING_SQL``: returns the ranking's id, how many implied
+    preferences were written, and whether a reports refresh was requested.
+    Call inside ``atomic()`` holding the comparison's row lock."""
+    ranking_sql, ranking_params = _insert_sql(ranking)
+    template = Preference(
+        annotator_id=ranking.annotator_id,
+        lease=lease,
+        choice=Preference.Choice.TIE,
+        a_on_left=False,
+        rationale=ranking.reason,
+        source=Preference.Source.RANKING,
+    )
+    implied_sql, implied_params = _implied_insert_sql(template=template)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RANKING_SQL.format(ranking=ranking_sql, implied=implied_sql),
+            [
+                ranking.order,
+                ranking.ranks,
+                *ranking_params,
+                comparison.pk,
+                *implied_params,
+                comparison.label_count,
+                comparison.lease_expiries,
+                comparison.done_by,
+                comparison.status,
+                now,
+                comparison.pk,
+                lease.status,
+                now,
+                lease.pk,
+                now,
+                now,
+                comparison.campaign_id,
+                now - REQUEST_RETRY_AFTER,
+            ],
+        )
+        ranking_pk, implied, stale = cursor.fetchone()
+    return ranking_pk, implied, bool(stale)
+
+
+def _implied_preferences_complete(*, ranking: Ranking, comparison: Comparison) -> None:
+    """Write the implied preferences of pairs the statement did not find (a
+    ranked comparison made without its implied pairs): they are created
+    first. Call inside ``atomic()``."""
+    rank_of = ranking.rank_of()
+    shown_at = {cid: i for i, cid in enumerate(ranking.order)}
+    have = set(
+        Preference.objects.filter(ranking=ranking).values_list(
+            "comparison_id", flat=True
+        )
+    )
+    Preference.objects.bulk_create(
+        [
+            Preference(
+                comparison_id=pair.pk,
+                annotator_id=ranking.annotator_id,
+                lease_id=ranking.lease_id,
+                choice=implied_choice(
+                    rank_of[pair.completion_a_id], rank_of[pair.completion_b_id]
+                ),
+                a_on_left=shown_at[pair.completion_a_id]
+                < shown_at[pair.completion_b_id],
+                rationale=ranking.reason,
+                source=Preference.Source.RANKING,
+                ranking=ranking,
+            )
+            for pair in _implied_pairs(comparison)
+            if pair.pk not in have
+        ]
+    )
 
 
 def _submit(
@@ -345,28 +525,6 @@ def _submit(
     ranking.full_clean(
         exclude=["comparison", "annotator", "lease"], validate_constraints=False
     )
-    ranking.save()
-
-    rank_of = ranking.rank_of()
-    shown_at = {cid: i for i, cid in enumerate(order)}
-    Preference.objects.bulk_create(
-        [
-            Preference(
-                comparison_id=pair.pk,
-                annotator=annotator,
-                lease=lease,
-                choice=implied_choice(
-                    rank_of[pair.completion_a_id], rank_of[pair.completion_b_id]
-                ),
-                a_on_left=shown_at[pair.completion_a_id]
-                < shown_at[pair.completion_b_id],
-                rationale=reason,
-                source=Preference.Source.RANKING,
-                ranking=ranking,
-            )
-            for pair in _implied_pairs(comparison)
-        ]
-    )
 
     comparison.label_count += 1
     comparison.lease_expiries = other_live
@@ -377,18 +535,16 @@ def _submit(
         and not comparison.is_gold
     ):
         comparison.status = Comparison.Status.COMPLETE
-    comparison.save(
-        update_fields=[
-            "label_count",
-            "lease_expiries",
-            "done_by",
-            "status",
-            "updated_at",
-        ]
-    )
     lease.status = Lease.Status.SUBMITTED
-    lease.save(update_fields=["status", "updated_at"])
-    reports_mark_stale(campaign_id=comparison.campaign_id)
+    ranking_pk, implied, reports_queued = _write_ranking(
+        ranking=ranking, comparison=comparison, lease=lease, now=now
+    )
+    ranking.pk = ranking_pk
+    ranking._state.adding = False
+    if implied < len(order) * (len(order) - 1) // 2:
+        _implied_preferences_complete(ranking=ranking, comparison=comparison)
+    if reports_queued:
+        enqueue(REFRESH_TASK, comparison.campaign_id, countdown=REFRESH_COUNTDOWN_S)
     logger.info(
         "labeling.ranking.recorded comparison=%s annotator=%s",
         comparison.pk,
@@ -480,7 +636,7 @@ def ranking_record_and_lease_next(
                 wait_for_locked=False,
             )
             nxt: LeasedRanking | None = LeasedRanking(
-                lease=leased.lease, card=ranking_card(lease=leased.lease)
+                lease=leased.lease, card=_card(leased)
             )
         except NothingToLabel:
             nxt = None

@@ -462,3 +462,16 @@ def test_rank_statistics() -> None:
     assert krippendorff_alpha_ordinal({1: [1, 1], 2: [2, 2], 3: [3, 3]}) == 1.0
     assert krippendorff_alpha_ordinal({1: [1, 3], 2: [2, 2], 3: [3, 1]}) < 0
     assert krippendorff_alpha_ordinal({1: [1, 1]}) is None
+
+
+def test_missing_implied_pairs_are_made_on_submit(annotator: Any) -> None:
+    """A ranked comparison whose implied pairs are missing (made by other
+    code than ranked_comparison_create) still yields all its preferences."""
+    campaign = rank_campaign()
+    comparison = make_ranked(campaign)
+    first_two = comparison.implied_pairs.order_by("pk")[:2]
+    Comparison.objects.filter(pk__in=[c.pk for c in first_two]).delete()
+    lease = ranking_lease_next(campaign=campaign, annotator=annotator).lease
+    ranking = ranking_record(lease=lease, user=annotator, ranks=[4, 3, 2, 1])
+    assert comparison.implied_pairs.count() == 6
+    assert Preference.objects.filter(ranking=ranking).count() == 6
