@@ -63,11 +63,13 @@ def _page(
     status: int = 200,
     fragment: str = "conversation-body",
     text: str = "",
+    view: conversation_selectors.ConversationView | None = None,
 ) -> HttpResponse:
     campaign = conversation.campaign
     context: dict[str, Any] = {
         "campaign": campaign,
-        "view": conversation_selectors.conversation_view(conversation=conversation),
+        "view": view
+        or conversation_selectors.conversation_view(conversation=conversation),
         "strength_options": list(selectors.STRENGTH_LABELS.items()),
         "form": PreferenceForm(campaign=campaign),
         "text": text,
@@ -155,9 +157,9 @@ def conversation_turn(
     conversation = _conversation(request, campaign_id, conversation_id)
     if not request.htmx:
         return redirect("labeling:conversation-detail", campaign_id, conversation_id)
-    view = conversation_selectors.conversation_view(conversation=conversation)
+    view = conversation_selectors.conversation_last_turn_view(conversation=conversation)
     if view.current is not None and view.current.number == number:
-        return _page(request, conversation, fragment="conversation-turn")
+        return _page(request, conversation, fragment="conversation-turn", view=view)
     # The turn moved on (answered in another tab): refresh the whole thread.
     response = _page(request, conversation)
     response["HX-Retarget"] = "#conversation-body"

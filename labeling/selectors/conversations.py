@@ -186,6 +186,18 @@ def conversation_view(*, conversation: Conversation) -> ConversationView:
     )
 
 
+def conversation_last_turn_view(*, conversation: Conversation) -> ConversationView:
+    """Only the last turn (what the page polls while answers are written),
+    without rendering the turns before it."""
+    last = _turns(conversation).last()
+    return ConversationView(
+        conversation=conversation,
+        turns=[turn_view(last)] if last is not None else [],
+        can_send=False,
+        turns_left=0,
+    )
+
+
 def conversation_settings_get(*, campaign: Campaign) -> ConversationSettings:
     """The campaign's conversation settings (the defaults, unsaved, when
     they were never changed)."""

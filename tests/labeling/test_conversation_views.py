@@ -84,7 +84,9 @@ def test_imported_chat_prompt_is_shown_as_a_sanitised_thread_on_the_card(
     assert "the assistant&#x27;s next turn" in page or "assistant's next turn" in page
 
 
-def test_live_conversation_pages_send_poll_pick_and_finish(make_user: Any) -> None:
+def test_live_conversation_pages_send_poll_pick_and_finish(
+    make_user: Any, django_assert_num_queries: Any
+) -> None:
     """Start (POST) opens the conversation page; a message starts turn 1 and
     the fragment polls the turn while it waits; once written, the turn shows
     both answers (sanitised) and the choice buttons; a pick records the
@@ -119,7 +121,9 @@ def test_live_conversation_pages_send_poll_pick_and_finish(make_user: Any) -> No
     ConversationTurn.objects.filter(pk=turn.pk).update(
         status="generating", writing="a", text_a="half an ans"
     )
-    polled = client.get(turn_url, **HTMX).content.decode()
+    # A poll every half second: session, user, conversation, its last turn.
+    with django_assert_num_queries(4):
+        polled = client.get(turn_url, **HTMX).content.decode()
     assert "half an ans" in polled and "hx-trigger" in polled
     assert "conversation-choose" not in polled
 
