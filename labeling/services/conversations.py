@@ -162,8 +162,8 @@ def conversation_message_send(
     """Start the next turn with the annotator's ``text``: its prompt is the
     thread so far plus this message, and the two answers are queued on the
     gpu worker after commit. Locks the conversation. Raises
-    ``ConversationError`` for an empty or too long message or a finished
-    conversation, ``ConversationBusy`` while the last turn waits for its
+    ``ConversationError`` for an empty or too long message, a finished
+    conversation or a campaign no longer active, ``ConversationBusy`` while the last turn waits for its
     answers or a choice."""
     text = text.strip()
     if not text:
@@ -177,6 +177,13 @@ def conversation_message_send(
     conversation = _lock(conversation)
     if conversation.status != Conversation.Status.ACTIVE:
         raise ConversationError("This conversation is finished.")
+    # Like a lease, a turn already written may still be picked in a paused
+    # campaign; no new one starts there.
+    if conversation.campaign.status != Campaign.Status.ACTIVE:
+        raise ConversationError(
+            "This campaign is not accepting labels right now; your conversation "
+            "so far is kept."
+        )
     last = conversation.turns.order_by("-number").first()
     if last is not None and last.status != ConversationTurn.Status.ANSWERED:
         raise ConversationBusy(

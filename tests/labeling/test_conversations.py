@@ -216,7 +216,8 @@ def test_live_conversations_are_off_unless_the_campaign_turns_them_on(
     annotator: Any,
 ) -> None:
     """A campaign starts with live conversations off; an empty or too long
-    message is refused and creates no turn."""
+    message, or any message once the campaign is paused, is refused and
+    creates no turn."""
     campaign = CampaignFactory()
     with pytest.raises(ConversationError, match="off in this campaign"):
         conversation_start(campaign=campaign, annotator=annotator)
@@ -227,6 +228,10 @@ def test_live_conversations_are_off_unless_the_campaign_turns_them_on(
         conversation_message_send(conversation=conversation, text="   ")
     with pytest.raises(ConversationError, match="at most 4000"):
         conversation_message_send(conversation=conversation, text="x" * 4001)
+    assert not conversation.turns.exists()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+    with pytest.raises(ConversationError, match="not accepting labels"):
+        conversation_message_send(conversation=conversation, text="hello")
     assert not conversation.turns.exists()
 
 
