@@ -43,22 +43,25 @@ def run(
 
     tok = loading.load_tokenizer(config.base_model)
     data.check_chat_template(tok, train_rows, config.base_model)
-    model = loading.load_causal_lm(config.base_model)
-    peft_config = adapters.build_peft_config(
-        config.peft, model_type=model.config.model_type, task_type="CAUSAL_LM"
-    )
     callback = callbacks.EventCallback(
         on_event,
         should_stop,
         early_stopping_patience=config.early_stopping_patience if val_rows else 0,
     )
     with tempfile.TemporaryDirectory(prefix="arbiter-dpo-") as scratch:
+        # The arguments before the model: launched with DeepSpeed ZeRO-3
+        # (zero3_init_flag) they make from_pretrained shard the weights as
+        # they load, instead of every rank holding the whole base first.
         args = DPOConfig(
             **runtime.training_kwargs(config, Path(scratch), has_eval=bool(val_rows)),
             max_length=config.max_length,
             beta=config.beta,
             loss_type=[config.loss_type],
             label_smoothing=config.label_smoothing,
+        )
+        model = loading.load_causal_lm(config.base_model)
+        peft_config = adapters.build_peft_config(
+            config.peft, model_type=model.config.model_type, task_type="CAUSAL_LM"
         )
         trainer = DPOTrainer(
             model=model,

@@ -204,3 +204,51 @@ def test_a_rank_killed_fails_the_job_with_its_stderr_and_no_adapter(
     assert all(_gone(pid) for pid in [job.runner_pid, *ranks.values()])
     assert not Adapter.objects.exists()
     assert _no_scratch(job)
+
+
+def test_the_command_follows_the_processes_and_the_strategy(tmp_path: Path) -> None:
+    """One process: the runner itself; several: torchrun (and on CPU always
+    torchrun); a sharded strategy on GPUs: accelerate launch with its file."""
+    from training.services.execute import LAUNCH_CONFIGS, runner_command
+
+    common = {
+        "method": "dpo",
+        "config_path": tmp_path / "c.json",
+        "data_dir": tmp_path,
+        "workdir": tmp_path,
+    }
+    one = runner_command(**common)
+    assert one[1:4] == ["-m", "ml.runners", "dpo"] and "--stop-file" not in one
+    cpu = runner_command(**common, processes=2, strategy="zero3", gpu=False)
+    assert cpu[2:4] == ["ml.runners.launch", "--parent-pid"]
+    assert cpu[5:9] == [
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    assert "--stop-file" in cpu and "--rank-log-dir" in cpu
+    gpu = runner_command(**common, processes=8, strategy="zero3", gpu=True)
+    assert gpu[5:7] == ["accelerate.commands.launch", "--config_file"]
+    assert Path(gpu[7]) == LAUNCH_CONFIGS / "zero3.yaml" and Path(gpu[7]).is_file()
+    assert gpu[gpu.index("--num_processes") + 1] == "8"
+
+
+def test_the_rank_that_died_is_read_from_the_launchers_summary() -> None:
+    """A rank killed by a signal is the cause, not the rank torchrun then
+    stopped with SIGTERM, whichever it observed first."""
+    from training.services.execute import _rank_failure
+
+    summary = """Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 11)  (SIGTERM)
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 12)  (SIGKILL)
+"""
+    assert _rank_failure(summary) == (1, -9)
+    assert _rank_failure(summary.replace("-9 (pid: 12)", "1 (pid: 12)")) == (1, 1)
+    cancelled = summary.replace("-15", "3").replace("-9", "3")
+    assert _rank_failure(cancelled) is None

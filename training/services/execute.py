@@ -28,6 +28,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -408,7 +409,7 @@ def runner_command(
             "--num_processes",
             str(processes),
             "--main_process_port",
-            "0",
+            str(_free_port()),
             "--module",
         ]
     else:
@@ -430,6 +431,15 @@ def runner_command(
         *launcher,
         *runner,
     ]
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now, for the ranks' rendezvous
+    (accelerate's static rendezvous needs one; torchrun's --standalone picks
+    its own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def run_in_child(
