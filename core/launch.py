@@ -85,11 +85,12 @@ def product_processes(
 
 
 def inference_processes(
-    *, host: str, port: int, replicas: int, gunicorn: str
+    *, host: str, port: int, replicas: int, gunicorn: str, preload: bool = True
 ) -> list[tuple[str, list[str]]]:
     """The inference API: one process on ``host:port`` (``replicas`` 0), or
     ``replicas`` processes on 127.0.0.1 at ``port + 1``... and the router on
-    ``host:port`` (replicas first, so the router finds them)."""
+    ``host:port`` (replicas first, so the router finds them). Each loads the
+    default base as it starts (``preload``)."""
     single = [
         gunicorn,
         "inference.wsgi",
@@ -105,6 +106,8 @@ def inference_processes(
         "16",
         "--access-logfile",
         "-",
+        "--env",
+        f"ARBITER_INFERENCE_PRELOAD={int(preload)}",
     ]
     if replicas < 1:
         return [("inference", single)]

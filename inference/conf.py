@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # Sampled requests waiting for the other version's answer; past it a
     # request is not sampled (the API's own answers come first).
     "ARBITER_INFERENCE_SAMPLING_BACKLOG": 32,
+    # Load the default base when the process starts (inference.wsgi), not on
+    # the first request; ./arbiter demo and compose turn it on.
+    "ARBITER_INFERENCE_PRELOAD": False,
     # Replicas behind the router (inference.router): their base URLs,
     # comma-separated. Empty: one inference process, no router.
     "ARBITER_INFERENCE_REPLICAS": "",

@@ -88,6 +88,8 @@ def cluster(
         port=port,
         replicas=2,
         gunicorn=str(Path(sys.executable).parent / "gunicorn"),
+        # Started before the tests make the tiny base the default.
+        preload=False,
     )
     assert [name for name, _ in specs] == [
         "inference-1",
@@ -193,13 +195,13 @@ def test_a_version_goes_to_the_replica_that_holds_it(
     urls, token = cluster["urls"], served["token"]
     router = urls["inference-router"]
     a, b = (f"adapter-{adapter.pk}" for adapter in served["adapters"][1:])
+    base = f"base-{served['base'].pk}"
 
     status, headers, answer = _complete(urls["inference-1"], token, a)
     assert (status, headers[REPLICA_HEADER]) == (200, "replica-1"), answer
     status, headers, answer = _complete(urls["inference-2"], token, b)
     assert (status, headers[REPLICA_HEADER]) == (200, "replica-2"), answer
     _wait_held(router, {"replica-1": a, "replica-2": b})
-    base = f"base-{served['base'].pk}"
     assert base in _router_status(router)["replica-1"]["versions"]
     status, headers, answer = _complete(router, token, "base")
     assert (status, headers["X-Arbiter-Version"]) == (200, base), answer
@@ -510,3 +512,47 @@ def test_a_stream_cut_after_its_first_byte_ends_with_an_error_event(
     assert json.loads(events[-1][6:])["error"]["code"] == "replica_unavailable"
     assert not pool.replicas[0].up
     assert pool.replicas[0].inflight == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inference_process_loads_the_default_base_as_it_starts(
+    served: dict[str, Any],
+    celery_worker_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """As ``./arbiter demo`` starts it (ARBITER_INFERENCE_PRELOAD): the
+    default base is loaded before any request reaches the process."""
+    port = _free_ports(1)
+    [(name, command)] = inference_processes(
+        host="127.0.0.1",
+        port=port,
+        replicas=0,
+        gunicorn=str(Path(sys.executable).parent / "gunicorn"),
+    )
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            env={**celery_worker_env, "ARBITER_INFERENCE_REPLICA_SECRET": SECRET},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log)
+        deadline = time.monotonic() + 30
+        base = f"base-{served['base'].pk}"
+        while True:
+            _, _, data = _call(
+                url, "/internal/status", token="", headers={ROUTER_HEADER: SECRET}
+            )
+            if base in json.loads(data)["versions"]:
+                break
+            assert time.monotonic() < deadline, (data, log.read_text()[-2000:])
+            time.sleep(0.3)
+        assert "POST /v1/" not in log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
