@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/queue_load.py [--annotators 100] [--sizes 10000,1000000]
                                           [--duration 20] [--k 1] [--think-ms 0,10000]
+                                          [--mode rank --rank-k 4]
 
 The entry point only; the code is the ``benchmarks.queueload`` package (its
 docstring and benchmarks/README.md describe the method).

@@ -73,6 +73,19 @@ def main() -> int:
         help="a short check that everything works: 10k pairs, plan 20:0,40:1000, "
         "5 s windows, no one-annotator baseline",
     )
+    parser.add_argument(
+        "--mode",
+        choices=["pair", "rank"],
+        default="pair",
+        help="pair (A/B) campaigns, or rank campaigns: each queued comparison "
+        "has --rank-k completions and each label is a ranking (REST path only)",
+    )
+    parser.add_argument(
+        "--rank-k",
+        type=int,
+        default=4,
+        help="completions per ranked comparison with --mode rank (3 to 9)",
+    )
     parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument(
         "--sizes",
@@ -145,6 +158,13 @@ def main() -> int:
         ]
         thinks = [t for _, t in runs]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    rank_k = args.rank_k if args.mode == "rank" else 0
+    if rank_k and not 3 <= rank_k <= 9:
+        parser.error("--rank-k must be from 3 to 9")
+    if rank_k and paths != ["api"]:
+        # The ranking card's htmx flow is not driven by this load generator.
+        log("--mode rank measures the REST path only")
+        paths = ["api"]
     baseline_tree = Path(args.baseline_tree).resolve() if args.baseline_tree else None
     most = max(n for n, _ in runs)
     data_dir = Path(args.data_dir).resolve()
@@ -195,7 +215,9 @@ def main() -> int:
             pg_version = cursor.fetchone()[0]
             cursor.execute("SHOW shared_buffers")
             shared_buffers = cursor.fetchone()[0]
-        creds, campaigns = setup_data(most, sizes, args.k)
+        creds, campaigns = setup_data(
+            most, sizes, args.k, mode=args.mode, rank_k=args.rank_k
+        )
         completions_render(list(campaigns.values()))
         sessions = browser_sessions([uid for uid, _ in creds])
         connection.close()
@@ -231,6 +253,11 @@ def main() -> int:
             f"CONN_MAX_AGE=600 ({args.workers * args.threads} persistent DB connections); "
             f"load generator: {args.annotators} threads, one keep-alive http.client connection each, "
             f"same machine; queue code sha1 {code_hash.hexdigest()[:12]}"
+            + (
+                f"; rank campaigns, {rank_k} completions per comparison"
+                if rank_k
+                else ""
+            )
         )
 
         background = machine_busy_percent(2.0)
@@ -293,12 +320,13 @@ def main() -> int:
                             dist=args.think_dist,
                             sessions=sessions,
                             tree=tree_name,
+                            rank_k=rank_k,
                         )
                         results.append(result)
                         report(result, args.k, args.show_statements)
 
         # Which statements one label costs, traced in-process.
-        probe = probe_queries(campaigns[max(sizes)], creds[-1][1])
+        probe = probe_queries(campaigns[max(sizes)], creds[-1][1], rank_k)
         stop_gunicorn(gunicorn)
         gunicorn = None
         if probe is not None:

@@ -2,7 +2,8 @@
 simulated annotator, labeling in a loop through the REST API or the page.
 
 REST (``path="api"``): ``POST .../next/`` for the first pair, then for each
-label ``POST .../leases/<id>/preference/?next=1``; a server that answers
+label ``POST .../leases/<id>/preference/?next=1`` (in a rank campaign,
+``.../ranking/?next=1`` with a random ranking); a server that answers
 without ``next`` (a tree before it existed) gets the separate ``next/`` call.
 Browser (``path="browser"``): a session cookie and a CSRF token, then the
 htmx posts of the labeling page: "start" for the first card, then each submit,
@@ -86,7 +87,11 @@ def annotator_loop(
     start: threading.Barrier,
     path: str = "api",
     dist: str = "exp",
+    rank_k: int = 0,
 ) -> None:
+    """``rank_k`` > 0: a rank campaign of ``rank_k`` completions per
+    comparison; each answer is a ranking (random, ties included) posted to
+    ``leases/<id>/ranking/?next=1`` (REST only)."""
     rng = random.Random(a.user_id)
     conn = _Conn(port)
     if path == "browser":
@@ -151,6 +156,15 @@ def annotator_loop(
                 }
             ).encode()
             submit_path = f"/campaigns/{campaign_id}/label/{lease_id}/submit/"
+        elif rank_k:
+            body = json.dumps(
+                {
+                    "ranks": [rng.randint(1, rank_k) for _ in range(rank_k)],
+                    "none_acceptable": rng.random() < 0.1,
+                    "time_spent_ms": int(pause * 1000),
+                }
+            ).encode()
+            submit_path = f"/api/v1/leases/{lease_id}/ranking/?next=1"
         else:
             body = json.dumps(
                 {"choice": choice, "time_spent_ms": int(pause * 1000)}

@@ -151,18 +151,165 @@ def dataset_load(campaign_id: int, size: int) -> None:
     )
 
 
+def dataset_load_ranked(campaign_id: int, size: int, k: int) -> None:
+    """``size`` ranked comparisons of ``k`` completions each (one prompt
+    each), with their items and implied pairs, in SQL: what a rank
+    campaign's import leaves (``labeling.services.ranking``)."""
+    from django.db import connection, transaction
+
+    params = {"cid": campaign_id, "n": size, "k": k}
+    t0 = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        _dataset_delete(cursor, campaign_id)
+        _insert_select(
+            cursor,
+            "labeling_prompt",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "campaign_id": "%(cid)s",
+                "text": "'Benchmark prompt #' || g || ': rank these answers about ' "
+                "|| repeat('why the sky looks blue at noon and red at dusk. ', 3)",
+                "content_hash": "md5('rprompt-' || %(cid)s || '-' || g) || md5('p' || g)",
+                "split": "'train'",
+                "is_golden": "false",
+                "metadata": "'{}'::jsonb",
+            },
+            "FROM generate_series(1, %(n)s) AS g",
+            params,
+        )
+        _insert_select(
+            cursor,
+            "labeling_completion",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "prompt_id": "p.id",
+                "text": "'Answer ' || j || ' to prompt ' || p.id || '. ' "
+                "|| repeat('Sunlight scatters off air molecules; short wavelengths scatter most. ', 8)",
+                "content_hash": "md5('completion-' || p.id || '-' || j) || md5('c' || j)",
+                "origin": "'imported'",
+                "source_label": "'bench-model-' || j",
+                "generation": "'{}'::jsonb",
+                "metadata": "'{}'::jsonb",
+            },
+            "FROM labeling_prompt p CROSS JOIN generate_series(0, %(k)s - 1) AS j "
+            "WHERE p.campaign_id = %(cid)s",
+            params,
+        )
+        # The ranked comparison: its first two completions as a and b.
+        n = _insert_select(
+            cursor,
+            "labeling_comparison",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "campaign_id": "%(cid)s",
+                "prompt_id": "p.id",
+                "completion_a_id": "(SELECT min(id) FROM labeling_completion WHERE prompt_id = p.id)",
+                "completion_b_id": "(SELECT id FROM labeling_completion WHERE prompt_id = p.id "
+                "ORDER BY id OFFSET 1 LIMIT 1)",
+                "priority": "0",
+                "status": "'open'",
+                "label_count": "0",
+                "lease_expiries": "'{}'",
+                "done_by": "'{}'",
+                "is_ranked": "true",
+            },
+            "FROM labeling_prompt p WHERE p.campaign_id = %(cid)s ORDER BY p.id",
+            params,
+        )
+        _insert_select(
+            cursor,
+            "labeling_comparisonitem",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "comparison_id": "c.id",
+                "completion_id": "x.id",
+                "position": "x.pos",
+            },
+            """
+            FROM labeling_comparison c
+            JOIN LATERAL (
+                SELECT id, (row_number() OVER (ORDER BY id) - 1) AS pos
+                FROM labeling_completion WHERE prompt_id = c.prompt_id
+            ) x ON true
+            WHERE c.campaign_id = %(cid)s AND c.is_ranked
+            """,
+            params,
+        )
+        _insert_select(
+            cursor,
+            "labeling_comparison",
+            {
+                "created_at": "now()",
+                "updated_at": "now()",
+                "campaign_id": "%(cid)s",
+                "prompt_id": "c.prompt_id",
+                "completion_a_id": "a.completion_id",
+                "completion_b_id": "b.completion_id",
+                "priority": "0",
+                "status": "'implied'",
+                "label_count": "0",
+                "lease_expiries": "'{}'",
+                "done_by": "'{}'",
+                "parent_id": "c.id",
+            },
+            """
+            FROM labeling_comparison c
+            JOIN labeling_comparisonitem a ON a.comparison_id = c.id
+            JOIN labeling_comparisonitem b ON b.comparison_id = c.id
+                                           AND b.position > a.position
+            WHERE c.campaign_id = %(cid)s AND c.is_ranked
+            """,
+            params,
+        )
+    assert n == size, (n, size)
+    with connection.cursor() as cursor:
+        for table in (
+            "labeling_prompt",
+            "labeling_completion",
+            "labeling_comparison",
+            "labeling_comparisonitem",
+        ):
+            cursor.execute(f"ANALYZE {table}")
+    log(
+        f"loaded {size:,} ranked comparisons of {k} ({size * k:,} completions, "
+        f"{size * k * (k - 1) // 2:,} implied pairs) in {time.monotonic() - t0:.1f} s"
+    )
+
+
+def _has_table(cursor: Any, table: str) -> bool:
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+    return bool(cursor.fetchone()[0])
+
+
 def _labels_delete(cursor: Any, campaign_id: int) -> None:
-    """The campaign's preferences and leases."""
+    """The campaign's preferences, rankings and leases."""
     cursor.execute(
         "DELETE FROM labeling_preference p USING labeling_comparison c "
         "WHERE p.comparison_id = c.id AND c.campaign_id = %s",
         [campaign_id],
     )
+    if _has_table(cursor, "labeling_ranking"):
+        cursor.execute(
+            "DELETE FROM labeling_ranking r USING labeling_comparison c "
+            "WHERE r.comparison_id = c.id AND c.campaign_id = %s",
+            [campaign_id],
+        )
     cursor.execute("DELETE FROM labeling_lease WHERE campaign_id = %s", [campaign_id])
 
 
 def _dataset_delete(cursor: Any, campaign_id: int) -> None:
     _labels_delete(cursor, campaign_id)
+    if _has_table(cursor, "labeling_comparisonitem"):
+        cursor.execute(
+            "DELETE FROM labeling_comparisonitem i USING labeling_comparison c "
+            "WHERE i.comparison_id = c.id AND c.campaign_id = %s",
+            [campaign_id],
+        )
     cursor.execute(
         "DELETE FROM labeling_comparison WHERE campaign_id = %s", [campaign_id]
     )
@@ -185,20 +332,24 @@ def dataset_reset(campaign_id: int) -> None:
             """
             UPDATE labeling_comparison
             SET status = 'open', label_count = 0, lease_expiries = '{}', done_by = '{}'
-            WHERE campaign_id = %s
+            WHERE campaign_id = %s AND status <> 'implied'
               AND (status <> 'open' OR label_count <> 0 OR lease_expiries <> '{}' OR done_by <> '{}')
             """,
             [campaign_id],
         )
     with connection.cursor() as cursor:
-        for table in ("labeling_comparison", "labeling_lease", "labeling_preference"):
+        tables = ["labeling_comparison", "labeling_lease", "labeling_preference"]
+        if _has_table(cursor, "labeling_ranking"):
+            tables.append("labeling_ranking")
+        for table in tables:
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
 def setup_data(
-    annotators: int, sizes: list[int], k: int
+    annotators: int, sizes: list[int], k: int, *, mode: str = "pair", rank_k: int = 4
 ) -> tuple[list[tuple[int, str]], dict[int, int]]:
-    """Users with tokens, and one loaded campaign per size."""
+    """Users with tokens, and one loaded campaign per size (``mode`` "rank":
+    ``size`` ranked comparisons of ``rank_k`` completions each)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from rest_framework.authtoken.models import Token
@@ -236,11 +387,16 @@ def setup_data(
 
     campaigns = {}
     for size in sizes:
-        name = f"{CAMPAIGN_PREFIX}{size}"
+        ranked = mode == "rank"
+        name = f"{CAMPAIGN_PREFIX}{f'rank{rank_k}-' if ranked else ''}{size}"
         campaign = Campaign.objects.filter(name=name).first()
         if campaign is None:
             campaign = campaign_create(
-                name=name, created_by=None, overlap_k=k, description="queue benchmark"
+                name=name,
+                created_by=None,
+                overlap_k=k,
+                description="queue benchmark",
+                **({"mode": "rank"} if ranked else {}),
             )
         settings = {"overlap_k": k, "status": Campaign.Status.ACTIVE}
         if hasattr(campaign, "gold_rate"):
@@ -248,14 +404,20 @@ def setup_data(
         if any(getattr(campaign, f) != v for f, v in settings.items()):
             campaign = campaign_update(campaign=campaign, data=settings)
         campaign.annotators.clear()  # open to every annotator
-        count = Comparison.objects.filter(campaign=campaign).count()
+        queued = Comparison.objects.filter(campaign=campaign)
+        if ranked:
+            queued = queued.filter(is_ranked=True)
+        count = queued.count()
         if count == size:
             log(f"campaign {name} (id {campaign.pk}): reusing {count:,} loaded pairs")
         else:
             log(
                 f"campaign {name} (id {campaign.pk}): loading {size:,} pairs (found {count:,})"
             )
-            dataset_load(campaign.pk, size)
+            if ranked:
+                dataset_load_ranked(campaign.pk, size, rank_k)
+            else:
+                dataset_load(campaign.pk, size)
         campaigns[size] = campaign.pk
     return creds, campaigns
 

@@ -108,7 +108,7 @@ def lease_next_sql_stats(rows: list[tuple[str, int, float]]) -> tuple[int, float
 
 
 def probe_queries(
-    campaign_id: int, probe_token: str
+    campaign_id: int, probe_token: str, rank_k: int = 0
 ) -> tuple[list[str], list[str]] | None:
     from django.db import connection
     from django.test import Client
@@ -123,8 +123,12 @@ def probe_queries(
     lease_id = resp.json()["lease_id"]
     with CaptureQueriesContext(connection) as sub:
         resp = client.post(
-            f"/api/v1/leases/{lease_id}/preference/",
-            data={"choice": "left"},
+            f"/api/v1/leases/{lease_id}/ranking/"
+            if rank_k
+            else f"/api/v1/leases/{lease_id}/preference/",
+            data={"ranks": list(range(1, rank_k + 1))}
+            if rank_k
+            else {"choice": "left"},
             content_type="application/json",
         )
     if resp.status_code != 201:

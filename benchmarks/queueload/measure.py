@@ -83,9 +83,10 @@ def access_log_times(path: Path, start: int, end: int) -> dict[str, list[float]]
             url.endswith("/next/") or url.endswith("/label/")
         ):
             out["next"].append(int(micros) / 1000)
-        elif (url.endswith("/preference/") and status == "201") or (
-            url.endswith("/submit/") and status == "200"
-        ):
+        elif (
+            (url.endswith("/preference/") or url.endswith("/ranking/"))
+            and status == "201"
+        ) or (url.endswith("/submit/") and status == "200"):
             out["submit"].append(int(micros) / 1000)
     return out
 
@@ -109,6 +110,26 @@ def audit(campaign_id: int, k: int) -> dict[str, int]:
             [campaign_id, k],
         )
         over_labeled = cursor.fetchone()[0]
+        # Rank campaigns: rankings (one per label) on their ranked comparisons.
+        ranked = _has_column("labeling_comparison", "is_ranked")
+        if ranked:
+            cursor.execute(
+                """
+                SELECT count(*) FROM (
+                    SELECT r.comparison_id FROM labeling_ranking r
+                    JOIN labeling_comparison c ON c.id = r.comparison_id
+                    WHERE c.campaign_id = %s AND NOT c.is_gold
+                    GROUP BY r.comparison_id HAVING count(*) > %s
+                ) x
+                """,
+                [campaign_id, k],
+            )
+            over_labeled += cursor.fetchone()[0]
+        rankings = (
+            "+ (SELECT count(*) FROM labeling_ranking r WHERE r.comparison_id = c.id)"
+            if ranked
+            else ""
+        )
         # A lease is live from its creation until it was submitted/skipped
         # (updated_at) or expired; count, at each lease's start, the leases
         # of the same pair live at that moment (itself included).
@@ -141,11 +162,12 @@ def audit(campaign_id: int, k: int) -> dict[str, int]:
         )
         over_slots = cursor.fetchone()[0]
         cursor.execute(
-            """
+            f"""
             SELECT count(*) FROM labeling_comparison c
             WHERE c.campaign_id = %s AND (c.label_count > 0 OR c.status <> 'open')
               AND c.label_count <> (SELECT count(*) FROM labeling_preference p
                                     WHERE p.comparison_id = c.id AND p.source = 'annotator')
+                                   {rankings}
             """,
             [campaign_id],
         )
@@ -156,7 +178,8 @@ def audit(campaign_id: int, k: int) -> dict[str, int]:
         )
         leases, leased_pairs = cursor.fetchone()
         cursor.execute(
-            "SELECT count(*) FROM labeling_comparison WHERE campaign_id = %s AND status <> 'open'",
+            "SELECT count(*) FROM labeling_comparison WHERE campaign_id = %s"
+            " AND status NOT IN ('open', 'implied')",
             [campaign_id],
         )
         closed = cursor.fetchone()[0]

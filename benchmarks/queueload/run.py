@@ -91,6 +91,7 @@ def run_load(
     dist: str = "exp",
     sessions: dict[int, str] | None = None,
     tree: str = "this",
+    rank_k: int = 0,
 ) -> RunResult:
     from django.db import connection
 
@@ -107,7 +108,17 @@ def run_load(
     threads = [
         threading.Thread(
             target=annotator_loop,
-            args=(a, port, campaign_id, think_ms, window_end, barrier, path, dist),
+            args=(
+                a,
+                port,
+                campaign_id,
+                think_ms,
+                window_end,
+                barrier,
+                path,
+                dist,
+                rank_k,
+            ),
             daemon=True,
         )
         for a in annotators
