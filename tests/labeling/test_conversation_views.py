@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from core.roles import ADMIN, ANNOTATOR
+from core.roles import ADMIN, ANNOTATOR, REVIEWER
 from labeling.models import (
     Conversation,
     ConversationSettings,
@@ -160,6 +160,15 @@ def test_live_conversation_pages_send_poll_pick_and_finish(
     conversation.refresh_from_db()
     assert conversation.status == "finished"
     assert Preference.objects.filter(annotator=annotator).count() == 2
+    # A reviewer reads turn 2's pair with the conversation before it.
+    second.refresh_from_db()
+    review = _client(make_user(REVIEWER)).get(
+        reverse("labeling:comparison-detail", args=[campaign.pk, second.comparison_id])
+    )
+    page = review.content.decode()
+    assert page.count('data-chat-turn="user"') == 2
+    assert page.count('data-chat-turn="assistant"') == 1
+    assert "Hello <em>you</em>" in page
 
 
 def test_failed_and_stalled_turns_offer_a_retry(make_user: Any) -> None:
