@@ -63,7 +63,7 @@ from models_hub.models import (
     ServedResponse,
 )
 from models_hub.selectors import campaign_reward_model, version_outcomes
-from models_hub.services.generation import _params
+from models_hub.services.generation import POOL, _params
 from models_hub.services.registry import (
     adapter_champion,
     adapter_path,
@@ -234,9 +234,9 @@ def drift_heldout_prompts(*, campaign: Campaign, count: int) -> list[Prompt]:
     (golden ones first), then golden prompts of the other splits (snapshots
     leave golden prompts out of training whatever their split)."""
     test = list(
-        Prompt.objects.filter(campaign=campaign, split=Prompt.Split.TEST).order_by(
-            "-is_golden", "id"
-        )[:count]
+        Prompt.objects.filter(
+            POOL, campaign=campaign, split=Prompt.Split.TEST
+        ).order_by("-is_golden", "id")[:count]
     )
     if len(test) < count:
         test += list(

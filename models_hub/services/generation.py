@@ -67,6 +67,11 @@ EMPTY_TEXT = "(empty completion)"
 PROGRESS_SECONDS = 1.0
 
 
+# Turns of live conversations are chat prompts of the campaign too, written
+# by annotators mid-conversation: rounds and bootstrap never sample them.
+POOL = ~Q(metadata__contains={"source": "conversation"})
+
+
 class JobCancelled(Exception):
     """Raised between batches once a cancel was requested."""
 
@@ -156,9 +161,9 @@ def open_pair_count(*, campaign: Campaign) -> int:
 
 def prompts_without_open_pairs(*, campaign: Campaign) -> Any:
     """Non-golden prompts of the campaign that no open pair asks about, those
-    with the fewest pairs so far first."""
+    with the fewest pairs so far first (conversation turns left out)."""
     return (
-        Prompt.objects.filter(campaign=campaign, is_golden=False)
+        Prompt.objects.filter(POOL, campaign=campaign, is_golden=False)
         .annotate(
             open_pairs=Count(
                 "comparisons", filter=Q(comparisons__status=Comparison.Status.OPEN)
@@ -620,7 +625,7 @@ def _round_prompts(campaign: Campaign, *, count: int, seed: int) -> list[Prompt]
     rng = random.Random(seed)
     pools = [
         list(
-            Prompt.objects.filter(campaign=campaign, is_golden=False)
+            Prompt.objects.filter(POOL, campaign=campaign, is_golden=False)
             .filter(split_filter)
             .order_by("id")
             .values_list("id", flat=True)

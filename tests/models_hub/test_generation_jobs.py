@@ -478,3 +478,31 @@ def test_a_candidate_round_answers_held_out_prompts_enough_times_for_the_gate(
     for pair in held_pairs:
         assert pair.completion_a.adapter_id == adapter.pk
         assert pair.completion_b.adapter_id is None
+
+
+@pytest.mark.django_db
+def test_rounds_and_drift_never_sample_the_turns_of_live_conversations() -> None:
+    """A live conversation's turns are chat prompts of the campaign written
+    mid-conversation: bootstrap, candidate rounds and the drift evaluation
+    sample the imported prompts only."""
+    from models_hub.services.drift import drift_heldout_prompts
+    from models_hub.services.generation import _round_prompts
+
+    campaign = CampaignFactory()
+    imported = [
+        PromptFactory(campaign=campaign, split=split, text=f"imported {split}")
+        for split in ("train", "test")
+    ]
+    for split in ("train", "test"):
+        PromptFactory(
+            campaign=campaign,
+            split=split,
+            text=f"turn {split}",
+            metadata={"source": "conversation"},
+        )
+    ids = {p.pk for p in imported}
+    assert {p.pk for p in prompts_without_open_pairs(campaign=campaign)} == ids
+    assert {p.pk for p in _round_prompts(campaign, count=10, seed=0)} == ids
+    assert [p.pk for p in drift_heldout_prompts(campaign=campaign, count=10)] == [
+        imported[1].pk
+    ]
