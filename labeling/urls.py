@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling import ranking_views, review_views, views
+from labeling import conversation_views, ranking_views, review_views, views
 
 app_name = "labeling"
 
@@ -77,10 +77,7 @@ urlpatterns = [
     ),
 ]
 
-# Live conversations (issue 14 §2); kept in one block so the views module
-# stays separate from the pair-labeling views above.
-from labeling import conversation_views  # noqa: E402
-
+# Live conversations: their own views module, their own block of routes.
 _CONVERSATION = "campaigns/<int:campaign_id>/conversations/"
 _ONE = _CONVERSATION + "<int:conversation_id>/"
 urlpatterns += [
@@ -100,7 +97,9 @@ urlpatterns += [
         name="conversation-new",
     ),
     path(_ONE, conversation_views.conversation_detail, name="conversation-detail"),
-    path(_ONE + "send/", conversation_views.conversation_send, name="conversation-send"),
+    path(
+        _ONE + "send/", conversation_views.conversation_send, name="conversation-send"
+    ),
     path(
         _ONE + "finish/",
         conversation_views.conversation_finish,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from labeling.api import quality, ranking, revisions, views
+from labeling.api import conversations, quality, ranking, revisions, views
 
 urlpatterns = [
     path("me/", views.MeApi.as_view(), name="api-me"),
@@ -82,9 +82,7 @@ urlpatterns = [
     ),
 ]
 
-# Live conversations (issue 14 §2), kept in one block.
-from labeling.api import conversations  # noqa: E402
-
+# Live conversations.
 urlpatterns += [
     path(
         "campaigns/<int:campaign_id>/conversations/",
