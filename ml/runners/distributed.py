@@ -99,6 +99,14 @@ class StopAgreement:
         return self.stopped
 
 
+def trainer_overrides() -> dict[str, bool]:
+    """TrainingArguments for a run of several ranks: an adapter uses every
+    trainable parameter in each forward, so DDP need not search the graph
+    for unused ones (transformers turns that search on without gradient
+    checkpointing: an extra traversal of the autograd graph per step)."""
+    return {"ddp_find_unused_parameters": False} if is_distributed() else {}
+
+
 def stop_file_check(path: Path | None) -> Callable[[], bool]:
     """A cheap local check: whether the worker wrote ``path`` (one stat)."""
     if path is None:

@@ -12,6 +12,7 @@ from trl import DPOConfig, DPOTrainer
 from ml import adapters, callbacks, data, loading, runtime
 from ml.config import DPORunConfig
 from ml.result import RunResult
+from ml.runners import distributed
 from ml.runners.finish import MetricNames, finish_run
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run(
             beta=config.beta,
             loss_type=[config.loss_type],
             label_smoothing=config.label_smoothing,
+            **distributed.trainer_overrides(),
         )
         model = loading.load_causal_lm(config.base_model)
         peft_config = adapters.build_peft_config(
