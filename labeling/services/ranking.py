@@ -17,7 +17,9 @@ Leasing: ``labeling.services.queue.comparison_lease_next_pair`` (and
 ``comparison_lease_next``) lease a ranked comparison like a pair; the lease
 statement stores the completions in a per-lease shuffled order in
 ``Lease.order`` (completion ids, left to right / top to bottom). Read what to
-show with ``labeling.selectors.ranking.ranking_card(lease=...)``.
+show with ``labeling.selectors.ranking.ranking_card(lease=...)`` (one query),
+or without a query from the lease statement's own rows
+(``LeasedPair.ranked_items``, via ``ranking_card_of``).
 ``ranking_lease_next(*, campaign, annotator) -> LeasedRanking`` does both.
 
 ``ranking_record(*, lease, user, ranks, none_acceptable=False, reason="",
@@ -47,6 +49,12 @@ RankingNextResult``
     Make a ranked comparison gold with ``ranks`` (aligned with its items'
     canonical positions), or not gold with ``ranks=None``; its implied pairs
     get the matching gold choices.
+
+Readers: the implied preferences are ordinary Preference rows, so the
+pairwise export, snapshots, the leaderboard and the promotion gate read them
+as they read any label; ``labeling.selectors.ranking.ranking_export_rows``
+is the listwise export; ``labeling.selectors.quality.ranking_quality`` has
+gold (Kendall's tau) and agreement (ordinal alpha, Kendall's W).
 """
 
 from __future__ import annotations
