@@ -36,7 +36,10 @@ class CampaignQualityApi(APIView):
     Cohen's kappa) and a row per annotator: throughput, median time, gold
     accuracy, agreement, left bias. ``report.status`` is ``computing`` until
     the first refresh (``agreement`` is then null), ``updating`` while a
-    newer one is on its way, else ``current``."""
+    newer one is on its way, else ``current``. A rank campaign adds
+    ``ranking``: agreement among rankings (Krippendorff's alpha at the
+    ordinal level, Kendall's W), gold scores by Kendall's tau per annotator
+    id, and how many rankings found nothing acceptable (null elsewhere)."""
 
     permission_classes = [IsReviewer]
     schema = ApiAutoSchema()
@@ -50,6 +53,7 @@ class CampaignQualityApi(APIView):
             {
                 "report": report.meta(),
                 "agreement": payload.get("agreement"),
+                "ranking": payload.get("ranking"),
                 "annotators": [
                     {
                         **{

@@ -231,3 +231,54 @@ def test_implied_preferences_reach_export_snapshot_and_leaderboard(
     board = Report.objects.get(campaign=campaign, kind=Report.Kind.LEADERBOARD)
     keys = {r["key"] for r in board.payload["rows"]}
     assert keys == {f"base:{base.pk}", *(f"adapter:{a.pk}" for a in adapters)}
+
+
+@pytest.mark.django_db
+def test_quality_api_shows_ranking_agreement_and_gold(
+    make_user: Any, api_client_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quality API of a rank campaign carries ordinal alpha, Kendall's W
+    and gold taus once the report is computed."""
+    from labeling.services import queue
+    from labeling.services.ranking import ranked_gold_set, ranking_submit
+    from models_hub.services.reports import campaign_reports_refresh
+    from tests.labeling.test_ranking import _GoldEveryTime
+
+    monkeypatch.setattr(queue, "_rng", _GoldEveryTime())
+    campaign = CampaignFactory(mode=Campaign.Mode.RANK, overlap_k=2, gold_rate=0.5)
+    comparison = _ranked(campaign)
+    gold = _ranked(campaign)
+    ranked_gold_set(comparison=gold, ranks=[1, 2, 3, 4])
+    items = list(
+        comparison.items.order_by("position").values_list("completion_id", flat=True)
+    )
+    for user in (make_user(), make_user()):
+        client = api_client_for(user)
+        for _ in range(2):
+            card = client.post(
+                reverse("api-comparison-next", args=[campaign.pk])
+            ).json()
+            lease = Lease.objects.get(pk=card["lease_id"])
+            canonical = (
+                items
+                if lease.comparison_id == comparison.pk
+                else list(
+                    gold.items.order_by("position").values_list(
+                        "completion_id", flat=True
+                    )
+                )
+            )
+            by_item = dict(zip(canonical, [1, 2, 3, 4], strict=True))
+            ranking_submit(
+                lease_id=lease.pk,
+                annotator=user,
+                ranks=[by_item[c] for c in lease.order],
+            )
+    campaign_reports_refresh(campaign_id=campaign.pk)
+    reviewer = api_client_for(make_user(REVIEWER))
+    data = reviewer.get(reverse("api-campaign-quality", args=[campaign.pk])).json()
+    ranking = data["ranking"]
+    assert ranking["agreement"]["items"] == 1
+    assert ranking["agreement"]["kendall_w"] == pytest.approx(1.0)
+    assert ranking["rankings"] == 4
+    assert [g["tau"] for g in ranking["gold"].values()] == pytest.approx([1.0, 1.0])
