@@ -475,3 +475,41 @@ def test_missing_implied_pairs_are_made_on_submit(annotator: Any) -> None:
     ranking = ranking_record(lease=lease, user=annotator, ranks=[4, 3, 2, 1])
     assert comparison.implied_pairs.count() == 6
     assert Preference.objects.filter(ranking=ranking).count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_rankings_keep_k_and_one_ranking_per_lease(make_user: Any) -> None:
+    """Six annotators leasing at once from k = 2 comparisons never exceed k;
+    six duplicate submits of one lease give exactly one ranking."""
+    from tests.labeling.test_queue import _run_threads
+
+    campaign = rank_campaign(overlap_k=2)
+    make_ranked(campaign)
+    make_ranked(campaign)
+    users = [make_user() for _ in range(6)]
+
+    def lease(i: int) -> int:
+        return ranking_lease_next(campaign=campaign, annotator=users[i]).lease.pk
+
+    leased = _run_threads(6, lease)
+    served = [r for r in leased if not isinstance(r, Exception)]
+    assert len(served) == 4
+    assert all(isinstance(r, NothingToLabel) for r in leased if r not in served)
+    per_comparison = Lease.objects.values_list("comparison_id", flat=True)
+    assert sorted(list(per_comparison).count(c) for c in set(per_comparison)) == [2, 2]
+
+    lease_row = Lease.objects.select_related("annotator").first()
+    assert lease_row is not None
+
+    def submit(i: int) -> bool:
+        return ranking_submit(
+            lease_id=lease_row.pk,
+            annotator=lease_row.annotator,
+            ranks=[1, 2, 3, 4] if i % 2 else [4, 3, 2, 1],
+        ).created
+
+    results = _run_threads(6, submit)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert results.count(True) == 1
+    assert Ranking.objects.count() == 1 and Preference.objects.count() == 6
+    assert Comparison.objects.get(pk=lease_row.comparison_id).label_count == 1
