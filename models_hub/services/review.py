@@ -64,7 +64,14 @@ def review_blind_lease_next(
             continue
         comparison = (
             Comparison.objects.select_for_update()
-            .filter(completion_a__in=[a, b], completion_b__in=[a, b])
+            # A plain pair: never a ranked item or a ranking's implied pair,
+            # which the queue does not lease.
+            .filter(
+                completion_a__in=[a, b],
+                completion_b__in=[a, b],
+                is_ranked=False,
+                parent__isnull=True,
+            )
             .first()
         )
         if comparison is None:

@@ -99,6 +99,33 @@ def test_blind_votes_hide_the_versions_and_count_as_labels(
 
 
 @pytest.mark.django_db
+def test_blind_review_leases_a_plain_pair_even_where_a_ranking_holds_the_two(
+    make_user: Any, two_versions: dict[str, Any]
+) -> None:
+    """The two versions' answers are also items of a ranked comparison (and
+    so of one of its implied pairs, which the queue never leases): the blind
+    review creates and leases a plain pair of its own."""
+    from labeling.services.ranking import ranked_comparison_create
+
+    campaign = two_versions["campaign"]
+    prompt = campaign.prompts.get()
+    third = Completion.objects.create(
+        prompt=prompt, text="Green.", content_hash="3", origin="import"
+    )
+    ranked = ranked_comparison_create(
+        campaign=campaign, prompt=prompt, completions=[*prompt.completions.all()]
+    )
+    assert ranked.is_ranked and ranked.items.filter(completion=third).exists()
+    reviewer = make_user(REVIEWER)
+    client = _client(reviewer)
+    url = reverse("models_hub:blind-review", args=[campaign.pk])
+    query = f"?left={two_versions['left']}&right={two_versions['right']}"
+    lease = Lease.objects.get(pk=client.post(url + query).context["pair"].lease_id)
+    assert not lease.comparison.is_ranked and lease.comparison.parent is None
+    assert lease.comparison.pk != ranked.pk
+
+
+@pytest.mark.django_db
 def test_model_pages_are_for_reviewers_and_actions_for_admins(
     make_user: Any, two_versions: dict[str, Any]
 ) -> None:
