@@ -13,6 +13,15 @@
   reasons recorded.
 - **review**: golden-prompt outputs of two versions for side-by-side review.
 
+In a rank campaign (``Campaign.Mode.RANK``) both rounds write ranked
+comparisons instead of pairs (``comparison_ranked_queue``): a bootstrap
+answers each prompt ``samples_per_prompt`` times clamped to 3..9 and ranks
+its distinct samples; a candidate round answers every prompt at least twice
+per side and ranks the candidate's and the opponents' answers together, so
+the implied candidate-vs-opponent pairs feed the gate. A rank campaign's
+card cannot show a pair, so a prompt with fewer than 3 distinct answers gets
+nothing from the round (as a pair of identical texts gets nothing).
+
 ``generation_job_launch`` writes the record and enqueues it after commit;
 ``generation_job_execute`` runs on a GPU worker: it (and the helpers under
 it) loads models through the ``ml`` package, imported inside functions so
@@ -43,6 +52,7 @@ from core.heartbeat import Heartbeat, worker_name
 from core.jobs import jobs_fail_stale, jobs_redispatch_lost
 from labeling.models import Campaign, Comparison, Completion, Prompt, content_hash
 from labeling.rendering import completion_html
+from labeling.services.ranking import MAX_ITEMS, MIN_ITEMS, ranked_comparison_create
 from models_hub.models import (
     Adapter,
     AdapterEvent,
@@ -565,6 +575,59 @@ def _pair(
     )
 
 
+def ranked_items_interleave(groups: Sequence[Sequence[Completion]]) -> list[Completion]:
+    """The completions of ``groups`` (one per version) taken alternately, one
+    from each group in turn, so that a ranking capped at ``MAX_ITEMS`` mixes
+    the versions evenly."""
+    mixed: list[Completion] = []
+    for index in range(max((len(g) for g in groups), default=0)):
+        mixed.extend(g[index] for g in groups if index < len(g))
+    return mixed
+
+
+def comparison_ranked_queue(
+    *,
+    campaign: Campaign,
+    prompt: Prompt,
+    completions: Sequence[Completion],
+    priority: int,
+) -> Comparison | None:
+    """Queue one ranked comparison of ``prompt`` holding the first
+    ``MAX_ITEMS`` distinct texts of ``completions`` (in that order), once:
+    None with fewer than ``MIN_ITEMS`` distinct texts, or when a ranked
+    comparison of the prompt with the same completions exists (any status).
+    Call inside ``atomic()``."""
+    items: list[Completion] = []
+    for completion in completions:
+        if all(c.content_hash != completion.content_hash for c in items):
+            items.append(completion)
+    items = items[:MAX_ITEMS]
+    if len(items) < MIN_ITEMS:
+        return None
+    ids = [c.pk for c in items]
+    same = (
+        Comparison.objects.filter(prompt=prompt, is_ranked=True)
+        .annotate(
+            n=Count("items"), hit=Count("items", filter=Q(items__completion__in=ids))
+        )
+        .filter(n=len(ids), hit=len(ids))
+    )
+    if same.exists():
+        return None
+    return ranked_comparison_create(
+        campaign=campaign, prompt=prompt, completions=items, priority=priority
+    )
+
+
+def bootstrap_samples(*, campaign: Campaign, row: GenerationSettings) -> int:
+    """Answers per prompt a bootstrap round writes: ``samples_per_prompt``,
+    clamped to ``MIN_ITEMS``..``MAX_ITEMS`` in a rank campaign (its samples
+    become one ranking)."""
+    if campaign.mode == Campaign.Mode.RANK:
+        return min(max(row.samples_per_prompt, MIN_ITEMS), MAX_ITEMS)
+    return row.samples_per_prompt
+
+
 # ---------------------------------------------------------------- the kinds
 
 
@@ -576,10 +639,12 @@ def _run_bootstrap(job: GenerationJob) -> int:
     prompts = list(
         prompts_without_open_pairs(campaign=campaign)[: row.bootstrap_prompts]
     )
-    progress = Progress(job, len(prompts) * row.samples_per_prompt)
+    rank = campaign.mode == Campaign.Mode.RANK
+    k = bootstrap_samples(campaign=campaign, row=row)
+    progress = Progress(job, len(prompts) * k)
     samples: dict[int, list[Completion]] = {p.pk: [] for p in prompts}
-    for sample in range(row.samples_per_prompt):
-        progress.phase(f"writing sample {sample + 1} of {row.samples_per_prompt}")
+    for sample in range(k):
+        progress.phase(f"writing sample {sample + 1} of {k}")
         # Its own seed per sample (and per job, so a later round differs).
         params = _params(row, seed=row.seed + 7919 * (sample + 1) + 104_729 * job.pk)
         for completion in _write(
@@ -593,13 +658,24 @@ def _run_bootstrap(job: GenerationJob) -> int:
             if all(c.pk != completion.pk for c in samples[completion.prompt_id]):
                 samples[completion.prompt_id].append(completion)
     reward = campaign_reward_model(campaign=campaign)
-    if reward is not None and row.samples_per_prompt >= 3:
+    if reward is not None and k >= 3:
         progress.phase("scoring samples with the reward model")
         _score(campaign, [c for group in samples.values() for c in group], reward)
     created = 0
     with transaction.atomic():
         for prompt in prompts:
             group = samples[prompt.pk]
+            if rank:
+                created += (
+                    comparison_ranked_queue(
+                        campaign=campaign,
+                        prompt=prompt,
+                        completions=group,
+                        priority=row.priority,
+                    )
+                    is not None
+                )
+                continue
             if reward is not None and len(group) >= 3:
                 # Rejection-sampling pairs: the reward model's best vs its worst.
                 ranked = sorted(group, key=lambda c: c.metadata.get("reward_score", 0))
@@ -785,31 +861,47 @@ def _run_candidate(job: GenerationJob) -> int:
         _refuse(adapter, report["violations"])
         return 0
     gate_opponent = answers[0][0]
+    rank = campaign.mode == Campaign.Mode.RANK
+    # A ranking needs 3 distinct answers: in a rank campaign both sides
+    # answer every prompt at least twice (the rest of the round once more).
+    count = max(count, 2) if rank else count
+    rest = [p for p in prompts if p not in held_out] if rank else []
     if count > 1:
-        progress.grow(2 * len(held_out) * (count - 1))
+        progress.grow(2 * len(held_out) * (count - 1) + 2 * len(rest))
         progress.phase(f"writing {count} answers per held-out prompt")
-    mine_held = _samples(
-        held_out,
-        adapter=adapter,
-        base=adapter.base_model,
-        params=params,
-        count=count,
-        progress=progress,
-    )
-    theirs_held = _samples(
-        held_out,
-        adapter=gate_opponent,
-        base=gate_opponent.base_model if gate_opponent else adapter.base_model,
-        params=params,
-        count=count,
-        progress=progress,
-    )
-    progress.phase("queueing pairs")
+    mine_held: dict[int, list[Completion]] = {}
+    theirs_held: dict[int, list[Completion]] = {}
+    for group, times in ((held_out, count), (rest, 2)):
+        mine_held |= _samples(
+            group,
+            adapter=adapter,
+            base=adapter.base_model,
+            params=params,
+            count=times,
+            progress=progress,
+        )
+        theirs_held |= _samples(
+            group,
+            adapter=gate_opponent,
+            base=gate_opponent.base_model if gate_opponent else adapter.base_model,
+            params=params,
+            count=times,
+            progress=progress,
+        )
+    progress.phase("queueing rankings" if rank else "queueing pairs")
     extra = [c for group in (*mine_held.values(), *theirs_held.values()) for c in group]
     _score(
         campaign,
         [*mine.values(), *(c for _, a in answers for c in a.values()), *extra],
     )
+    if rank:
+        return _rank_candidate(
+            campaign,
+            prompts,
+            held_out=held_out,
+            sides=[mine_held, theirs_held, *(a for _, a in answers[1:])],
+            row=row,
+        )
     created = 0
     with transaction.atomic():
         for index, (_, theirs) in enumerate(answers):
@@ -826,6 +918,37 @@ def _run_candidate(job: GenerationJob) -> int:
                 for a, b in pairs:
                     if a is not None and b is not None:
                         created += _pair(campaign, prompt, a, b, priority)
+    return created
+
+
+def _rank_candidate(
+    campaign: Campaign,
+    prompts: Sequence[Prompt],
+    *,
+    held_out: Sequence[Prompt],
+    sides: Sequence[dict[int, list[Completion]] | dict[int, Completion]],
+    row: GenerationSettings,
+) -> int:
+    """One ranked comparison per prompt mixing the answers of ``sides`` (the
+    candidate's, the gate opponent's, then the base's when it is a second
+    opponent), taken alternately; held-out ones a priority step ahead."""
+    created = 0
+    with transaction.atomic():
+        for prompt in prompts:
+            groups = []
+            for side in sides:
+                answer = side.get(prompt.pk)
+                if answer is not None:
+                    groups.append(answer if isinstance(answer, list) else [answer])
+            created += (
+                comparison_ranked_queue(
+                    campaign=campaign,
+                    prompt=prompt,
+                    completions=ranked_items_interleave(groups),
+                    priority=row.priority + (1 if prompt in held_out else 0),
+                )
+                is not None
+            )
     return created
 
 
