@@ -60,13 +60,7 @@ def reward_test_metrics_update(
     caller has one loaded. Returns the stored figures ({} without labels)."""
     assert adapter.campaign is not None
     last = _last_test_preference(adapter)
-    rows = [
-        r
-        for r in preference_export_rows(
-            campaign=adapter.campaign, tie_policy="skip", splits=[Prompt.Split.TEST]
-        )
-        if r["preference_id"] <= last
-    ]
+    rows = _test_rows(adapter, last=last)
     if not rows:
         return {}
     if scorer is None:
@@ -77,24 +71,7 @@ def reward_test_metrics_update(
         )
     chosen = scorer.score([r["prompt"] for r in rows], [r["chosen"] for r in rows])
     rejected = scorer.score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
-    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    figures = {
-        "test_accuracy": sum(m > 0 for m in margins) / len(margins),
-        "test_margin": sum(margins) / len(margins),
-        "test_pairs": len(margins),
-        "test_last_preference": last,
-    }
-    fresh = Adapter.objects.get(pk=adapter.pk)
-    fresh.metrics = {**fresh.metrics, **figures}
-    fresh.save(update_fields=["metrics", "updated_at"])
-    adapter.metrics = fresh.metrics
-    logger.info(
-        "models_hub.test_metrics.reward adapter=%s accuracy=%.3f pairs=%s",
-        adapter.pk,
-        figures["test_accuracy"],
-        len(margins),
-    )
-    return figures
+    return _store(adapter, chosen, rejected, last=last)
 
 
 def adapter_test_metrics_due(*, adapter: Adapter) -> bool:
@@ -127,13 +104,7 @@ def policy_test_metrics_update(*, adapter: Adapter) -> dict[str, Any]:
     adapter's ``metrics`` like the reward figures; {} without labels."""
     assert adapter.campaign is not None
     last = _last_test_preference(adapter)
-    rows = [
-        r
-        for r in preference_export_rows(
-            campaign=adapter.campaign, tie_policy="skip", splits=[Prompt.Split.TEST]
-        )
-        if r["preference_id"] <= last
-    ][-POLICY_TEST_PAIRS:]
+    rows = _test_rows(adapter, last=last)[-POLICY_TEST_PAIRS:]
     if not rows:
         return {}
     from ml.generation import get_generator
@@ -152,6 +123,26 @@ def policy_test_metrics_update(*, adapter: Adapter) -> dict[str, Any]:
 
     chosen = log_ratio([r["chosen"] for r in rows])
     rejected = log_ratio([r["rejected"] for r in rows])
+    return _store(adapter, chosen, rejected, last=last)
+
+
+def _test_rows(adapter: Adapter, *, last: int) -> list[dict[str, Any]]:
+    """The campaign's test-split labels up to ``last``, ties left out."""
+    assert adapter.campaign is not None
+    return [
+        r
+        for r in preference_export_rows(
+            campaign=adapter.campaign, tie_policy="skip", splits=[Prompt.Split.TEST]
+        )
+        if r["preference_id"] <= last
+    ]
+
+
+def _store(
+    adapter: Adapter, chosen: list[float], rejected: list[float], *, last: int
+) -> dict[str, Any]:
+    """Accuracy (chosen above rejected) and mean margin of the scores, stored
+    on the adapter's ``metrics`` beside its validation figures."""
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
     figures = {
         "test_accuracy": sum(m > 0 for m in margins) / len(margins),
@@ -164,8 +155,9 @@ def policy_test_metrics_update(*, adapter: Adapter) -> dict[str, Any]:
     fresh.save(update_fields=["metrics", "updated_at"])
     adapter.metrics = fresh.metrics
     logger.info(
-        "models_hub.test_metrics.policy adapter=%s accuracy=%.3f pairs=%s",
+        "models_hub.test_metrics adapter=%s role=%s accuracy=%.3f pairs=%s",
         adapter.pk,
+        adapter.role,
         figures["test_accuracy"],
         len(margins),
     )
