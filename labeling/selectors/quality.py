@@ -18,7 +18,12 @@ from django.utils import timezone
 
 from core import charts
 from core.models import Report
-from core.rank_stats import kendall_tau_b, kendall_w, krippendorff_alpha_ordinal
+from core.rank_stats import (
+    kendall_tau_b,
+    kendall_w,
+    krippendorff_alpha_ordinal,
+    midranks,
+)
 from core.reports import CachedReport, report_for_page
 from core.stats import (
     cohen_kappa,
@@ -437,8 +442,11 @@ def ranking_agreement(*, campaign: Campaign) -> dict[str, Any]:
     for cid, rankings in multi.items():
         ids = sorted(rankings[0])
         for ranks in rankings:
+            # Midranks: the same order is the same values whichever numbers
+            # a tie was given ([1, 1, 2] and [1, 1, 3] are both [1.5, 1.5, 3]).
+            mid = dict(zip(ids, midranks([ranks[i] for i in ids]), strict=True))
             for completion_id in ids:
-                units[(cid, completion_id)].append(ranks.get(completion_id))
+                units[(cid, completion_id)].append(mid[completion_id])
         w = kendall_w([[r[i] for i in ids] for r in rankings])
         if w is not None:
             ws.append((w, len(rankings)))

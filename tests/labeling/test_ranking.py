@@ -513,3 +513,32 @@ def test_concurrent_rankings_keep_k_and_one_ranking_per_lease(make_user: Any) ->
     assert results.count(True) == 1
     assert Ranking.objects.count() == 1 and Preference.objects.count() == 6
     assert Comparison.objects.get(pk=lease_row.comparison_id).label_count == 1
+
+
+def test_agreement_does_not_depend_on_how_ties_are_numbered(make_user: Any) -> None:
+    """The same order written with different tie numbers ([1, 1, 2, 3] from
+    the API, [1, 1, 3, 4] from the card, [2, 2, 3, 4]) is full agreement:
+    ordinal alpha compares positions, not the numbers chosen for a tie."""
+    campaign = rank_campaign(overlap_k=3)
+    u1, u2, u3 = make_user(), make_user(), make_user()
+    for shift in range(3):
+        comparison = make_ranked(campaign)
+        items = list(
+            comparison.items.order_by("position").values_list(
+                "completion_id", flat=True
+            )
+        )
+        items = items[shift:] + items[:shift]
+        for user_ranks, annotator in (
+            ([1, 1, 2, 3], u1),
+            ([1, 1, 3, 4], u2),
+            ([2, 2, 3, 4], u3),
+        ):
+            lease = ranking_lease_next(campaign=campaign, annotator=annotator).lease
+            by_item = dict(zip(items, user_ranks, strict=True))
+            ranking_record(
+                lease=lease, user=annotator, ranks=[by_item[c] for c in lease.order]
+            )
+    agreement = ranking_agreement(campaign=campaign)
+    assert agreement["kendall_w"] == pytest.approx(1.0)
+    assert agreement["alpha_ordinal"] == pytest.approx(1.0)
