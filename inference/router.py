@@ -196,10 +196,12 @@ def _body(environ: Mapping[str, Any]) -> bytes:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     stream = environ["wsgi.input"]
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = max(int(environ.get("CONTENT_LENGTH") or 0), 0)
     except ValueError:
         length = 0
-    data = stream.read(length) if length else stream.read(limit + 1)
+    # Refused before reading: the body is buffered whole, before the token
+    # is checked.
+    data = b"" if length > limit else stream.read(length or limit + 1)
     if length > limit or len(data) > limit:
         raise InferenceError(
             f"The request body is over {limit} bytes.",

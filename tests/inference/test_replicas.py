@@ -342,6 +342,44 @@ def test_the_router_never_imports_the_training_stack() -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
+def test_the_router_refuses_an_oversized_body_before_reading_it() -> None:
+    """A Content-Length past the limit is answered 413 without buffering the
+    body (the router reads it before checking the token)."""
+    probe = (
+        "import json\nfrom django.conf import settings\n"
+        "from inference.router import Router, pool_from_settings\n"
+        "class Endless:\n"
+        "    read_sizes = []\n"
+        "    def read(self, size=-1):\n"
+        "        self.read_sizes.append(size)\n"
+        "        return b'x' * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)\n"
+        "stream = Endless()\n"
+        "seen = []\n"
+        "body = Router(pool_from_settings())({'REQUEST_METHOD': 'POST',\n"
+        "    'PATH_INFO': '/v1/chat/completions', 'wsgi.input': stream,\n"
+        "    'CONTENT_LENGTH': str(50 * 2**30)},\n"
+        "    lambda status, headers: seen.append(status))\n"
+        "print(json.dumps([seen[0], stream.read_sizes]))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "inference.settings",
+        "ARBITER_INFERENCE_REPLICAS": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    status, reads = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status.startswith("413")
+    assert reads == []
+
+
 def test_the_demo_runs_one_inference_process_unless_asked_for_replicas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
