@@ -2,7 +2,7 @@
 
 ``conversation_turn_generate_run`` (the ``models_hub.conversation_turn_generate``
 task) claims a QUEUED turn for its attempt, picks the conversation's two
-versions at its first turn, and writes answer A then answer B with
+versions at its first turn, and writes the two answers, left one first, with
 ``ml.streaming``: the text so far is written to the turn every
 ``STREAM_EVERY_TOKENS`` tokens, where the page polls it. The finished answers
 are stored as model Completions of the turn's prompt with their version's
@@ -216,11 +216,18 @@ def _generate(turn: ConversationTurn) -> tuple[Completion, Completion]:
     row = conversation_settings_for(campaign=conversation.campaign)
     key_a, key_b = _versions(conversation, row)
     seed = 1009 * conversation.pk + 101 * turn.number + 7 * turn.attempt
-    a = _write_answer(turn, "a", key_a, row=row, seed=seed)
+    # Written in screen order, left first: A first would show the annotator
+    # which side is the same version in every turn (sides shuffle per turn).
+    keys = {"a": key_a, "b": key_b}
+    first, second = ("a", "b") if turn.a_on_left else ("b", "a")
+    written = {first: _write_answer(turn, first, keys[first], row=row, seed=seed)}
     for extra in range(SAME_ANSWER_TRIES):
-        b = _write_answer(turn, "b", key_b, row=row, seed=seed + 1 + extra)
-        if b.pk != a.pk:
-            return a, b
+        other = _write_answer(
+            turn, second, keys[second], row=row, seed=seed + 1 + extra
+        )
+        if other.pk != written[first].pk:
+            written[second] = other
+            return written["a"], written["b"]
     raise SameAnswers(f"both versions wrote the same answer {SAME_ANSWER_TRIES} times")
 
 

@@ -329,3 +329,25 @@ def test_a_conversation_too_long_for_the_model_fails_with_a_clear_message(
     assert turn.status == "failed"
     assert "too long for the model" in turn.error
     assert "context of 512 tokens" in turn.error
+
+
+@pytest.mark.django_db
+def test_the_left_answer_is_written_first_whichever_version_wrote_it(
+    tiny_base: BaseModelVersion, annotator: Any
+) -> None:
+    """The answers are written in screen order (left, then right), so which
+    side streams first never tells the annotator which version is which: the
+    versions are fixed per conversation, the sides shuffled per turn."""
+    from models_hub.services.conversation_generation import (
+        conversation_turn_generate_run,
+    )
+
+    campaign = _campaign(turn_limit=1)
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    turn = conversation_message_send(conversation=conversation, text="hello cat .")
+    # Answer B on the left: it is the one written (and stored) first.
+    ConversationTurn.objects.filter(pk=turn.pk).update(a_on_left=False)
+    conversation_turn_generate_run(turn_id=turn.pk, attempt=turn.attempt)
+    turn.refresh_from_db()
+    assert turn.status == "ready", turn.error
+    assert turn.completion_b_id < turn.completion_a_id
