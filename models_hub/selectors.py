@@ -4,6 +4,7 @@ leaderboard and side-by-side comparisons."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -161,7 +162,9 @@ def held_out_prompts(prefix: str = "") -> Q:
     """Prompts no training run sees: the **test** split and the golden set
     (snapshots write only train and validation, never golden prompts).
     ``prefix`` is the path to the prompt, e.g. ``"comparison__prompt__"``."""
-    return Q(**{f"{prefix}split": Prompt.Split.TEST}) | Q(**{f"{prefix}is_golden": True})
+    return Q(**{f"{prefix}split": Prompt.Split.TEST}) | Q(
+        **{f"{prefix}is_golden": True}
+    )
 
 
 def version_outcomes(
@@ -173,6 +176,12 @@ def version_outcomes(
     what the promotion gate decides on, so no label it counts comes from a
     prompt that trained the model.
 
+    A ranking's implied preferences are not independent labels: those
+    between the same two versions count as one outcome of the ranking, their
+    mean score (a ranking of two answers a side that puts the candidate's
+    first is one win, not four), so intervals and the gate's count see the
+    rankings as the units they are.
+
     Two two-table reads joined here, not one four-table join: on tables whose
     statistics say "empty" (freshly created, or analysed before a bulk load)
     PostgreSQL planned that join as nested loops filtering whole index scans,
@@ -182,7 +191,10 @@ def version_outcomes(
     if held_out_only:
         labels = labels.filter(held_out_prompts("comparison__prompt__"))
     labels = labels.values_list(
-        "choice", "comparison__completion_a_id", "comparison__completion_b_id"
+        "choice",
+        "comparison__completion_a_id",
+        "comparison__completion_b_id",
+        "ranking_id",
     )
     versions = {
         pk: version_key(adapter_id=adapter_id, base_model_id=base_model_id)
@@ -191,10 +203,19 @@ def version_outcomes(
         ).values_list("pk", "adapter_id", "base_model_id")
     }
     outcomes = []
-    for choice, a_id, b_id in labels:
+    ranked: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    for choice, a_id, b_id, ranking_id in labels:
         a, b = versions.get(a_id), versions.get(b_id)
-        if a and b and a != b:
+        if not (a and b and a != b):
+            continue
+        if ranking_id is None:
             outcomes.append(Outcome(a, b, RESULT[choice]))
+        elif a < b:
+            ranked[(ranking_id, a, b)].append(RESULT[choice])
+        else:
+            ranked[(ranking_id, b, a)].append(1.0 - RESULT[choice])
+    for (_, a, b), scores in ranked.items():
+        outcomes.append(Outcome(a, b, sum(scores) / len(scores)))
     return outcomes
 
 

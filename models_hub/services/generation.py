@@ -863,8 +863,11 @@ def _run_candidate(job: GenerationJob) -> int:
     gate_opponent = answers[0][0]
     rank = campaign.mode == Campaign.Mode.RANK
     # A ranking needs 3 distinct answers: in a rank campaign both sides
-    # answer every prompt at least twice (the rest of the round once more).
-    count = max(count, 2) if rank else count
+    # answer every prompt at least twice (the rest of the round once more),
+    # and a held-out prompt gets ``count`` rankings of two answers a side
+    # (the gate counts a ranking once, however many pairs it implies).
+    rankings = max(1, min(count, MAX_HELD_OUT_SAMPLES // 2))
+    count = 2 * rankings if rank else count
     rest = [p for p in prompts if p not in held_out] if rank else []
     if count > 1:
         progress.grow(2 * len(held_out) * (count - 1) + 2 * len(rest))
@@ -900,6 +903,7 @@ def _run_candidate(job: GenerationJob) -> int:
             prompts,
             held_out=held_out,
             sides=[mine_held, theirs_held, *(a for _, a in answers[1:])],
+            rankings=rankings,
             row=row,
         )
     created = 0
@@ -927,28 +931,37 @@ def _rank_candidate(
     *,
     held_out: Sequence[Prompt],
     sides: Sequence[dict[int, list[Completion]] | dict[int, Completion]],
+    rankings: int,
     row: GenerationSettings,
 ) -> int:
-    """One ranked comparison per prompt mixing the answers of ``sides`` (the
-    candidate's, the gate opponent's, then the base's when it is a second
-    opponent), taken alternately; held-out ones a priority step ahead."""
+    """Ranked comparisons mixing the answers of ``sides`` (the candidate's,
+    the gate opponent's, then the base's when it is a second opponent),
+    taken alternately: one per prompt, and ``rankings`` per held-out prompt
+    (each with the next two answers of each side, the first also with the
+    base's), those a priority step ahead."""
     created = 0
     with transaction.atomic():
         for prompt in prompts:
-            groups = []
+            answers = []
             for side in sides:
                 answer = side.get(prompt.pk)
                 if answer is not None:
-                    groups.append(answer if isinstance(answer, list) else [answer])
-            created += (
-                comparison_ranked_queue(
-                    campaign=campaign,
-                    prompt=prompt,
-                    completions=ranked_items_interleave(groups),
-                    priority=row.priority + (1 if prompt in held_out else 0),
+                    answers.append(answer if isinstance(answer, list) else [answer])
+            chunks = rankings if prompt in held_out else 1
+            for chunk in range(chunks):
+                groups = [
+                    group[2 * chunk : 2 * chunk + 2] if chunks > 1 else group
+                    for group in answers
+                ]
+                created += (
+                    comparison_ranked_queue(
+                        campaign=campaign,
+                        prompt=prompt,
+                        completions=ranked_items_interleave([g for g in groups if g]),
+                        priority=row.priority + (1 if prompt in held_out else 0),
+                    )
+                    is not None
                 )
-                is not None
-            )
     return created
 
 

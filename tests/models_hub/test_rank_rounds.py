@@ -56,6 +56,58 @@ def _items(comparison: Comparison) -> list[Completion]:
 
 
 @pytest.mark.django_db
+def test_a_rankings_pairs_between_two_versions_count_once_as_their_mean(
+    annotator: Any,
+) -> None:
+    """Two answers of a candidate and two of the base in one ranking imply
+    four candidate-vs-base pairs; the outcomes count that ranking once, with
+    the mean of its pairs (3 of 4 won: 0.75), and the gate sees one label."""
+    from models_hub.selectors import version_outcomes
+
+    campaign = CampaignFactory(mode=Campaign.Mode.RANK)
+    prompt = PromptFactory(campaign=campaign, split="test")
+    base = BaseModelVersion.objects.create(name="b", source="/models/b")
+    adapter = adapter_register(
+        campaign=campaign,
+        base_model=base,
+        method="dpo",
+        peft_type="lora",
+        storage_path="adapters/x",
+        metrics={},
+    )
+    answers = [
+        CompletionFactory(
+            prompt=prompt,
+            origin="model",
+            adapter=adapter if side == "c" else None,
+            base_model=base,
+            text=f"{side}{i}",
+        )
+        for side, i in (("c", 0), ("c", 1), ("b", 0), ("b", 1))
+    ]
+    with transaction.atomic():
+        assert comparison_ranked_queue(
+            campaign=campaign, prompt=prompt, completions=answers, priority=0
+        )
+    leased = ranking_lease_next(campaign=campaign, annotator=annotator)
+    # c0 > b0 > c1 > b1: the candidate wins c0-b0, c0-b1, c1-b1, loses c1-b0.
+    place = {answers[0].pk: 1, answers[2].pk: 2, answers[1].pk: 3, answers[3].pk: 4}
+    ranking_record(
+        lease=leased.lease,
+        user=annotator,
+        ranks=[place[pk] for pk in leased.lease.order],
+    )
+
+    outcomes = version_outcomes(campaign=campaign)
+    assert len(outcomes) == 1
+    [(a, b, score)] = outcomes
+    mine = f"adapter:{adapter.pk}"
+    assert (score if a == mine else 1 - score) == pytest.approx(0.75)
+    evidence = adapter_gate_evidence(adapter=adapter)
+    assert evidence["n"] == 1 and evidence["rate"] == pytest.approx(0.75)
+
+
+@pytest.mark.django_db
 def test_a_ranked_comparison_is_queued_once_per_item_set() -> None:
     """Distinct texts only, at most 9, at least 3; the same completions in
     another order are the existing ranking, a different set is a new one."""
@@ -147,10 +199,12 @@ def test_a_rank_campaigns_candidate_round_ranks_both_versions_for_the_gate(
     tiny_model_dir: Path,
     annotator: Any,
 ) -> None:
-    """A candidate round in a rank campaign queues one ranking per prompt
-    mixing the candidate's and the base's answers (taken alternately; the
-    held-out prompt's several samples a priority step ahead); ranking the
-    candidate's answers first gives implied wins that the gate counts."""
+    """A candidate round in a rank campaign queues one ranking per training
+    prompt mixing the candidate's and the base's answers (taken alternately),
+    and for the held-out prompt as many rankings of two answers a side as
+    the gate needs (it counts a ranking once, however many pairs it implies),
+    a priority step ahead; ranking the candidate's answers first makes each
+    of those rankings one win at the gate."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -194,38 +248,42 @@ def test_a_rank_campaigns_candidate_round_ranks_both_versions_for_the_gate(
         shutil.rmtree(folder, ignore_errors=True)
 
     assert job.status == "succeeded", job.error
-    # 3 prompts by both sides; then 2 more samples of the held-out prompt and
-    # 1 more of each training prompt, per side.
-    assert job.prompts_done == job.prompts_total == 3 * 2 + 2 * 2 + 2 * 2
+    # 3 prompts by both sides; then 5 more samples of the held-out prompt (3
+    # rankings of 2 a side) and 1 more of each training prompt, per side.
+    assert job.prompts_done == job.prompts_total == 3 * 2 + 5 * 2 + 2 * 2
     queued = Comparison.objects.filter(campaign=campaign, parent__isnull=True)
     assert not queued.filter(is_ranked=False).exists()
     assert queued.count() == job.comparisons_created
-    held_ranking = queued.get(prompt=held)
-    assert held_ranking.priority == 11
+    held_rankings = list(queued.filter(prompt=held))
+    assert 2 <= len(held_rankings) <= 3
+    assert {c.priority for c in held_rankings} == {11}
     assert {c.priority for c in queued.exclude(prompt=held)} <= {10}
+    seen: set[int] = set()
     for comparison in queued:
         items = _items(comparison)
-        assert 3 <= len(items) <= (6 if comparison.prompt_id == held.pk else 4)
+        assert 3 <= len(items) <= 4
         assert len({c.content_hash for c in items}) == len(items)
         sides = [c.adapter_id for c in items]
         assert {adapter.pk, None} <= set(sides)
         assert sides[:2] == [adapter.pk, None]  # taken alternately
-    items = _items(held_ranking)
-    assert {c.generation.get("held_out_sample", 0) for c in items} >= {0, 1}
+        if comparison.prompt_id == held.pk:
+            assert not seen & {c.pk for c in items}  # each answer in one ranking
+            seen |= {c.pk for c in items}
 
-    leased = ranking_lease_next(campaign=campaign, annotator=annotator)
-    assert leased.lease.comparison_id == held_ranking.pk
-    by_pk = {c.pk: c for c in items}
-    mine = [by_pk[pk].adapter_id == adapter.pk for pk in leased.lease.order]
-    # The candidate's answers first (each its own place), then the base's.
-    places = sorted(range(len(mine)), key=lambda i: (not mine[i], i))
-    ranks = [0] * len(mine)
-    for place, index in enumerate(places, start=1):
-        ranks[index] = place
-    ranking_record(lease=leased.lease, user=annotator, ranks=ranks)
+    for _ in held_rankings:
+        leased = ranking_lease_next(campaign=campaign, annotator=annotator)
+        assert leased.lease.comparison.prompt_id == held.pk
+        by_pk = {c.pk: c for c in _items(leased.lease.comparison)}
+        mine = [by_pk[pk].adapter_id == adapter.pk for pk in leased.lease.order]
+        # The candidate's answers first (each its own place), then the base's.
+        places = sorted(range(len(mine)), key=lambda i: (not mine[i], i))
+        ranks = [0] * len(mine)
+        for place, index in enumerate(places, start=1):
+            ranks[index] = place
+        ranking_record(lease=leased.lease, user=annotator, ranks=ranks)
 
     evidence = adapter_gate_evidence(adapter=Adapter.objects.get(pk=adapter.pk))
-    cross = sum(mine) * (len(mine) - sum(mine))
     assert evidence["opponent"] == f"base:{tiny_base.pk}"
-    assert evidence["n"] == evidence["wins"] == cross >= 2
+    # One win per ranking, however many candidate-over-base pairs it implies.
+    assert evidence["n"] == evidence["wins"] == len(held_rankings)
     assert evidence["losses"] == evidence["ties"] == 0
