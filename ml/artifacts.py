@@ -354,7 +354,8 @@ class S3Store:
         return key
 
     def _upload(self, tar: Path, key: str) -> None:
-        from botocore.exceptions import ClientError
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         obj = self.object_name(key)
         try:
@@ -367,6 +368,10 @@ class S3Store:
             code = error.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "412"):
                 return  # someone stored the same content first
+            raise ArtifactError(
+                f"uploading {key} to {self.bucket} failed: {error}"
+            ) from error
+        except (BotoCoreError, S3UploadFailedError) as error:  # network, timeouts
             raise ArtifactError(
                 f"uploading {key} to {self.bucket} failed: {error}"
             ) from error
@@ -398,7 +403,7 @@ class S3Store:
     # -- reading
 
     def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.object_name(key))
@@ -406,6 +411,10 @@ class S3Store:
             code = error.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise ArtifactError(
+                f"checking {key} in {self.bucket} failed: {error}"
+            ) from error
+        except BotoCoreError as error:  # network, timeouts
             raise ArtifactError(
                 f"checking {key} in {self.bucket} failed: {error}"
             ) from error
@@ -434,7 +443,7 @@ class S3Store:
         return self._fetch(key, match.group(2))
 
     def _fetch(self, key: str, expected: str) -> Path:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         scratch = self.cache.scratch()
         tar = scratch / "object.tar"
@@ -454,6 +463,10 @@ class S3Store:
                     raise ArtifactMissing(
                         f"{key} is not in the bucket {self.bucket}"
                     ) from error
+                raise ArtifactError(
+                    f"downloading {key} from {self.bucket} failed: {error}"
+                ) from error
+            except BotoCoreError as error:  # network, timeouts
                 raise ArtifactError(
                     f"downloading {key} from {self.bucket} failed: {error}"
                 ) from error

@@ -165,3 +165,40 @@ def test_settings_pick_the_store(settings: Any, seaweedfs: Any, tmp_path: Path) 
         store.path("adapters/campaign-1/job-1-dpo")
         == (Path(settings.STORAGE_ROOT) / "adapters/campaign-1/job-1-dpo").resolve()
     )
+
+
+def test_an_unreachable_store_raises_artifact_error(tmp_path: Path) -> None:
+    """A network failure (connection refused: botocore's BotoCoreError, not
+    a ClientError) is an ArtifactError like any other, which callers turn
+    into a 409, a refused combine or an engine error rather than a crash."""
+    import socket
+
+    import boto3
+    from botocore.config import Config
+
+    from ml.artifacts import ArtifactError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",  # noqa: S106 - nothing listens
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    store = S3Store(
+        bucket="arbiter",
+        client=client,
+        root=tmp_path / "root",
+        cache=ArtifactCache(tmp_path / "cache", max_bytes=1 << 20),
+    )
+    key = "adapters/sha256-" + "0" * 64
+    with pytest.raises(ArtifactError):
+        store.has(key)
+    with pytest.raises(ArtifactError):
+        store.path(key)
+    with pytest.raises(ArtifactError):
+        store.stage(_folder(tmp_path / "out", b"weights"), name="adapters/x")
