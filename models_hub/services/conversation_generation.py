@@ -240,9 +240,11 @@ def _failure_message(exc: Exception) -> str:
             f"This conversation is too long for the model: {exc}"[:2000]
             + ". Your conversation so far is kept and recorded."
         )
+    # The error's own text stays in the log: it may name the adapter (its
+    # path, its version), which would unblind the side that failed.
     return (
-        f"The answers could not be written ({type(exc).__name__}: {exc})"[:2000]
-        + ". Your conversation so far is kept: retry this turn."
+        f"The answers could not be written ({type(exc).__name__}). "
+        "Your conversation so far is kept: retry this turn."
     )
 
 

@@ -351,3 +351,19 @@ def test_the_left_answer_is_written_first_whichever_version_wrote_it(
     turn.refresh_from_db()
     assert turn.status == "ready", turn.error
     assert turn.completion_b_id < turn.completion_a_id
+
+
+def test_a_failure_message_never_names_the_version_that_failed() -> None:
+    """The annotator reads what kind of failure stopped the answers, never
+    its details: an error's text may hold the adapter's path or version,
+    which would tell them which model writes the side that failed."""
+    from models_hub.services.conversation_generation import _failure_message
+
+    message = _failure_message(
+        FileNotFoundError(2, "No such file", "/storage/adapters/adapter-7/w.bin")
+    )
+    assert "adapter-7" not in message and "/storage" not in message
+    assert message == (
+        "The answers could not be written (FileNotFoundError). "
+        "Your conversation so far is kept: retry this turn."
+    )
