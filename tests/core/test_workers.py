@@ -214,3 +214,26 @@ def test_the_scheduler_skips_a_policy_no_live_worker_can_run(
     TrainingPolicy.objects.create(campaign=campaign, processes=8, min_new_preferences=1)
     assert scheduler_tick() == 0
     assert not TrainingPipeline.objects.exists() and not TrainingJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_worker_leaves_a_job_larger_than_itself_queued_for_another(
+    fleet: None, make_user: Any
+) -> None:
+    """Placement only knows that *some* live worker on the gpu-multi queue
+    fits the job; any of them may take its message. One with fewer process
+    slots (or without the strategy) leaves it QUEUED, unclaimed, for the
+    redispatch to send again, instead of starting more ranks than it has."""
+    from training.services.execute import training_job_execute
+
+    _node("gpu-8", gpus=8)
+    campaign = labeled_campaign(make_user, pairs=4)
+    slots = capabilities_probe().process_slots
+    assert slots < 8
+    job = training_job_launch(
+        campaign=campaign, method="dpo", created_by=None, processes=8
+    )
+    training_job_execute(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.QUEUED
+    assert job.worker == "" and job.started_at is None

@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from core.artifacts import artifact_store
 from core.heartbeat import Heartbeat, worker_name
-from core.workers import gpu_count, this_worker_words
+from core.workers import capabilities_probe, gpu_count, this_worker_words
 from ml import memory
 from ml.result import RunResult
 from models_hub.models import BaseModelVersion
@@ -758,7 +758,33 @@ def oom_evidence(outcome: ChildOutcome) -> str:
     return ""
 
 
+def _unfit_here(job_id: int) -> str:
+    """Why this worker cannot run the job of several processes ``job_id``
+    ('' when it can, or when the job is not QUEUED). Placement at launch
+    only knows that some live worker on the gpu-multi queue fits the job;
+    any worker on that queue may take its message."""
+    wanted = (
+        TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED)
+        .values("processes", "strategy")
+        .first()
+    )
+    if wanted is None or wanted["processes"] <= 1:
+        return ""
+    have = capabilities_probe()
+    if wanted["processes"] > have.process_slots:
+        return f"{wanted['processes']} processes, this worker has {have.process_slots}"
+    if wanted["strategy"] not in have.strategies:
+        return f"strategy {wanted['strategy']}, this worker has {have.strategies}"
+    return ""
+
+
 def training_job_execute(*, job_id: int) -> None:
+    unfit = _unfit_here(job_id)
+    if unfit:
+        # Left QUEUED and unclaimed: the redispatch (training.sweep_stale_jobs)
+        # sends it again, for a worker that has what it asks for.
+        logger.warning("training.job.unfit job=%s wants %s", job_id, unfit)
+        return
     job = _claim(job_id)
     if job is None:
         return
