@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from django.http import JsonResponse
+
+from core.unavailable import RETRY_AFTER_SECONDS
+
+logger = logging.getLogger(__name__)
 
 INVALID_REQUEST = "invalid_request_error"
 
@@ -55,3 +60,18 @@ def error_response(error: InferenceError) -> JsonResponse:
     for name, value in error.headers.items():
         response[name] = value
     return response
+
+
+def artifacts_unavailable(model: str, error: Exception) -> InferenceError:
+    """The artifact store could not say whether ``model``'s files exist
+    (object storage unreachable): 503, try again (the router and a replica
+    alike)."""
+    logger.warning("inference.artifacts_unavailable model=%s error=%s", model, error)
+    return InferenceError(
+        f"The files of '{model}' cannot be checked in the artifact store now; "
+        "try again in a few seconds.",
+        status=503,
+        type="server_error",
+        code="model_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

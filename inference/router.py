@@ -38,11 +38,16 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import DatabaseError, close_old_connections, connections  # noqa: E402
 
+from core.artifacts import ArtifactError  # noqa: E402
 from core.exceptions import NotFound  # noqa: E402
 from core.unavailable import RETRY_AFTER_SECONDS, database_unavailable  # noqa: E402
 from inference.access import caller_for  # noqa: E402
 from inference.conf import setting  # noqa: E402
-from inference.errors import InferenceError, error_body  # noqa: E402
+from inference.errors import (  # noqa: E402
+    InferenceError,
+    artifacts_unavailable,
+    error_body,
+)
 from inference.parsing import parse_chat, parse_completion, parse_json  # noqa: E402
 from inference.pool import HOP_BY_HOP, PoolSettings, ReplicaPool  # noqa: E402
 from inference.replica import (  # noqa: E402
@@ -150,6 +155,8 @@ class Router:
                 raise InferenceError(
                     error.message, status=404, param="model", code="model_not_found"
                 ) from None
+            except ArtifactError as error:
+                raise artifacts_unavailable(parsed.model, error) from None
             return route.version.name, seed
         except DatabaseError as error:
             if not database_unavailable(error):

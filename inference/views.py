@@ -31,12 +31,18 @@ from django.http import (
 from django.views.decorators.csrf import csrf_exempt
 from jinja2 import TemplateError
 
+from core.artifacts import ArtifactError
 from core.exceptions import NotFound
 from core.unavailable import RETRY_AFTER_SECONDS, database_unavailable
 from inference.access import caller_for
 from inference.conf import setting
 from inference.engine import engine_for, engine_loaded, served_model
-from inference.errors import InferenceError, error_body, error_response
+from inference.errors import (
+    InferenceError,
+    artifacts_unavailable,
+    error_body,
+    error_response,
+)
 from inference.parsing import (
     CHAT,
     CompletionRequest,
@@ -161,6 +167,8 @@ def _route(model: str, user: str, request: HttpRequest | None = None) -> Route:
         raise InferenceError(
             error.message, status=404, param="model", code="model_not_found"
         ) from None
+    except ArtifactError as error:
+        raise artifacts_unavailable(model, error) from None
 
 
 def _engine_error(error: EngineError) -> InferenceError:

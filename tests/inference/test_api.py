@@ -613,6 +613,37 @@ def test_a_version_the_engine_cannot_load_is_503_not_500(
 
 
 @pytest.mark.django_db
+def test_an_unreachable_artifact_store_is_503_not_500(
+    api: Client, served: dict[str, Any], settings: Any, monkeypatch: Any
+) -> None:
+    """With object storage down, checking that an adapter's object exists
+    fails: the answer is 503 (try again), not a crash."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends
+    settings.ARBITER_STORAGE = "s3"
+    settings.ARBITER_S3_BUCKET = "arbiter"
+    settings.ARBITER_S3_ENDPOINT_URL = f"http://127.0.0.1:{port}"
+    settings.ARBITER_S3_REGION = "us-east-1"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    stored = adapter_register(
+        campaign=served["campaign"],
+        base_model=served["base"],
+        method="dpo",
+        peft_type="lora",
+        storage_path="adapters/sha256-" + "0" * 64,
+        metrics={},
+    )
+    response = post(api, CHAT, {"model": f"adapter-{stored.pk}", "messages": HELLO})
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "model_unavailable"
+    assert not ServedResponse.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_prompt_longer_than_the_context_is_400(api: Client) -> None:
     response = post(api, COMPLETIONS, {"model": "base", "prompt": "the cat . " * 5000})
     assert response.status_code == 400
