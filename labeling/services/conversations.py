@@ -184,6 +184,16 @@ def conversation_message_send(
             "This campaign is not accepting labels right now; your conversation "
             "so far is kept."
         )
+    # As with a new lease: the campaign must still be open to its annotator
+    # (as campaign_list_for_user: no one assigned means everyone).
+    if (
+        not Campaign.objects.filter(pk=conversation.campaign_id)
+        .filter(Q(annotators__isnull=True) | Q(annotators=conversation.annotator_id))
+        .exists()
+    ):
+        raise ConversationError(
+            "This campaign is no longer open to you; your conversation so far is kept."
+        )
     last = conversation.turns.order_by("-number").first()
     if last is not None and last.status != ConversationTurn.Status.ANSWERED:
         raise ConversationBusy(

@@ -367,3 +367,19 @@ def test_a_failure_message_never_names_the_version_that_failed() -> None:
         "The answers could not be written (FileNotFoundError). "
         "Your conversation so far is kept: retry this turn."
     )
+
+
+@pytest.mark.django_db
+def test_an_annotator_taken_off_the_campaign_starts_no_new_turn(
+    annotator: Any, make_user: Any
+) -> None:
+    """Like a new lease, a new turn needs the campaign to be open to its
+    annotator: once taken off an assigned campaign they keep their
+    conversation so far but cannot send another message."""
+    campaign = _campaign()
+    campaign.annotators.add(annotator, make_user())
+    conversation = conversation_start(campaign=campaign, annotator=annotator)
+    campaign.annotators.remove(annotator)
+    with pytest.raises(ConversationError, match="no longer open to you"):
+        conversation_message_send(conversation=conversation, text="still here ?")
+    assert not conversation.turns.exists()

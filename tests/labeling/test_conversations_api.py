@@ -50,7 +50,9 @@ def test_a_turn_through_the_api_with_the_real_worker(
         format="json",
     )
     assert sent.status_code == 202
-    assert sent.data["turns"][0]["status"] == "queued" and not sent.data["can_send"]
+    # The live worker may claim the turn before the response is read.
+    assert sent.data["turns"][0]["status"] in ("queued", "generating")
+    assert not sent.data["can_send"]
     again = api.post(
         reverse("api-conversation-message", args=[conversation_id]),
         {"text": "too soon"},
