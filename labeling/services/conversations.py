@@ -111,17 +111,22 @@ def conversation_thread(*, conversation: Conversation) -> list[dict[str, str]]:
     return messages
 
 
-def _prompt_for(*, campaign: Campaign, messages: list[dict[str, str]]) -> Prompt:
-    """The campaign's chat prompt holding ``messages`` (one row per content:
-    two conversations that said the same share it)."""
-    digest = content_hash(messages)
+def _prompt_for(
+    *, conversation: Conversation, messages: list[dict[str, str]]
+) -> Prompt:
+    """The chat prompt of one turn: ``messages`` in this conversation. Its
+    own row even when another conversation said the same, so that each
+    turn's answers, pair and pick are its own (a shared prompt would share
+    the answers' rows and so the pair, and the same annotator's second pick
+    of it would be lost)."""
+    digest = content_hash({"conversation": conversation.pk, "messages": messages})
     prompt, _ = Prompt.objects.get_or_create(
-        campaign=campaign,
+        campaign=conversation.campaign,
         content_hash=digest,
         defaults={
             "messages": messages,
             "split": split_for_hash(digest),
-            "metadata": {"source": "conversation"},
+            "metadata": {"source": "conversation", "conversation": conversation.pk},
         },
     )
     return prompt
@@ -211,7 +216,7 @@ def conversation_message_send(
         conversation=conversation,
         number=number,
         user_message=text,
-        prompt=_prompt_for(campaign=conversation.campaign, messages=messages),
+        prompt=_prompt_for(conversation=conversation, messages=messages),
         a_on_left=_random.random() < 0.5,
     )
     turn.full_clean()
@@ -276,7 +281,8 @@ def conversation_turn_retry(*, turn: ConversationTurn) -> ConversationTurn:
 
 def _comparison_for(turn: ConversationTurn) -> Comparison:
     """The turn's pair, made complete at once (it is never served by the
-    queue); an identical pair from another conversation is reused."""
+    queue). Its prompt is the turn's own, so an existing pair of the two
+    answers is this turn's from an earlier pick."""
     a, b = turn.completion_a, turn.completion_b
     assert a is not None and b is not None
     existing = (

@@ -383,3 +383,50 @@ def test_an_annotator_taken_off_the_campaign_starts_no_new_turn(
     with pytest.raises(ConversationError, match="no longer open to you"):
         conversation_message_send(conversation=conversation, text="still here ?")
     assert not conversation.turns.exists()
+
+
+def test_the_same_pick_in_two_conversations_is_two_preferences(
+    annotator: Any, tiny_base: BaseModelVersion
+) -> None:
+    """Two conversations of one annotator that say the same and get the same
+    two answers (as the worker stores them: one row per prompt, text and
+    version): each turn has its own prompt, pair and preference, and the
+    second pick is recorded, not folded into the first."""
+    from models_hub.services.generation import model_completion_store
+
+    campaign = _campaign()
+    turns = []
+    for _ in range(2):
+        conversation = conversation_start(campaign=campaign, annotator=annotator)
+        turn = conversation_message_send(conversation=conversation, text="hi")
+        ConversationTurn.objects.filter(pk=turn.pk).update(attempt=turn.attempt + 1)
+        answers = [
+            model_completion_store(
+                prompt=turn.prompt,
+                text=text,
+                adapter=None,
+                base=tiny_base,
+                generation={},
+            )
+            for text in ("Hello!", "Go away.")
+        ]
+        ConversationTurn.objects.filter(pk=turn.pk).update(
+            completion_a=answers[0],
+            completion_b=answers[1],
+            status=ConversationTurn.Status.READY,
+        )
+        turns.append(ConversationTurn.objects.get(pk=turn.pk))
+    assert turns[0].prompt_id != turns[1].prompt_id
+    assert turns[0].prompt.messages == turns[1].prompt.messages
+
+    for turn, side in zip(turns, ("left", "right"), strict=True):
+        conversation_turn_choose(turn=turn, annotator=annotator, choice=side)
+    preferences = Preference.objects.filter(annotator=annotator).order_by("id")
+    assert preferences.count() == 2
+    for turn, preference in zip(turns, preferences, strict=True):
+        turn.refresh_from_db()
+        assert turn.preference_id == preference.pk
+        chosen_a = preference.choice == "a"
+        assert turn.chosen_id == (
+            turn.completion_a_id if chosen_a else turn.completion_b_id
+        )
