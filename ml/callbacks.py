@@ -194,11 +194,14 @@ class EventCallback(TrainerCallback):
             # Only the trainable (adapter) weights, in memory: a few MB, where
             # transformers' load_best_model_at_end would write a checkpoint
             # with optimizer state per evaluation into the job's folder.
-            self._best_state = {
-                n: p.detach().clone()
-                for n, p in model.named_parameters()
-                if p.requires_grad
-            }
+            trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            if any(hasattr(p, "ds_id") for _, p in trainable):
+                # DeepSpeed ZeRO-3: each parameter here is an empty placeholder
+                # (its shard lives elsewhere); a copy would restore nothing.
+                # The run keeps the last step's weights and reports them.
+                self._best_state = None
+                return
+            self._best_state = {n: p.detach().clone() for n, p in trainable}
             return
         self._bad_evals += 1
         if self._bad_evals >= self.patience:

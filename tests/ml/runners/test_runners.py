@@ -494,6 +494,33 @@ def test_early_stopping_keeps_the_best_weights() -> None:
     assert torch.equal(model.weight, best)
 
 
+def test_weights_partitioned_by_zero3_are_not_claimed_as_restored() -> None:
+    """Under DeepSpeed ZeRO-3 each rank's parameter is an empty placeholder
+    (``ds_id`` set, the shard elsewhere): a copy of it is empty, so restoring
+    it would change nothing while the job reported the best evaluation's
+    figures for the last step's weights. The callback keeps no copy then,
+    and ``restore_best`` says so (the run reports its final evaluation)."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    model = torch.nn.Linear(2, 1)
+    model.weight.ds_id = 0  # what deepspeed.zero.Init puts on each parameter
+    model.weight.data = torch.empty(0)
+    model.bias.requires_grad_(False)
+    state, control = TrainerState(), TrainerControl()
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    callback = EventCallback(
+        lambda k, p: None, lambda: False, early_stopping_patience=2
+    )
+    for step, loss in enumerate([1.0, 0.5, 0.6, 0.7], start=1):
+        state.global_step = step
+        callback.on_step_end(args, state, control)
+        callback.on_evaluate(
+            args, state, control, metrics={"eval_loss": loss}, model=model
+        )
+    assert control.should_training_stop and callback.stopped_early
+    assert not callback.restore_best(model)
+
+
 def test_data_errors_are_reported_clearly(
     tmp_path: Path, write_rows: Callable[[Path, list[dict[str, Any]]], None]
 ) -> None:
