@@ -57,6 +57,11 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise invalid(
             f"The request body is not valid JSON: {error}.", param=None
         ) from None
+    except RecursionError:
+        raise invalid(
+            "The request body is not valid JSON: it is nested too deeply.",
+            param=None,
+        ) from None
     if not isinstance(body, dict):
         raise invalid(
             "The request body must be a JSON object, e.g. "

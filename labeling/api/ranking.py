@@ -12,11 +12,11 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.parsers import JSONParser
 from core.permissions import IsAnnotator, IsReviewer
 from core.schema import ApiAutoSchema, error
 from labeling.api.quality import _comparison

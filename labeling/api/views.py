@@ -16,13 +16,14 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.parsers import FileUploadParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FileUploadParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import roles
 from core.exceptions import ApplicationError
+from core.parsers import JSONParser
 from core.permissions import AdminToWrite, IsAdmin, IsAnnotator, IsReviewer
 from core.schema import ApiAutoSchema, error
 from labeling import selectors

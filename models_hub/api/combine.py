@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.parsers import JSONParser
 from core.permissions import IsAdmin
 from core.schema import ApiAutoSchema
 from models_hub.api.views import NOT_ADMIN, NOT_LOGGED_IN, _error

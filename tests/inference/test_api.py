@@ -513,6 +513,16 @@ def test_bad_bodies_are_400_naming_the_field(
 
 
 @pytest.mark.django_db
+def test_a_body_nested_too_deeply_is_400_not_500(api: Client) -> None:
+    """json.loads gives up on deep nesting with a RecursionError: a 400."""
+    for path in (CHAT, COMPLETIONS):
+        response = api.post(path, b"[" * 100_000, content_type="application/json")
+        assert response.status_code == 400, response.content
+        assert "nested too deeply" in response.json()["error"]["message"]
+    assert not ServedResponse.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_fuzz_of_bodies_never_gets_a_500(api: Client) -> None:
     """Random JSON values in every field: always a 4xx or 200, never a 500."""
     rng = random.Random(7)
