@@ -187,7 +187,6 @@ class AdapterGenerator:
         else:
             yield self.base
 
-    @torch.inference_mode()
     def negative_log_likelihood(
         self,
         prompts: Sequence[Prompt],
@@ -203,49 +202,65 @@ class AdapterGenerator:
         completion's tokens (minus its log-probability). Under the base, a
         candidate's outputs scoring far above the base's own outputs means it
         drifted (a KL proxy)."""
-        tok = self.tokenizer
-        results: list[float] = []
         with self.lock:
+            # Loaded outside inference mode: an adapter's weights made there
+            # are inference tensors, and PEFT's next load_adapter (which sets
+            # requires_grad on every adapter's weights) would fail on them.
             if adapter is not None:
                 self._activate(*adapter)
-            for start in range(0, len(prompts), batch_size):
-                batch = list(prompts[start : start + batch_size])
-                texts = completions[start : start + batch_size]
-                enc = self._encode(batch)
-                prompt_ids = [
-                    ids[mask.bool()].tolist()
-                    for ids, mask in zip(
-                        enc["input_ids"], enc["attention_mask"], strict=True
-                    )
-                ]
-                sequences = []
-                for ids, text in zip(prompt_ids, texts, strict=True):
-                    reply = tok(text, add_special_tokens=False)["input_ids"]
-                    sequences.append((ids, reply[: max(1, len(reply))]))
-                width = max(len(p) + len(r) for p, r in sequences)
-                input_ids = torch.full(
-                    (len(sequences), width), tok.pad_token_id, dtype=torch.long
+            with torch.inference_mode():
+                return self._nll(prompts, completions, adapter, batch_size, per_token)
+
+    def _nll(
+        self,
+        prompts: Sequence[Prompt],
+        completions: Sequence[str],
+        adapter: tuple[str, str] | None,
+        batch_size: int,
+        per_token: bool,
+    ) -> list[float]:
+        """``negative_log_likelihood``'s batches (the caller holds the lock,
+        the adapter active, inference mode on)."""
+        tok = self.tokenizer
+        results: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start : start + batch_size])
+            texts = completions[start : start + batch_size]
+            enc = self._encode(batch)
+            prompt_ids = [
+                ids[mask.bool()].tolist()
+                for ids, mask in zip(
+                    enc["input_ids"], enc["attention_mask"], strict=True
                 )
-                attention = torch.zeros_like(input_ids)
-                labels = torch.full_like(input_ids, -100)
-                for row, (p, r) in enumerate(sequences):
-                    ids = torch.tensor(p + r)
-                    input_ids[row, : len(ids)] = ids
-                    attention[row, : len(ids)] = 1
-                    labels[row, len(p) : len(ids)] = torch.tensor(r)
-                with self._version(adapter) as model:
-                    logits = model(
-                        input_ids=input_ids.to(self.device),
-                        attention_mask=attention.to(self.device),
-                    ).logits.float()
-                shifted = logits[:, :-1].transpose(1, 2)
-                target = labels[:, 1:].to(self.device)
-                losses = torch.nn.functional.cross_entropy(
-                    shifted, target, ignore_index=-100, reduction="none"
-                )
-                counts = (target != -100).sum(dim=1).clamp(min=1)
-                totals = losses.sum(dim=1)
-                results.extend((totals / counts if per_token else totals).tolist())
+            ]
+            sequences = []
+            for ids, text in zip(prompt_ids, texts, strict=True):
+                reply = tok(text, add_special_tokens=False)["input_ids"]
+                sequences.append((ids, reply[: max(1, len(reply))]))
+            width = max(len(p) + len(r) for p, r in sequences)
+            input_ids = torch.full(
+                (len(sequences), width), tok.pad_token_id, dtype=torch.long
+            )
+            attention = torch.zeros_like(input_ids)
+            labels = torch.full_like(input_ids, -100)
+            for row, (p, r) in enumerate(sequences):
+                ids = torch.tensor(p + r)
+                input_ids[row, : len(ids)] = ids
+                attention[row, : len(ids)] = 1
+                labels[row, len(p) : len(ids)] = torch.tensor(r)
+            with self._version(adapter) as model:
+                logits = model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention.to(self.device),
+                ).logits.float()
+            shifted = logits[:, :-1].transpose(1, 2)
+            target = labels[:, 1:].to(self.device)
+            losses = torch.nn.functional.cross_entropy(
+                shifted, target, ignore_index=-100, reduction="none"
+            )
+            counts = (target != -100).sum(dim=1).clamp(min=1)
+            totals = losses.sum(dim=1)
+            results.extend((totals / counts if per_token else totals).tolist())
         return results
 
 

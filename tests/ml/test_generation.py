@@ -136,3 +136,26 @@ def test_the_base_finds_its_own_outputs_likelier_than_another_versions(
         PROMPTS, other, adapter=("a0", str(adapters["a0"]))
     )
     assert sum(under_adapter) < sum(other_nll)
+
+
+def test_an_adapter_read_for_likelihoods_leaves_the_next_load_working(
+    tiny_model_dir: Path, adapters: dict[str, Path]
+) -> None:
+    """Likelihoods under an adapter (test metrics) load it outside inference
+    mode: loading the next adapter afterwards (PEFT sets requires_grad on
+    every adapter's weights) still works, for generation and likelihoods."""
+    generator = AdapterGenerator(str(tiny_model_dir))
+    first, second = (("a0", str(adapters["a0"])), ("a1", str(adapters["a1"])))
+    under_first = generator.negative_log_likelihood(
+        PROMPTS, ["the cat ."] * 3, adapter=first, per_token=False
+    )
+    texts = generator.generate(PROMPTS, adapter=second, params=GREEDY)
+    assert len(texts) == 3
+    under_second = generator.negative_log_likelihood(
+        PROMPTS, ["the cat ."] * 3, adapter=second, per_token=False
+    )
+    assert under_first != under_second
+    per_token = generator.negative_log_likelihood(
+        PROMPTS, ["the cat ."] * 3, adapter=second
+    )
+    assert all(t > p for t, p in zip(under_second, per_token, strict=True))
