@@ -310,7 +310,11 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            client = boto3.client(
+            # A session of its own: boto3's default session keeps the first
+            # credentials it resolved for the life of the process, so a store
+            # built later (other keys in the environment) would sign with
+            # stale ones.
+            client = boto3.session.Session().client(
                 "s3",
                 endpoint_url=endpoint_url or None,
                 region_name=region or None,

@@ -202,3 +202,30 @@ def test_an_unreachable_store_raises_artifact_error(tmp_path: Path) -> None:
         store.path(key)
     with pytest.raises(ArtifactError):
         store.stage(_folder(tmp_path / "out", b"weights"), name="adapters/x")
+
+
+def test_a_store_signs_with_the_keys_in_the_environment_when_it_is_built(
+    seaweedfs: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Each store resolves its credentials when it is built: a store built
+    while the environment held other keys does not leave a later store (the
+    right keys set since) signing with those, which the server refuses (403;
+    boto3's default session keeps the first keys it resolved)."""
+
+    def build(name: str) -> S3Store:
+        return S3Store(
+            bucket=seaweedfs.bucket,
+            endpoint_url=seaweedfs.endpoint_url,
+            region="us-east-1",
+            prefix="tests",
+            root=tmp_path / name / "root",
+            cache=ArtifactCache(tmp_path / name / "cache", max_bytes=1 << 20),
+        )
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-this-servers")
+    build("before")
+    for name, value in seaweedfs.env.items():
+        monkeypatch.setenv(name, value)
+    store = build("after")
+    assert store.has("adapters/sha256-" + "0" * 64) is False
