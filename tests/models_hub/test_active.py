@@ -121,15 +121,28 @@ def test_the_beat_tick_never_queues_a_second_active_selection_while_one_waits(
         assert active_selection_enqueue() is True
         assert queue_task_names("gpu") == [run, run]
 
+    # A message the worker is just taking is in neither the queue nor its
+    # unacknowledged set for an instant (task_messages_pending says so): the
+    # copy has run once neither holds it for half a second.
     _wait_until(
-        lambda: not task_messages_pending(name=run) and not queue_task_names("gpu")
+        lambda: not task_messages_pending(name=run) and not queue_task_names("gpu"),
+        stable=0.5,
     )
     assert active_selection_enqueue() is True
     _wait_until(lambda: not queue_task_names("gpu"))
 
 
-def _wait_until(condition: Any, seconds: float = 30) -> None:
+def _wait_until(condition: Any, seconds: float = 30, stable: float = 0.0) -> None:
+    """Until ``condition`` holds, and still holds ``stable`` seconds on."""
     deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+    held_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if condition():
+            held_since = now if held_since is None else held_since
+            if now - held_since >= stable:
+                return
+        else:
+            held_since = None
+        assert now < deadline, "timed out"
+        time.sleep(0.1)
