@@ -467,14 +467,16 @@ def _insert_preference_sql(preference: Preference) -> tuple[str, list[Any]]:
     return sql, list(params)
 
 
-# The writes of a new label, one statement: the preference, its pair's
-# counters (the row is locked by the caller), the answered lease, and the
-# campaign's reports marked stale exactly as core.reports.reports_mark_stale
-# does (a row is updated only when no refresh is queued, or the request is
-# older than REQUEST_RETRY_AFTER; the caller enqueues the refresh when one
-# was).
-_RECORD_SQL = """
-WITH pref AS ({insert}),
+# What every new label writes besides its own rows, as CTEs of one
+# statement: its comparison's counters (the row is locked by the caller), the
+# answered lease, and the campaign's reports marked stale exactly as
+# core.reports.reports_mark_stale does (a row is updated only when no refresh
+# is queued, or the request is older than REQUEST_RETRY_AFTER; the caller
+# enqueues the refresh when one was). Parameters: label_count,
+# lease_expiries, done_by, status, updated_at, comparison id; lease status,
+# updated_at, lease id; now, now, campaign id, retry-before. Shared with the
+# ranking's statement (labeling.services.ranking).
+LABEL_WRITES_SQL = """
 cmp AS (
     UPDATE labeling_comparison
     SET label_count = %s, lease_expiries = %s, done_by = %s, status = %s,
@@ -491,8 +493,17 @@ stale AS (
       AND (refresh_requested_at IS NULL OR refresh_requested_at < %s)
     RETURNING 1
 )
-SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale)
 """
+
+# The writes of a new label, one statement: the preference and
+# LABEL_WRITES_SQL.
+_RECORD_SQL = "".join(
+    (
+        "\nWITH pref AS ({insert}),\n",
+        LABEL_WRITES_SQL,
+        "SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale)\n",
+    )
+)
 
 
 _READ_MODELS = ((Lease, "l"), (Campaign, "ca"), (Comparison, "c"))

@@ -368,11 +368,11 @@ def _implied_insert_sql(*, template: Preference) -> tuple[str, list[Any]]:
 
 
 # The writes of a new ranking, one statement: the ranking, its implied
-# preferences (one per implied pair of the comparison), the comparison's
-# counters (the row is locked by the caller), the answered lease, and the
-# campaign's reports marked stale as core.reports.reports_mark_stale does
-# (the caller enqueues the refresh when one was requested).
-_RANKING_SQL = """
+# preferences (one per implied pair of the comparison), then what every label
+# writes (queue.LABEL_WRITES_SQL: counters, lease, stale reports).
+_RANKING_SQL = "".join(
+    (
+        """
 WITH r AS (SELECT %s::bigint[] AS o, %s::int[] AS k),
 rk AS ({ranking}),
 pairs AS (
@@ -380,24 +380,12 @@ pairs AS (
     FROM labeling_comparison c WHERE c.parent_id = %s
 ),
 prefs AS ({implied}),
-cmp AS (
-    UPDATE labeling_comparison
-    SET label_count = %s, lease_expiries = %s, done_by = %s, status = %s,
-        updated_at = %s
-    WHERE id = %s
-),
-answered AS (
-    UPDATE labeling_lease SET status = %s, updated_at = %s WHERE id = %s
-),
-stale AS (
-    UPDATE core_report
-    SET stale = true, refresh_requested_at = %s, updated_at = %s
-    WHERE campaign_id = %s
-      AND (refresh_requested_at IS NULL OR refresh_requested_at < %s)
-    RETURNING 1
+""",
+        queue.LABEL_WRITES_SQL,
+        "SELECT (SELECT id FROM rk), (SELECT count(*) FROM prefs), "
+        "(SELECT count(*) FROM stale)\n",
+    )
 )
-SELECT (SELECT id FROM rk), (SELECT count(*) FROM prefs), (SELECT count(*) FROM stale)
-"""
 
 
 def _write_ranking(
