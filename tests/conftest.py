@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.contrib.auth.models import AbstractUser
+from django.core.management.base import CommandError
+from django.test import TransactionTestCase
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -25,6 +27,26 @@ from core.services import roles_ensure, user_create
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct-horse-battery-staple"
+
+_flush_after_test = TransactionTestCase._fixture_teardown
+
+
+def _flush_after_test_outlasting_workers(self: TransactionTestCase) -> None:
+    """A transactional test's flush (one TRUNCATE of every table) can meet a
+    task the real workers are still running for it: the TRUNCATE and the
+    task's writes then deadlock, PostgreSQL aborts one, and a failed flush
+    leaves the test's rows for the next test. The task ends within moments,
+    so the flush is tried again before it counts as failed."""
+    for attempt in range(5):
+        try:
+            return _flush_after_test(self)
+        except CommandError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+TransactionTestCase._fixture_teardown = _flush_after_test_outlasting_workers  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -210,6 +210,10 @@ def test_a_failed_generation_keeps_the_thread_and_can_be_retried(
     ]
     assert third.prompt.messages[1]["content"] == first.chosen.text
     assert Preference.objects.filter(annotator=annotator).count() == 2
+    # The worker writes the third turn's answers; the test ends after it, not
+    # while its task still writes (a flush then meets the task's locks).
+    _wait(third, celery_workers)
+    assert third.status == "ready", third.error
 
 
 def test_live_conversations_are_off_unless_the_campaign_turns_them_on(
