@@ -61,6 +61,7 @@ def explain_lease_next(campaign_id: int, annotator_id: int) -> tuple[float, list
         # The one-statement lease (live lease, pick, insert, pair read);
         # ignored by the older statement.
         "exclude_lease": 0,
+        "exclude_comparison": 0,
         "want_gold": False,
         "a_on_left": True,
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -70,10 +72,14 @@ SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 # columns, so a pair that another annotator reserved between our snapshot and
 # our lock is re-checked by PostgreSQL against its new version and skipped
 # when it became full. A gold pair (``want_gold``) has no k: nothing on its row
-# needs reserving, so it is only locked. ``exclude_lease`` is the lease this
-# same transaction just answered (still active in this statement's snapshot).
-_LEASE_NEXT_SQL = """
-WITH live AS (
+# needs reserving, so it is only locked. ``exclude_lease`` and
+# ``exclude_comparison`` are the lease and pair of the label written just
+# before (or, in ``_RECORD_AND_LEASE_NEXT_SQL``, by the same statement, whose
+# snapshot does not see its own writes: that lease still reads as active and
+# that pair as not done by the annotator). Split in two so the labeling
+# statement can carry the CTEs and read the pair as a subquery.
+_LEASE_NEXT_CTES = """
+live AS (
     SELECT l.id, l.comparison_id, l.a_on_left, l.expires_at, l."order"
     FROM labeling_lease l
     JOIN labeling_comparison lc ON lc.id = l.comparison_id AND lc.status = 'open'
@@ -93,6 +99,7 @@ WITH live AS (
       AND c.status = 'open'
       AND c.is_gold
       AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
+      AND c.id <> %(exclude_comparison)s
     ORDER BY c.id
     LIMIT 1
     FOR UPDATE OF c SKIP LOCKED
@@ -105,6 +112,7 @@ WITH live AS (
       AND c.status = 'open'
       AND NOT c.is_gold
       AND NOT (c.done_by @> ARRAY[%(annotator_id)s]::bigint[])
+      AND c.id <> %(exclude_comparison)s
       AND c.label_count
           + (SELECT count(*) FROM unnest(c.lease_expiries) AS e WHERE e > %(now)s)
           < %(k)s
@@ -141,6 +149,8 @@ WITH live AS (
     UNION ALL
     SELECT * FROM created
 )
+"""
+_LEASE_NEXT_SELECT = """
 SELECT chosen.id, chosen.comparison_id, chosen.a_on_left, chosen.expires_at,
        chosen."order", p.text, p.messages, ca.text, cb.text, ca.generation, cb.generation,
        ca.html, cb.html,
@@ -155,6 +165,7 @@ JOIN labeling_prompt p ON p.id = c.prompt_id
 JOIN labeling_completion ca ON ca.id = c.completion_a_id
 JOIN labeling_completion cb ON cb.id = c.completion_b_id
 """
+_LEASE_NEXT_SQL = "\nWITH " + _LEASE_NEXT_CTES + _LEASE_NEXT_SELECT
 
 # Gold mixing and side shuffling; tests may swap in a seeded generator.
 _rng: random.Random = random.SystemRandom()
@@ -251,22 +262,17 @@ def _lease_next_locked(
     campaign: Campaign,
     annotator: AbstractBaseUser,
     exclude_lease: int = 0,
+    exclude_comparison: int = 0,
     wait_for_locked: bool = True,
 ) -> LeasedPair:
     """The lease statement. Call inside ``atomic()`` holding the annotator's
     advisory lock (``_ANNOTATOR_LOCK_SQL``), with ``campaign`` active."""
-    now = timezone.now()
-    expires_at = now + timedelta(seconds=campaign.lease_ttl_seconds)
-    params = {
-        "campaign_id": campaign.pk,
-        "annotator_id": annotator.pk,
-        "k": campaign.overlap_k,
-        "now": now,
-        "expires_at": expires_at,
-        "exclude_lease": exclude_lease,
-        "want_gold": campaign.gold_rate > 0 and _rng.random() < campaign.gold_rate,
-        "a_on_left": _rng.random() < 0.5,
-    }
+    params = _lease_next_params(
+        campaign=campaign,
+        annotator=annotator,
+        exclude_lease=exclude_lease,
+        exclude_comparison=exclude_comparison,
+    )
     with connection.cursor() as cursor:
         cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
         row = cursor.fetchone()
@@ -282,6 +288,36 @@ def _lease_next_locked(
             row = cursor.fetchone()
     if row is None:
         raise NothingToLabel("No pairs are waiting for you in this campaign.")
+    return _leased_pair(row, campaign=campaign, annotator=annotator)
+
+
+def _lease_next_params(
+    *,
+    campaign: Campaign,
+    annotator: AbstractBaseUser,
+    exclude_lease: int = 0,
+    exclude_comparison: int = 0,
+) -> dict[str, Any]:
+    """The parameters of the lease CTEs: the campaign's k and lease time, the
+    gold draw and the sides' shuffle."""
+    now = timezone.now()
+    return {
+        "campaign_id": campaign.pk,
+        "annotator_id": annotator.pk,
+        "k": campaign.overlap_k,
+        "now": now,
+        "expires_at": now + timedelta(seconds=campaign.lease_ttl_seconds),
+        "exclude_lease": exclude_lease,
+        "exclude_comparison": exclude_comparison,
+        "want_gold": campaign.gold_rate > 0 and _rng.random() < campaign.gold_rate,
+        "a_on_left": _rng.random() < 0.5,
+    }
+
+
+def _leased_pair(
+    row: Sequence[Any], *, campaign: Campaign, annotator: AbstractBaseUser
+) -> LeasedPair:
+    """The lease and pair from the columns of ``_LEASE_NEXT_SELECT``."""
     (lease_id, comparison_id, a_on_left, lease_expires_at, order, prompt_text,
      prompt_messages, text_a, text_b, generation_a, generation_b, html_a,
      html_b, ranked_items) = row  # fmt: skip
@@ -392,7 +428,7 @@ def preference_record(
             source=source,
         ),
         revise=revise,
-    )[0]
+    ).result
 
 
 @dataclass(frozen=True)
@@ -416,32 +452,39 @@ def preference_record_and_lease_next(
     **answer: Any,
 ) -> RecordNextResult:
     """``preference_record`` then ``comparison_lease_next_pair`` in the lease's
-    campaign, in one transaction: a label is one round trip. The caller has
-    checked the annotator's role; may they still label in the campaign
-    (assigned, or the campaign open to all) is checked here, in the
-    statement that locks the pair. A label refused (``ComparisonFull`` and
-    the other ``LabelingError``s) raises as ``preference_record`` does and
-    leases nothing."""
+    campaign, in one transaction: a label is one round trip. A new label and
+    the next lease are one statement after the pair's lock
+    (``_RECORD_AND_LEASE_NEXT_SQL``). The caller has checked the annotator's
+    role; may they still label in the campaign (assigned, or the campaign
+    open to all) is checked here, in the statement that locks the pair. A
+    label refused (``ComparisonFull`` and the other ``LabelingError``s)
+    raises as ``preference_record`` does and leases nothing."""
     with transaction.atomic():
-        record, lease = _record(
-            lease_id=lease_id, annotator=annotator, answer=answer, revise=revise
+        recorded = _record(
+            lease_id=lease_id,
+            annotator=annotator,
+            answer=answer,
+            revise=revise,
+            lease_next=True,
         )
+        record, lease, leased = recorded.result, recorded.lease, recorded.next
         campaign = lease.campaign
-        if campaign.status != Campaign.Status.ACTIVE or not (
-            lease.may_label or roles.is_reviewer(annotator)
-        ):
+        if not _may_lease_next(lease, annotator):
             return RecordNextResult(
                 record=record, campaign=campaign, next=None, no_next="closed"
             )
-        try:
-            leased = _lease_next_locked(
-                campaign=campaign,
-                annotator=annotator,
-                exclude_lease=lease.pk,
-                wait_for_locked=False,
-            )
-        except NothingToLabel:
-            leased = None
+        if leased is None and not recorded.next_tried:
+            # A submit that wrote nothing (a retry, or a revision).
+            try:
+                leased = _lease_next_locked(
+                    campaign=campaign,
+                    annotator=annotator,
+                    exclude_lease=lease.pk,
+                    exclude_comparison=lease.comparison_id,
+                    wait_for_locked=False,
+                )
+            except NothingToLabel:
+                leased = None
     if leased is None:
         # Every candidate was locked (or none is left): ask again in a
         # transaction of its own, which may wait for locked candidates
@@ -453,6 +496,15 @@ def preference_record_and_lease_next(
                 record=record, campaign=campaign, next=None, no_next="empty"
             )
     return RecordNextResult(record=record, campaign=campaign, next=leased)
+
+
+def _may_lease_next(lease: Lease, annotator: AbstractBaseUser) -> bool:
+    """Whether a submit for ``lease`` (read by ``_lease_for_record``) may
+    lease its annotator the next pair: the campaign is active and still open
+    to them (reviewers label anywhere)."""
+    return lease.campaign.status == Campaign.Status.ACTIVE and (
+        lease.may_label or roles.is_reviewer(annotator)
+    )
 
 
 def _insert_preference_sql(preference: Preference) -> tuple[str, list[Any]]:
@@ -504,6 +556,29 @@ _RECORD_SQL = "".join(
         "SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale)\n",
     )
 )
+
+# The same writes and the next lease (``_LEASE_NEXT_CTES``, never waiting for
+# a locked pair), one statement: a label through ``?next=1`` is BEGIN, the
+# pair's lock, this, COMMIT. The next pair's columns are NULL when none was
+# leased. Its parameters are positional, after LABEL_WRITES_SQL's.
+_RECORD_AND_LEASE_NEXT_SQL = "".join(
+    (
+        "\nWITH pref AS ({insert}),\n",
+        LABEL_WRITES_SQL,
+        ",\n",
+        # Its "{{}}" stays escaped for the .format(insert=...) of each label.
+        _LEASE_NEXT_CTES.replace("{lock_mode}", "SKIP LOCKED"),
+        ",\nnext_pair AS (",
+        _LEASE_NEXT_SELECT,
+        ")\n",
+        "SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale), next_pair.*\n",
+        "FROM (SELECT 1) AS one LEFT JOIN next_pair ON true\n",
+    )
+)
+_NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+# The lease CTEs' named parameters in the order they occur.
+_RECORD_AND_LEASE_NEXT_NAMES = _NAMED_PARAMETER.findall(_RECORD_AND_LEASE_NEXT_SQL)
+_RECORD_AND_LEASE_NEXT_SQL = _NAMED_PARAMETER.sub("%s", _RECORD_AND_LEASE_NEXT_SQL)
 
 
 _READ_MODELS = ((Lease, "l"), (Campaign, "ca"), (Comparison, "c"))
@@ -568,16 +643,29 @@ def _lease_for_record(*, lease_id: int, annotator: AbstractBaseUser) -> Lease | 
     return lease
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    result: RecordResult
+    # Its ``campaign`` and ``comparison`` loaded, and ``may_label``: whether
+    # the annotator may still label in the campaign.
+    lease: Lease
+    # With ``lease_next``: the pair leased by the label's own statement, and
+    # whether that statement tried (a submit that writes nothing does not).
+    next: LeasedPair | None = None
+    next_tried: bool = False
+
+
 def _record(
     *,
     lease_id: int,
     annotator: AbstractBaseUser,
     answer: dict[str, Any],
     revise: bool,
-) -> tuple[RecordResult, Lease]:
-    """``preference_record``'s work. Call inside ``atomic()``. Returns the
-    result and the lease (its ``campaign`` and ``comparison`` loaded, and
-    ``may_label``: whether the annotator may still label in the campaign)."""
+    lease_next: bool = False,
+) -> _Recorded:
+    """``preference_record``'s work. Call inside ``atomic()``. With
+    ``lease_next``, a new label's statement also leases the annotator's next
+    pair when ``_may_lease_next``."""
     choice: str = answer["choice"]
     strength: int | None = answer.get("strength")
     criteria: dict[str, str] | None = answer.get("criteria")
@@ -626,7 +714,7 @@ def _record(
             result = RecordResult(preference=revised, created=False, revised=True)
         else:
             result = RecordResult(preference=existing, created=False)
-        return result, lease
+        return _Recorded(result=result, lease=lease)
 
     now = timezone.now()
     lease_live = lease.status == Lease.Status.ACTIVE and lease.expires_at > now
@@ -675,27 +763,45 @@ def _record(
     lease.status = Lease.Status.SUBMITTED
     lease.updated_at = now
     insert_sql, insert_params = _insert_preference_sql(preference)
+    params = [
+        *insert_params,
+        comparison.label_count,
+        comparison.lease_expiries,
+        comparison.done_by,
+        comparison.status,
+        now,
+        comparison.pk,
+        lease.status,
+        now,
+        lease.pk,
+        now,
+        now,
+        comparison.campaign_id,
+        now - REQUEST_RETRY_AFTER,
+    ]
+    next_tried = lease_next and _may_lease_next(lease, annotator)
+    leased = None
     with connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD_SQL.format(insert=insert_sql),
-            [
-                *insert_params,
-                comparison.label_count,
-                comparison.lease_expiries,
-                comparison.done_by,
-                comparison.status,
-                now,
-                comparison.pk,
-                lease.status,
-                now,
-                lease.pk,
-                now,
-                now,
-                comparison.campaign_id,
-                now - REQUEST_RETRY_AFTER,
-            ],
-        )
-        preference.pk, reports_queued = cursor.fetchone()
+        if next_tried:
+            named = _lease_next_params(
+                campaign=lease.campaign,
+                annotator=annotator,
+                exclude_lease=lease.pk,
+                exclude_comparison=comparison.pk,
+            )
+            cursor.execute(
+                _RECORD_AND_LEASE_NEXT_SQL.format(insert=insert_sql),
+                [*params, *(named[name] for name in _RECORD_AND_LEASE_NEXT_NAMES)],
+            )
+            row = cursor.fetchone()
+            if row[2] is not None:
+                leased = _leased_pair(
+                    row[2:], campaign=lease.campaign, annotator=annotator
+                )
+        else:
+            cursor.execute(_RECORD_SQL.format(insert=insert_sql), params)
+            row = cursor.fetchone()
+    preference.pk, reports_queued = row[:2]
     preference._state.adding = False
     if reports_queued:
         enqueue(REFRESH_TASK, comparison.campaign_id, countdown=REFRESH_COUNTDOWN_S)
@@ -704,7 +810,12 @@ def _record(
         comparison.pk,
         annotator.pk,
     )
-    return RecordResult(preference=preference, created=True), lease
+    return _Recorded(
+        result=RecordResult(preference=preference, created=True),
+        lease=lease,
+        next=leased,
+        next_tried=next_tried,
+    )
 
 
 _KEEP: Any = object()

@@ -247,7 +247,8 @@ def test_a_persistent_connection_the_restart_closed_is_replaced_on_next_request(
 ):
     """A web process keeps its connection between requests (CONN_MAX_AGE).
     When the server drops it (a restart), the next request checks it first
-    (CONN_HEALTH_CHECKS) and opens a new one instead of failing."""
+    (CONN_HEALTH_CHECKS: the socket reads as closed, so ``SELECT 1`` is sent
+    and fails) and opens a new one instead of failing."""
     from django.core.signals import request_started
 
     assert connection.settings_dict["CONN_MAX_AGE"] > 0
@@ -255,7 +256,9 @@ def test_a_persistent_connection_the_restart_closed_is_replaced_on_next_request(
         cursor.execute("SELECT pg_backend_pid()")
         old_pid = cursor.fetchone()[0]
     with psycopg.connect(_test_database_url(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+        # The timeout makes it wait until the backend is gone: the drop
+        # happened between two requests.
+        other.execute("SELECT pg_terminate_backend(%s, 10000)", [old_pid])
 
     request_started.send(sender=None)  # what Django sends as a request begins
     with connection.cursor() as cursor:

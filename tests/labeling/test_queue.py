@@ -249,6 +249,7 @@ def test_queue_statement_walks_the_queue_index_without_sorting(annotator: Any) -
                 "now": now,
                 "expires_at": now + timedelta(minutes=5),
                 "exclude_lease": 0,
+                "exclude_comparison": 0,
                 "want_gold": False,
                 "a_on_left": True,
             },
