@@ -5,31 +5,107 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0005_lease_campaign_no_plain_index'),
+        ("labeling", "0005_lease_campaign_no_plain_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Report',
+            name="Report",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('kind', models.CharField(choices=[('leaderboard', 'Leaderboard'), ('quality', 'Label quality')], max_length=20)),
-                ('payload', models.JSONField(blank=True, default=dict, help_text='The report as the pages render it.')),
-                ('computed_at', models.DateTimeField(blank=True, help_text='When the payload was computed; null before the first refresh.', null=True)),
-                ('label_count', models.PositiveIntegerField(default=0, help_text='Labels in the campaign when the payload was computed.')),
-                ('last_preference_id', models.BigIntegerField(blank=True, help_text='Highest preference id the payload includes.', null=True)),
-                ('stale', models.BooleanField(default=True, help_text='Labels changed since the payload was computed.')),
-                ('refresh_requested_at', models.DateTimeField(blank=True, help_text='When a refresh was queued that has not started yet (debounce).', null=True)),
-                ('campaign', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='reports', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("leaderboard", "Leaderboard"),
+                            ("quality", "Label quality"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "payload",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="The report as the pages render it.",
+                    ),
+                ),
+                (
+                    "computed_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When the payload was computed; null before the first refresh.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "label_count",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Labels in the campaign when the payload was computed.",
+                    ),
+                ),
+                (
+                    "last_preference_id",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="Highest preference id the payload includes.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "stale",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Labels changed since the payload was computed.",
+                    ),
+                ),
+                (
+                    "refresh_requested_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When a refresh was queued that has not started yet (debounce).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reports",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('campaign', 'kind'), name='core_report_one_per_kind'), models.CheckConstraint(condition=models.Q(('refresh_requested_at__isnull', True), ('stale', True), _connector='OR'), name='core_report_pending_is_stale')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("campaign", "kind"), name="core_report_one_per_kind"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("refresh_requested_at__isnull", True),
+                            ("stale", True),
+                            _connector="OR",
+                        ),
+                        name="core_report_pending_is_stale",
+                    ),
+                ],
             },
         ),
     ]

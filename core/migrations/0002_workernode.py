@@ -4,33 +4,101 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0001_initial'),
+        ("core", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerNode',
+            name="WorkerNode",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('name', models.CharField(help_text='Celery node name, e.g. gpu@host.', max_length=200, unique=True)),
-                ('host', models.CharField(help_text="The machine's host name.", max_length=200)),
-                ('pid', models.PositiveIntegerField(help_text="The worker's main process id.")),
-                ('queues', models.JSONField(default=list, help_text='Queues the worker consumes.')),
-                ('gpus', models.JSONField(blank=True, default=list, help_text='One entry per GPU: {"name": ..., "memory_bytes": ...}.')),
-                ('cpu_count', models.PositiveIntegerField(default=1, help_text='CPU cores the worker may use.')),
-                ('memory_bytes', models.BigIntegerField(default=0, help_text="The machine's (or its cgroup's) memory, in bytes.")),
-                ('process_slots', models.PositiveIntegerField(default=1, help_text='Most processes one training job may start here: its GPUs, or its CPU cores on a worker without a GPU.')),
-                ('strategies', models.JSONField(blank=True, default=list, help_text='Multi-process strategies it can run (ddp, fsdp, zero2, zero3).')),
-                ('started_at', models.DateTimeField(help_text='When the worker started.')),
-                ('heartbeat_at', models.DateTimeField(help_text='Its latest report.')),
-                ('stopped_at', models.DateTimeField(blank=True, help_text='When it shut down cleanly.', null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Celery node name, e.g. gpu@host.",
+                        max_length=200,
+                        unique=True,
+                    ),
+                ),
+                (
+                    "host",
+                    models.CharField(
+                        help_text="The machine's host name.", max_length=200
+                    ),
+                ),
+                (
+                    "pid",
+                    models.PositiveIntegerField(
+                        help_text="The worker's main process id."
+                    ),
+                ),
+                (
+                    "queues",
+                    models.JSONField(
+                        default=list, help_text="Queues the worker consumes."
+                    ),
+                ),
+                (
+                    "gpus",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='One entry per GPU: {"name": ..., "memory_bytes": ...}.',
+                    ),
+                ),
+                (
+                    "cpu_count",
+                    models.PositiveIntegerField(
+                        default=1, help_text="CPU cores the worker may use."
+                    ),
+                ),
+                (
+                    "memory_bytes",
+                    models.BigIntegerField(
+                        default=0,
+                        help_text="The machine's (or its cgroup's) memory, in bytes.",
+                    ),
+                ),
+                (
+                    "process_slots",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="Most processes one training job may start here: its GPUs, or its CPU cores on a worker without a GPU.",
+                    ),
+                ),
+                (
+                    "strategies",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Multi-process strategies it can run (ddp, fsdp, zero2, zero3).",
+                    ),
+                ),
+                (
+                    "started_at",
+                    models.DateTimeField(help_text="When the worker started."),
+                ),
+                ("heartbeat_at", models.DateTimeField(help_text="Its latest report.")),
+                (
+                    "stopped_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When it shut down cleanly.", null=True
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
     ]

@@ -7,86 +7,323 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0008_ranking'),
+        ("labeling", "0008_ranking"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('status', models.CharField(choices=[('active', 'active'), ('finished', 'finished')], default='active', max_length=16)),
-                ('turn_limit', models.PositiveSmallIntegerField(help_text="The campaign's turn limit when the conversation started.", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('version_a', models.CharField(blank=True, help_text="The version writing answer A of every turn ('adapter:7', 'base:1'); chosen by the worker at the first turn, never shown to the annotator.", max_length=32)),
-                ('version_b', models.CharField(blank=True, help_text='The version writing answer B.', max_length=32)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='conversations', to=settings.AUTH_USER_MODEL)),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "active"), ("finished", "finished")],
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "turn_limit",
+                    models.PositiveSmallIntegerField(
+                        help_text="The campaign's turn limit when the conversation started.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "version_a",
+                    models.CharField(
+                        blank=True,
+                        help_text="The version writing answer A of every turn ('adapter:7', 'base:1'); chosen by the worker at the first turn, never shown to the annotator.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "version_b",
+                    models.CharField(
+                        blank=True,
+                        help_text="The version writing answer B.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ConversationSettings',
+            name="ConversationSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('live_enabled', models.BooleanField(default=False, help_text='Annotators may hold live conversations with two model versions.')),
-                ('turn_limit', models.PositiveSmallIntegerField(default=5, help_text='Most turns (user message + two answers + a choice) per conversation.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('versions', models.CharField(choices=[('champion_base', 'the champion against the base model'), ('candidate_champion', 'the newest candidate against the champion')], default='champion_base', help_text='Which two versions answer. Without a champion the base answers twice (two samples); without a candidate the champion faces the base.', max_length=24)),
-                ('max_new_tokens', models.PositiveSmallIntegerField(default=128, help_text='Longest answer, in tokens.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1024)])),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='conversation_settings', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "live_enabled",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Annotators may hold live conversations with two model versions.",
+                    ),
+                ),
+                (
+                    "turn_limit",
+                    models.PositiveSmallIntegerField(
+                        default=5,
+                        help_text="Most turns (user message + two answers + a choice) per conversation.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "versions",
+                    models.CharField(
+                        choices=[
+                            ("champion_base", "the champion against the base model"),
+                            (
+                                "candidate_champion",
+                                "the newest candidate against the champion",
+                            ),
+                        ],
+                        default="champion_base",
+                        help_text="Which two versions answer. Without a champion the base answers twice (two samples); without a candidate the champion faces the base.",
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "max_new_tokens",
+                    models.PositiveSmallIntegerField(
+                        default=128,
+                        help_text="Longest answer, in tokens.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1024),
+                        ],
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversation_settings",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='ConversationTurn',
+            name="ConversationTurn",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('number', models.PositiveSmallIntegerField(help_text='1 for the first turn.')),
-                ('user_message', models.TextField(help_text='What the annotator wrote.')),
-                ('status', models.CharField(choices=[('queued', 'waiting for a worker'), ('generating', 'writing the answers'), ('ready', 'answers ready'), ('failed', 'failed'), ('answered', 'answered')], default='queued', max_length=16)),
-                ('a_on_left', models.BooleanField(help_text='Whether answer A is shown on the left (shuffled per turn).')),
-                ('attempt', models.PositiveSmallIntegerField(default=1, help_text='Raised by each retry; a worker writes only for the attempt it runs.')),
-                ('text_a', models.TextField(blank=True, help_text='Answer A as written so far (streamed).')),
-                ('text_b', models.TextField(blank=True, help_text='Answer B as written so far (streamed).')),
-                ('writing', models.CharField(blank=True, help_text='The answer being written now: a or b.', max_length=1)),
-                ('new_tokens', models.PositiveIntegerField(default=0)),
-                ('partial_writes', models.PositiveIntegerField(default=0, help_text='How many times the partial answers were written.')),
-                ('error', models.TextField(blank=True)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('chosen', models.ForeignKey(blank=True, help_text='The answer that carries the conversation on.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.completion')),
-                ('comparison', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='conversation_turns', to='labeling.comparison')),
-                ('completion_a', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.completion')),
-                ('completion_b', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.completion')),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='turns', to='labeling.conversation')),
-                ('preference', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='labeling.preference')),
-                ('prompt', models.ForeignKey(help_text='The conversation up to and including this user message.', on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.prompt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "number",
+                    models.PositiveSmallIntegerField(help_text="1 for the first turn."),
+                ),
+                (
+                    "user_message",
+                    models.TextField(help_text="What the annotator wrote."),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "waiting for a worker"),
+                            ("generating", "writing the answers"),
+                            ("ready", "answers ready"),
+                            ("failed", "failed"),
+                            ("answered", "answered"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "a_on_left",
+                    models.BooleanField(
+                        help_text="Whether answer A is shown on the left (shuffled per turn)."
+                    ),
+                ),
+                (
+                    "attempt",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="Raised by each retry; a worker writes only for the attempt it runs.",
+                    ),
+                ),
+                (
+                    "text_a",
+                    models.TextField(
+                        blank=True, help_text="Answer A as written so far (streamed)."
+                    ),
+                ),
+                (
+                    "text_b",
+                    models.TextField(
+                        blank=True, help_text="Answer B as written so far (streamed)."
+                    ),
+                ),
+                (
+                    "writing",
+                    models.CharField(
+                        blank=True,
+                        help_text="The answer being written now: a or b.",
+                        max_length=1,
+                    ),
+                ),
+                ("new_tokens", models.PositiveIntegerField(default=0)),
+                (
+                    "partial_writes",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="How many times the partial answers were written.",
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "chosen",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The answer that carries the conversation on.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.completion",
+                    ),
+                ),
+                (
+                    "comparison",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="conversation_turns",
+                        to="labeling.comparison",
+                    ),
+                ),
+                (
+                    "completion_a",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.completion",
+                    ),
+                ),
+                (
+                    "completion_b",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.completion",
+                    ),
+                ),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="turns",
+                        to="labeling.conversation",
+                    ),
+                ),
+                (
+                    "preference",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="labeling.preference",
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        help_text="The conversation up to and including this user message.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.prompt",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['conversation', 'number'],
+                "ordering": ["conversation", "number"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['annotator', 'campaign', '-created_at'], name='labeling_conversation_idx'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["annotator", "campaign", "-created_at"],
+                name="labeling_conversation_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversationturn',
-            constraint=models.UniqueConstraint(fields=('conversation', 'number'), name='labeling_conversation_turn_unique'),
+            model_name="conversationturn",
+            constraint=models.UniqueConstraint(
+                fields=("conversation", "number"),
+                name="labeling_conversation_turn_unique",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversationturn',
-            constraint=models.CheckConstraint(condition=models.Q(('number__gte', 1)), name='labeling_conversation_turn_number'),
+            model_name="conversationturn",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("number__gte", 1)),
+                name="labeling_conversation_turn_number",
+            ),
         ),
     ]

@@ -7,109 +7,442 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0007_completion_html'),
-        ('models_hub', '0006_adapterevent_serving_actions'),
+        ("labeling", "0007_completion_html"),
+        ("models_hub", "0006_adapterevent_serving_actions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DriftPoint',
+            name="DriftPoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('source', models.CharField(choices=[('golden', 'held-out prompts'), ('served', 'served traffic')], max_length=16)),
-                ('taken_at', models.DateTimeField()),
-                ('n', models.PositiveIntegerField(default=0, help_text='Outputs measured.')),
-                ('rm_mean', models.FloatField(blank=True, null=True)),
-                ('rm_sd', models.FloatField(blank=True, null=True)),
-                ('length_mean', models.FloatField(default=0.0, help_text='Characters.')),
-                ('length_p90', models.FloatField(default=0.0, help_text='Characters.')),
-                ('empty_rate', models.FloatField(default=0.0)),
-                ('truncated_rate', models.FloatField(default=0.0)),
-                ('refusal_rate', models.FloatField(default=0.0)),
-                ('degenerate_rate', models.FloatField(default=0.0)),
-                ('win_rate', models.FloatField(blank=True, help_text='Human win rate against the previous champion.', null=True)),
-                ('win_rate_lower', models.FloatField(blank=True, null=True)),
-                ('win_rate_upper', models.FloatField(blank=True, null=True)),
-                ('win_rate_n', models.PositiveIntegerField(default=0)),
-                ('win_rate_opponent', models.CharField(blank=True, help_text='Version key of the previous champion.', max_length=64)),
-                ('values', models.JSONField(blank=True, default=dict, help_text='Raw values the checks read: {"scores": [...], "lengths": [...]}.')),
-                ('details', models.JSONField(blank=True, default=dict, help_text="How the point was taken (prompt set, seed) and the checks' findings.")),
-                ('adapter', models.ForeignKey(blank=True, help_text='The version evaluated; empty: the base alone.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='drift_points', to='models_hub.adapter')),
-                ('base_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='models_hub.basemodelversion')),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='drift_points', to='labeling.campaign')),
-                ('reward_adapter', models.ForeignKey(blank=True, help_text='The reward model that scored; empty: no reward model.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_hub.adapter')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("golden", "held-out prompts"),
+                            ("served", "served traffic"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("taken_at", models.DateTimeField()),
+                (
+                    "n",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Outputs measured."
+                    ),
+                ),
+                ("rm_mean", models.FloatField(blank=True, null=True)),
+                ("rm_sd", models.FloatField(blank=True, null=True)),
+                (
+                    "length_mean",
+                    models.FloatField(default=0.0, help_text="Characters."),
+                ),
+                ("length_p90", models.FloatField(default=0.0, help_text="Characters.")),
+                ("empty_rate", models.FloatField(default=0.0)),
+                ("truncated_rate", models.FloatField(default=0.0)),
+                ("refusal_rate", models.FloatField(default=0.0)),
+                ("degenerate_rate", models.FloatField(default=0.0)),
+                (
+                    "win_rate",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Human win rate against the previous champion.",
+                        null=True,
+                    ),
+                ),
+                ("win_rate_lower", models.FloatField(blank=True, null=True)),
+                ("win_rate_upper", models.FloatField(blank=True, null=True)),
+                ("win_rate_n", models.PositiveIntegerField(default=0)),
+                (
+                    "win_rate_opponent",
+                    models.CharField(
+                        blank=True,
+                        help_text="Version key of the previous champion.",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "values",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Raw values the checks read: {"scores": [...], "lengths": [...]}.',
+                    ),
+                ),
+                (
+                    "details",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="How the point was taken (prompt set, seed) and the checks' findings.",
+                    ),
+                ),
+                (
+                    "adapter",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The version evaluated; empty: the base alone.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drift_points",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="models_hub.basemodelversion",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drift_points",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "reward_adapter",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The reward model that scored; empty: no reward model.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="models_hub.adapter",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DriftAlert',
+            name="DriftAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('source', models.CharField(choices=[('golden', 'held-out prompts'), ('served', 'served traffic')], max_length=16)),
-                ('metric', models.CharField(choices=[('rm_mean', 'mean reward-model score'), ('rm_psi', 'reward-model score distribution (PSI)'), ('length_mean', 'mean output length'), ('empty_rate', 'empty outputs'), ('truncated_rate', 'truncated outputs'), ('refusal_rate', 'refusal-like outputs'), ('win_rate', 'human win rate against the previous champion')], max_length=32)),
-                ('value', models.FloatField(blank=True, help_text='The value that breached.', null=True)),
-                ('threshold', models.FloatField()),
-                ('baseline', models.FloatField(blank=True, help_text='The window after promotion, where one applies.', null=True)),
-                ('message', models.CharField(max_length=500)),
-                ('opened_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField(help_text='The last evaluation still beyond it.')),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('acknowledged_at', models.DateTimeField(blank=True, null=True)),
-                ('webhook_status', models.CharField(blank=True, choices=[('', 'no webhook'), ('sent', 'sent'), ('failed', 'failed')], default='', max_length=16)),
-                ('webhook_detail', models.CharField(blank=True, help_text='The answer or the error.', max_length=500)),
-                ('acknowledged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('adapter', models.ForeignKey(blank=True, help_text='The version; empty: the base alone.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='drift_alerts', to='models_hub.adapter')),
-                ('base_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='models_hub.basemodelversion')),
-                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='drift_alerts', to='labeling.campaign')),
-                ('point', models.ForeignKey(blank=True, help_text='The evaluation that opened it.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_hub.driftpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("golden", "held-out prompts"),
+                            ("served", "served traffic"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "metric",
+                    models.CharField(
+                        choices=[
+                            ("rm_mean", "mean reward-model score"),
+                            ("rm_psi", "reward-model score distribution (PSI)"),
+                            ("length_mean", "mean output length"),
+                            ("empty_rate", "empty outputs"),
+                            ("truncated_rate", "truncated outputs"),
+                            ("refusal_rate", "refusal-like outputs"),
+                            (
+                                "win_rate",
+                                "human win rate against the previous champion",
+                            ),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "value",
+                    models.FloatField(
+                        blank=True, help_text="The value that breached.", null=True
+                    ),
+                ),
+                ("threshold", models.FloatField()),
+                (
+                    "baseline",
+                    models.FloatField(
+                        blank=True,
+                        help_text="The window after promotion, where one applies.",
+                        null=True,
+                    ),
+                ),
+                ("message", models.CharField(max_length=500)),
+                ("opened_at", models.DateTimeField()),
+                (
+                    "last_seen_at",
+                    models.DateTimeField(
+                        help_text="The last evaluation still beyond it."
+                    ),
+                ),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("acknowledged_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "webhook_status",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "no webhook"),
+                            ("sent", "sent"),
+                            ("failed", "failed"),
+                        ],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "webhook_detail",
+                    models.CharField(
+                        blank=True, help_text="The answer or the error.", max_length=500
+                    ),
+                ),
+                (
+                    "acknowledged_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "adapter",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The version; empty: the base alone.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drift_alerts",
+                        to="models_hub.adapter",
+                    ),
+                ),
+                (
+                    "base_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="models_hub.basemodelversion",
+                    ),
+                ),
+                (
+                    "campaign",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drift_alerts",
+                        to="labeling.campaign",
+                    ),
+                ),
+                (
+                    "point",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The evaluation that opened it.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="models_hub.driftpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-opened_at', '-id'],
+                "ordering": ["-opened_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='DriftPolicy',
+            name="DriftPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('enabled', models.BooleanField(default=True, help_text='Evaluate the served versions every interval (the beat).')),
-                ('interval_minutes', models.PositiveIntegerField(default=360, help_text='Minutes between two evaluations.', validators=[django.core.validators.MinValueValidator(5)])),
-                ('golden_sample_size', models.PositiveIntegerField(default=64, help_text='Held-out prompts answered per version and evaluation (test split first, then golden prompts; never trained on).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('served_sample_size', models.PositiveIntegerField(default=200, help_text='Recent served responses read per version and evaluation.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(5000)])),
-                ('mean_drop_sd', models.FloatField(default=3.0, help_text='Alert when the mean reward-model score drops by more than this many standard deviations against the window after promotion (and when the mean length moves this far either way).', validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('psi_limit', models.FloatField(default=0.25, help_text='Alert when the population-stability index of the reward-model scores against the window after promotion exceeds this.', validators=[django.core.validators.MinValueValidator(0.0)])),
-                ('empty_rate_increase', models.FloatField(default=0.05, help_text='Alert when the share of empty outputs rises more than this above the window after promotion.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('truncated_rate_increase', models.FloatField(default=0.1, help_text='Alert when the share of outputs cut at the token limit rises more than this above the window after promotion.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('refusal_rate_increase', models.FloatField(default=0.05, help_text='Alert when the share of refusal-like outputs rises more than this above the window after promotion.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('min_win_rate', models.FloatField(default=0.5, help_text='Alert when the upper 95% bound of the human win rate against the previous champion falls below this.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('baseline_points', models.PositiveIntegerField(default=3, help_text='Evaluations after the promotion that form the baseline window.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
-                ('webhook_url', models.URLField(blank=True, help_text='Optional: every new alert is POSTed here as JSON.', max_length=500)),
-                ('evaluation_requested_at', models.DateTimeField(blank=True, help_text='An evaluation is queued since then.', null=True)),
-                ('last_evaluated_at', models.DateTimeField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('campaign', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='drift_policy', to='labeling.campaign')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Evaluate the served versions every interval (the beat).",
+                    ),
+                ),
+                (
+                    "interval_minutes",
+                    models.PositiveIntegerField(
+                        default=360,
+                        help_text="Minutes between two evaluations.",
+                        validators=[django.core.validators.MinValueValidator(5)],
+                    ),
+                ),
+                (
+                    "golden_sample_size",
+                    models.PositiveIntegerField(
+                        default=64,
+                        help_text="Held-out prompts answered per version and evaluation (test split first, then golden prompts; never trained on).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                (
+                    "served_sample_size",
+                    models.PositiveIntegerField(
+                        default=200,
+                        help_text="Recent served responses read per version and evaluation.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(5000),
+                        ],
+                    ),
+                ),
+                (
+                    "mean_drop_sd",
+                    models.FloatField(
+                        default=3.0,
+                        help_text="Alert when the mean reward-model score drops by more than this many standard deviations against the window after promotion (and when the mean length moves this far either way).",
+                        validators=[django.core.validators.MinValueValidator(0.1)],
+                    ),
+                ),
+                (
+                    "psi_limit",
+                    models.FloatField(
+                        default=0.25,
+                        help_text="Alert when the population-stability index of the reward-model scores against the window after promotion exceeds this.",
+                        validators=[django.core.validators.MinValueValidator(0.0)],
+                    ),
+                ),
+                (
+                    "empty_rate_increase",
+                    models.FloatField(
+                        default=0.05,
+                        help_text="Alert when the share of empty outputs rises more than this above the window after promotion.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "truncated_rate_increase",
+                    models.FloatField(
+                        default=0.1,
+                        help_text="Alert when the share of outputs cut at the token limit rises more than this above the window after promotion.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "refusal_rate_increase",
+                    models.FloatField(
+                        default=0.05,
+                        help_text="Alert when the share of refusal-like outputs rises more than this above the window after promotion.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "min_win_rate",
+                    models.FloatField(
+                        default=0.5,
+                        help_text="Alert when the upper 95% bound of the human win rate against the previous champion falls below this.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "baseline_points",
+                    models.PositiveIntegerField(
+                        default=3,
+                        help_text="Evaluations after the promotion that form the baseline window.",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(100),
+                        ],
+                    ),
+                ),
+                (
+                    "webhook_url",
+                    models.URLField(
+                        blank=True,
+                        help_text="Optional: every new alert is POSTed here as JSON.",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "evaluation_requested_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="An evaluation is queued since then.",
+                        null=True,
+                    ),
+                ),
+                ("last_evaluated_at", models.DateTimeField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                (
+                    "campaign",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drift_policy",
+                        to="labeling.campaign",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'drift policies',
+                "verbose_name_plural": "drift policies",
             },
         ),
         migrations.AddIndex(
-            model_name='driftpoint',
-            index=models.Index(fields=['campaign', 'adapter', 'source', 'taken_at'], name='models_hub_driftpoint_series'),
+            model_name="driftpoint",
+            index=models.Index(
+                fields=["campaign", "adapter", "source", "taken_at"],
+                name="models_hub_driftpoint_series",
+            ),
         ),
         migrations.AddIndex(
-            model_name='driftalert',
-            index=models.Index(fields=['campaign', 'resolved_at'], name='models_hub_driftalert_open'),
+            model_name="driftalert",
+            index=models.Index(
+                fields=["campaign", "resolved_at"], name="models_hub_driftalert_open"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driftalert',
-            constraint=models.UniqueConstraint(condition=models.Q(('resolved_at__isnull', True)), fields=('campaign', 'adapter', 'base_model', 'source', 'metric'), name='models_hub_one_open_drift_alert', nulls_distinct=False),
+            model_name="driftalert",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("resolved_at__isnull", True)),
+                fields=("campaign", "adapter", "base_model", "source", "metric"),
+                name="models_hub_one_open_drift_alert",
+                nulls_distinct=False,
+            ),
         ),
     ]

@@ -301,7 +301,9 @@ def test_promoted_refused_and_retired_rounds_carry_their_decision_and_evidence(
         evidence["lower"],
         evidence["upper"],
     )
-    assert four.gate.text == f"waiting: 6 of 20 held-out comparisons against {first.name}"
+    assert (
+        four.gate.text == f"waiting: 6 of 20 held-out comparisons against {first.name}"
+    )
     assert four.vs_base.n == 0 and four.vs_base.rate is None
     assert loop.champion.adapter_id == first.pk and loop.champion.label == first.name
     assert loop.champion.since is not None

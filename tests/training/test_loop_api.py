@@ -99,7 +99,9 @@ def test_the_loop_api_gives_each_round_the_figures_the_benchmark_polls(
     assert two["vs_base"]["rate"] is None and two["vs_base"]["n"] == 0
     assert two["vs_previous_champion"]["opponent"] == f"adapter:{first.pk}"
     assert body["champion"]["adapter_id"] == first.pk
-    expected = f"waiting for 20 more held-out comparisons of {second.name} vs the champion"
+    expected = (
+        f"waiting for 20 more held-out comparisons of {second.name} vs the champion"
+    )
     assert body["waits_for"] == body["waiting"]["sentence"] == expected
     assert body["waiting"]["state"] == "gate"
     assert body["next_round"] is None and body["active"] is False

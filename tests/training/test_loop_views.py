@@ -79,7 +79,10 @@ def test_the_page_shows_rounds_with_links_the_chart_and_what_the_loop_waits_for(
         generation = GenerationJob.objects.get(adapter=adapter)
         assert reverse("training:job-detail", args=[job.pk]) in html
         assert reverse("models_hub:generation-job-detail", args=[generation.pk]) in html
-    assert f"Waiting for 20 more held-out comparisons of {second.name} vs the champion." in html
+    assert (
+        f"Waiting for 20 more held-out comparisons of {second.name} vs the champion."
+        in html
+    )
     assert "champion <strong><a" in html and first.name in html
     assert 'id="round-1"' in html and 'id="round-2"' in html
     assert 'data-chart="loop-win-rate"' in html

@@ -5,25 +5,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0001_initial'),
+        ("training", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='trainingpolicy',
-            name='enabled',
-            field=models.BooleanField(default=True, help_text='Train automatically when the thresholds are met.'),
+            model_name="trainingpolicy",
+            name="enabled",
+            field=models.BooleanField(
+                default=True,
+                help_text="Train automatically when the thresholds are met.",
+            ),
         ),
         migrations.AlterField(
-            model_name='trainingpolicy',
-            name='min_interval_minutes',
-            field=models.PositiveIntegerField(default=10, help_text='At least this long between two scheduled pipelines.'),
+            model_name="trainingpolicy",
+            name="min_interval_minutes",
+            field=models.PositiveIntegerField(
+                default=10,
+                help_text="At least this long between two scheduled pipelines.",
+            ),
         ),
         migrations.AlterField(
-            model_name='trainingpolicy',
-            name='min_new_preferences',
-            field=models.PositiveIntegerField(default=40, help_text='New labels since the last snapshot.', validators=[django.core.validators.MinValueValidator(1)]),
+            model_name="trainingpolicy",
+            name="min_new_preferences",
+            field=models.PositiveIntegerField(
+                default=40,
+                help_text="New labels since the last snapshot.",
+                validators=[django.core.validators.MinValueValidator(1)],
+            ),
         ),
     ]

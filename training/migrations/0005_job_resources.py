@@ -5,35 +5,79 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0004_job_memory'),
+        ("training", "0004_job_memory"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trainingjob',
-            name='placement',
-            field=models.CharField(blank=True, help_text='Where the run ran: the worker and what it gave the job.', max_length=300),
+            model_name="trainingjob",
+            name="placement",
+            field=models.CharField(
+                blank=True,
+                help_text="Where the run ran: the worker and what it gave the job.",
+                max_length=300,
+            ),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='processes',
-            field=models.PositiveSmallIntegerField(default=1, help_text='Processes the run starts: one per GPU, or CPU processes on a worker without a GPU. More than one goes to the gpu-multi queue.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(8)]),
+            model_name="trainingjob",
+            name="processes",
+            field=models.PositiveSmallIntegerField(
+                default=1,
+                help_text="Processes the run starts: one per GPU, or CPU processes on a worker without a GPU. More than one goes to the gpu-multi queue.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(8),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='trainingjob',
-            name='strategy',
-            field=models.CharField(choices=[('ddp', 'DDP (each GPU holds the whole model)'), ('zero2', 'DeepSpeed ZeRO-2 (optimizer state and gradients sharded)'), ('zero3', 'DeepSpeed ZeRO-3 (weights sharded too)'), ('fsdp', 'FSDP (PyTorch fully sharded)')], default='ddp', help_text='How several processes share the work: ddp, zero2, zero3 or fsdp.', max_length=8),
+            model_name="trainingjob",
+            name="strategy",
+            field=models.CharField(
+                choices=[
+                    ("ddp", "DDP (each GPU holds the whole model)"),
+                    (
+                        "zero2",
+                        "DeepSpeed ZeRO-2 (optimizer state and gradients sharded)",
+                    ),
+                    ("zero3", "DeepSpeed ZeRO-3 (weights sharded too)"),
+                    ("fsdp", "FSDP (PyTorch fully sharded)"),
+                ],
+                default="ddp",
+                help_text="How several processes share the work: ddp, zero2, zero3 or fsdp.",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='trainingpolicy',
-            name='processes',
-            field=models.PositiveSmallIntegerField(blank=True, help_text="Processes (GPUs) per job; empty: what fits the base model's size.", null=True, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(8)]),
+            model_name="trainingpolicy",
+            name="processes",
+            field=models.PositiveSmallIntegerField(
+                blank=True,
+                help_text="Processes (GPUs) per job; empty: what fits the base model's size.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(8),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='trainingpolicy',
-            name='strategy',
-            field=models.CharField(blank=True, choices=[('ddp', 'DDP (each GPU holds the whole model)'), ('zero2', 'DeepSpeed ZeRO-2 (optimizer state and gradients sharded)'), ('zero3', 'DeepSpeed ZeRO-3 (weights sharded too)'), ('fsdp', 'FSDP (PyTorch fully sharded)')], help_text='Strategy for several processes; empty: what fits the base model.', max_length=8),
+            model_name="trainingpolicy",
+            name="strategy",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("ddp", "DDP (each GPU holds the whole model)"),
+                    (
+                        "zero2",
+                        "DeepSpeed ZeRO-2 (optimizer state and gradients sharded)",
+                    ),
+                    ("zero3", "DeepSpeed ZeRO-3 (weights sharded too)"),
+                    ("fsdp", "FSDP (PyTorch fully sharded)"),
+                ],
+                help_text="Strategy for several processes; empty: what fits the base model.",
+                max_length=8,
+            ),
         ),
     ]

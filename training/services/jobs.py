@@ -179,11 +179,7 @@ def training_job_place(*, processes: int, strategy: str) -> None:
     ``JobCannotBePlaced`` naming the live workers and what they have."""
     if processes <= 1:
         return
-    live = [
-        node
-        for node in worker_nodes_live()
-        if set(node.queues) & set(GPU_QUEUES)
-    ]
+    live = [node for node in worker_nodes_live() if set(node.queues) & set(GPU_QUEUES)]
     for node in live:
         if (
             MULTI_QUEUE in node.queues
