@@ -439,7 +439,11 @@ def _worker_log_marks(log_path: Path, job_id: int) -> dict[str, float]:
         ts = _parse_log_time(line)
         if ts is None:
             continue
-        if "Starting dpo run" in line and f"/job-{job_id}-" in line:
+        if (
+            "Starting dpo run" in line and f"/job-{job_id}-" in line
+        ) or f"training.runner.started job={job_id} " in line:
+            # The runner's own log goes to the job's folder; the worker logs
+            # when it hands the job to a runner.
             marks["runner_start"] = ts
             in_job = True
         elif in_job and "run finished in" in line:
@@ -459,6 +463,35 @@ def wal_fsyncs() -> int:
             "SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'"
         )
         return int(cursor.fetchone()[0])
+
+
+def _cpu_busy(seconds: float = 0.5) -> float:
+    """The machine's CPU busy share (0-1) over ``seconds``, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        fields = [
+            int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]
+        ]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+SETTLE_WAITS: list[float] = []
+
+
+def settle(*, below: float = 0.25, at_most: float = 30.0) -> None:
+    """Before a timed run: wait until the machine is quiet (the gpu worker
+    starts its next runner's imports as a job ends, and on 2 cores those
+    would slow whichever run comes next). The waits are reported."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < at_most and _cpu_busy() > below:
+        pass
+    SETTLE_WAITS.append(time.perf_counter() - start)
 
 
 def commit_latency_ms(campaign_id: int, n: int = 40) -> float:
@@ -614,7 +647,9 @@ def product_job(
     breakdown = {
         "post_response": t_resp - t_post,
         "queue_pickup": started - created,
-        "runner": marks.get("runner_end", float("nan"))
+        # Without the runner's own log lines (they go to the job's folder):
+        # runner start -> registered.
+        "runner": marks.get("runner_end", marks.get("registered", float("nan")))
         - marks.get("runner_start", float("nan")),
         "claim_to_runner": marks.get("runner_start", float("nan")) - started,
         "runner_to_registered": finished - marks.get("runner_end", float("nan")),
@@ -798,15 +833,18 @@ def main() -> int:
         rows_a: list[dict[str, Any]] = []
         rows_b: list[dict[str, Any]] = []
         for _ in range(args.repeat):
+            settle()
             rows_a.append(
                 bare.run(str(model_path), bare_data, bare_out, steps, threads)
             )
+            settle()
             rows_b.append(
                 product_job(
                     client, campaign.pk, base.pk, steps, threads, worker_log, cpu_roots
                 )
             )
             if alone is not None:
+                settle()
                 rows_c.append(
                     alone.run(str(model_path), bare_data, alone_out, steps, threads)
                 )
@@ -866,7 +904,8 @@ def main() -> int:
     )
     print(
         f"  data: {cold_a['train_rows']} train / {cold_a['val_rows']} val rows (snapshot of {args.pairs} labelled pairs); "
-        f"torch threads (bare) {cold_a['threads']}; load avg before/after {load_before[0]:.2f}/{load_after[0]:.2f}"
+        f"torch threads (bare) {cold_a['threads']}; load avg before/after {load_before[0]:.2f}/{load_after[0]:.2f}; "
+        f"waited for a quiet machine before each timed run: median {statistics.median(SETTLE_WAITS or [0]):.1f}s, max {max(SETTLE_WAITS or [0]):.1f}s"
     )
     if conversion is not None:
         print(

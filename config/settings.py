@@ -444,6 +444,12 @@ ARBITER_TORCH_THREADS = env.int("ARBITER_TORCH_THREADS", default=0) or None
 # whose estimate exceeds it get a smaller micro-batch; when set, the worker
 # also kills a job whose resident memory grows past it ("out of memory").
 ARBITER_WORKER_MEMORY_BYTES = env.int("ARBITER_WORKER_MEMORY_BYTES", default=0)
+# A gpu worker keeps one single-process runner started ahead of its job,
+# its imports (torch, transformers, peft, trl: seconds) done, and starts the
+# next one as a job starts (training.services.execute.WarmRunner). Costs the
+# spare's memory (~0.5 GB) while the worker is idle; false starts each
+# job's runner cold.
+ARBITER_WARM_RUNNER = env.bool("ARBITER_WARM_RUNNER", default=True)
 # How often a Celery worker reports what it has (core.workers: GPUs, memory,
 # process slots, queues); one silent for 4 beats (at least a minute) is gone.
 ARBITER_WORKER_BEAT_SECONDS = env.float("ARBITER_WORKER_BEAT_SECONDS", default=15.0)

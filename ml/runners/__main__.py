@@ -22,12 +22,23 @@ agreed at a step boundary, then exit 3 as for a signal); SIGTERM ends a
 rank at once (that is how the launcher ends the others when one rank died);
 with ``--rank-log-dir DIR`` each rank's stderr goes to ``DIR/rank-N.log``;
 and each rank dies with the launcher that started it.
+
+``python -m ml.runners --warm --parent-pid PID`` is a spare started ahead of
+its job (``training.services.execute.WarmRunner``): it imports torch,
+transformers, peft, trl and every method module (seconds a job would
+otherwise wait for), then reads one line from stdin, ``{"argv": [...],
+"stderr": path, "env": {...}}``, takes ``env`` as its environment (what a
+process started now would get), points its stderr at ``path`` and runs
+``main(argv)``
+exactly as a process started with those arguments would. End of input
+before a line (the worker let it go) exits 0 and runs nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -173,5 +184,34 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CANCELLED if result.cancelled else EXIT_OK
 
 
+def warm_main(argv: list[str]) -> int:
+    """The spare: imports first, then one job from stdin (see the module
+    docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m ml.runners --warm")
+    parser.add_argument("--warm", action="store_true", required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+    if (
+        sys.platform == "linux"
+        and args.parent_pid
+        and not distributed.die_with_parent(args.parent_pid)
+    ):
+        return EXIT_FAILED
+    with contextlib.redirect_stdout(sys.stderr):
+        for method in METHODS:
+            importlib.import_module(f"ml.runners.{method}")
+    line = sys.stdin.readline()
+    if not line.strip():
+        return EXIT_OK
+    job = json.loads(line)
+    if "env" in job:  # the environment a process started now would get
+        os.environ.clear()
+        os.environ.update(job["env"])
+    log = open(job["stderr"], "a", encoding="utf-8")  # noqa: SIM115 - fd 2 keeps it
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 2)
+    return main([str(a) for a in job["argv"]])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(warm_main(sys.argv[1:]) if sys.argv[1:2] == ["--warm"] else main())

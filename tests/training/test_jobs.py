@@ -213,6 +213,64 @@ def test_job_trains_on_a_real_worker_and_registers_its_adapter(
 
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
+def test_the_next_job_runs_in_the_spare_the_worker_started_after_the_last(
+    celery_workers: Any, make_user: Any, tiny_base: Any
+) -> None:
+    """ARBITER_WARM_RUNNER: once a job's runner exits, the worker starts a
+    spare runner (``python -m ml.runners --warm``) that imports the training
+    stack ahead of time; the next job is handed to that very process and
+    trains and registers as a cold start does."""
+    campaign = labeled_campaign(make_user, pairs=16)
+
+    def run_one() -> TrainingJob:
+        job = training_job_launch(
+            campaign=campaign, method="dpo", created_by=None, config=FAST
+        )
+        job = _wait(job, lambda j: j.status not in ("queued", "running"))
+        assert job.status == "succeeded", job.error
+        return job
+
+    run_one()
+    worker = celery_workers["processes"]["gpu"].pid
+    deadline = time.monotonic() + 30
+    spares: list[int] = []
+    while not spares and time.monotonic() < deadline:
+        spares = _spares_under(worker)
+        time.sleep(0.2)
+    assert len(spares) == 1, "no spare runner waits under the gpu worker"
+    second = run_one()
+    assert second.runner_pid == spares[0]
+    assert second.adapter is not None and second.progress_step == 6
+
+
+def _spares_under(root: int) -> list[int]:
+    """Pids of ``ml.runners --warm`` processes descending from ``root``."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        commands[int(entry.name)] = command
+    found = []
+    for pid, command in commands.items():
+        if "ml.runners --warm" not in command:
+            continue
+        up = pid
+        while up in parents and up not in (0, 1, root):
+            up = parents[up]
+        if up == root:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
 def test_cancel_stops_a_running_job_within_a_step_and_leaves_nothing(
     celery_workers: Any, make_user: Any, tiny_base: Any
 ) -> None:

@@ -21,6 +21,7 @@ no files. Called by the ``training.job_run`` task (a process edge).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -442,6 +443,133 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class WarmRunner:
+    """One ``python -m ml.runners --warm`` started ahead of its job.
+
+    Starting a runner costs seconds before its first step (a new
+    interpreter importing torch, transformers, peft and trl: about 6 s of
+    a 10 s tiny DPO job on this 2-core machine). The spare pays that while
+    nothing waits on it: ``take()`` hands a job the spare when it is alive
+    and started with the same interpreter, working directory and
+    environment, and ``run_in_child`` starts the next spare
+    (``prepare()``) once the job's runner has exited. A spare is a child
+    of this process and dies with it (``--parent-pid``). Single-process jobs only: a launcher of several
+    ranks starts its own processes."""
+
+    def __init__(self) -> None:
+        self._spare: subprocess.Popen[str] | None = None
+        self._key: tuple[Any, ...] = ()
+
+    # Variables read as torch, transformers or Python start (threads,
+    # devices, caches, paths): a spare started before one changed is
+    # discarded. Every other variable is sent with the job and set by the
+    # spare before it runs (libraries and our own code set some at run time
+    # in this process: HF_HUB_OFFLINE, TORCHINDUCTOR_CACHE_DIR, ...).
+    IMPORT_TIME_ENV = ("CUDA_", "OMP_", "MKL_", "PYTORCH_", "PYTHON", "LD_", "HF_HOME")
+
+    @classmethod
+    def _launch_key(cls) -> tuple[Any, ...]:
+        env = {k: v for k, v in os.environ.items() if k.startswith(cls.IMPORT_TIME_ENV)}
+        return (sys.executable, str(settings.BASE_DIR), tuple(sorted(env.items())))
+
+    def take(self) -> subprocess.Popen[str] | None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        key = self._launch_key()
+        if spare.poll() is None and self._key == key:
+            return spare
+        changed = sorted(
+            {k for k, _ in set(self._key[2]) ^ set(key[2])} if self._key else set()
+        )
+        logger.info(
+            "training.runner.spare_discarded exited=%s changed=%s",
+            spare.poll(),
+            ",".join(changed) or "-",
+        )
+        self._discard(spare)
+        return None
+
+    def prepare(self) -> None:
+        """Start a spare unless one is waiting."""
+        if self._spare is not None and self._spare.poll() is None:
+            return
+        self._key = self._launch_key()
+        self._spare = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "ml.runners",
+                "--warm",
+                "--parent-pid",
+                str(os.getpid()),
+            ],
+            cwd=settings.BASE_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+        )
+
+    def close(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self._discard(spare)
+
+    @staticmethod
+    def _discard(spare: subprocess.Popen[str]) -> None:
+        with contextlib.suppress(OSError):
+            spare.kill()
+        spare.wait()
+        for stream in (spare.stdin, spare.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+#: This worker process's spare runner (``ARBITER_WARM_RUNNER``).
+WARM_RUNNER = WarmRunner()
+
+
+def _start_runner(
+    command: list[str], *, job_id: int, log: TextIO, multi: bool
+) -> subprocess.Popen[str]:
+    """The job's runner: the warm spare when there is one (given the job's
+    arguments and log), else a new process."""
+    warm = settings.ARBITER_WARM_RUNNER and not multi
+    proc = WARM_RUNNER.take() if warm else None
+    if proc is not None:
+        assert proc.stdin is not None
+        # command is [python, -m, ml.runners, *argv]
+        job = {
+            "argv": command[3:],
+            "stderr": log.name,
+            "env": dict(os.environ),
+        }
+        try:
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.close()
+        except OSError:  # it died just now: start cold
+            WARM_RUNNER._discard(proc)
+            proc = None
+    started_warm = proc is not None
+    if proc is None:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command,
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            encoding="utf-8",
+            start_new_session=multi,
+        )
+    logger.info(
+        "training.runner.started job=%s pid=%s warm=%s", job_id, proc.pid, started_warm
+    )
+    return proc
+
+
 def run_in_child(
     *,
     job_id: int,
@@ -473,7 +601,7 @@ def run_in_child(
     log_path = workdir / "runner.log"
     multi = processes > 1
     with log_path.open("w", encoding="utf-8") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = _start_runner(
             runner_command(
                 method=method,
                 config_path=config_path,
@@ -483,12 +611,9 @@ def run_in_child(
                 strategy=strategy,
                 gpu=gpu,
             ),
-            cwd=settings.BASE_DIR,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            encoding="utf-8",
-            start_new_session=multi,
+            job_id=job_id,
+            log=log,
+            multi=multi,
         )
         TrainingJob.objects.filter(pk=job_id).update(runner_pid=proc.pid)
         assert proc.stdout is not None
@@ -511,6 +636,10 @@ def run_in_child(
         proc.stdout.close()
         if multi:
             _kill(proc, group=True)  # a rank the launcher left behind
+    if settings.ARBITER_WARM_RUNNER and not multi:
+        # The next job's runner imports now, not while this one trained (on
+        # a machine of few cores the import would slow its steps).
+        WARM_RUNNER.prepare()
     outcome.peak_rss = max(peak, kernel_peak) or None
     outcome.oom_kills_after = memory.cgroup_oom_kills()
     if outcome.peak_rss:

@@ -156,3 +156,56 @@ def test_cli_failure_exits_1(
     assert (
         event["kind"] == "failure" and "train.jsonl does not exist" in event["message"]
     )
+
+
+def test_a_warm_spare_runs_the_job_it_is_given_like_a_cold_start(
+    llama_dir: str, make_data: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``--warm`` imports first and then waits: the job line it reads runs
+    exactly as the same arguments would on the command line (events on
+    stdout, exit code), and its logs go to the file the line names."""
+    spare = subprocess.Popen(
+        cli("--warm", "--parent-pid", str(os.getpid())),
+        cwd=ROOT,
+        env=env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    config = write_config(
+        tmp_path / "cfg.json", {"base_model": llama_dir, "max_steps": 2}
+    )
+    log = tmp_path / "runner.log"
+    argv = [
+        "sft",
+        "--config",
+        str(config),
+        "--data",
+        str(make_data("sft", 16, 8)),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    out, _ = spare.communicate(
+        json.dumps({"argv": argv, "stderr": str(log)}) + "\n", timeout=180
+    )
+    assert spare.returncode == 0, log.read_text()[-2000:]
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "status" and events[-1]["event"] == "result"
+    assert events[-1]["steps"] == 2
+    assert (tmp_path / "out" / "adapter_config.json").exists()
+    assert "Starting sft run" in log.read_text()
+
+
+def test_a_warm_spare_let_go_before_a_job_exits_without_running_one() -> None:
+    spare = subprocess.run(
+        cli("--warm"),
+        cwd=ROOT,
+        env=env(),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert spare.returncode == 0, spare.stderr[-2000:]
+    assert spare.stdout == ""
