@@ -213,5 +213,20 @@ def warm_main(argv: list[str]) -> int:
     return main([str(a) for a in job["argv"]])
 
 
+def _exit(code: int) -> None:
+    """End the process once its result is out. A single process skips the
+    interpreter's teardown: freeing torch, transformers and the model module
+    by module took over a second after the result, a second the worker waits
+    for (it registers the adapter once the runner has exited). The adapter
+    and every event are written before ``main`` returns. A rank of several
+    exits normally, as its launcher expects."""
+    if distributed.is_distributed():
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(warm_main(sys.argv[1:]) if sys.argv[1:2] == ["--warm"] else main())
+    _exit(warm_main(sys.argv[1:]) if sys.argv[1:2] == ["--warm"] else main())
