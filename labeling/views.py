@@ -233,19 +233,18 @@ def _card(
             lease=leased.lease if leased is not None else None,
             status=status,
         )
+    progress, recent = selectors.annotator_card_footer(
+        campaign=campaign, annotator=request.user
+    )
     context = {
         "campaign": campaign,
-        "progress": selectors.annotator_card_progress(
-            campaign=campaign, annotator=request.user
-        ),
+        "progress": progress,
         "pair": None,
         "form": PreferenceForm(campaign=campaign),
         "request_id": uuid.uuid4().hex,
         "suppress_messages": True,
         "strength_options": list(selectors.STRENGTH_LABELS.items()),
-        "recent": selectors.preference_recent_for_annotator(
-            campaign=campaign, annotator=request.user
-        ),
+        "recent": recent,
         "answer": answer or {},
     }
     if leased is not None:

@@ -11,6 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from core import roles
 from labeling.exceptions import CampaignNotAvailable, LeaseNotFound
@@ -278,22 +279,30 @@ def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredL
     )
 
 
-def preference_recent_for_annotator(
-    *, campaign: Campaign, annotator: UserLike, limit: int = 5
+def _recent_labels(
+    rows: list[dict[str, Any]] | None, *, campaign: Campaign, now: Any
 ) -> list[AnsweredLabel]:
-    """``annotator``'s latest labels in ``campaign`` (newest first), each
-    saying whether it may still be changed."""
-    now = timezone.now()
-    prefs = (
-        Preference.objects.filter(
-            comparison__campaign=campaign,
-            annotator=annotator,
+    """``AnsweredLabel``s from the JSON rows of ``annotator_card_footer``."""
+    labels = []
+    for row in rows or []:
+        preference = Preference(
+            pk=row["id"],
+            lease_id=row["lease_id"],
+            choice=row["choice"],
+            a_on_left=row["a_on_left"],
+            strength=row["strength"],
+            criteria=row["criteria"] or {},
+            rationale=row["rationale"],
+            version=row["version"],
             source=Preference.Source.ANNOTATOR,
+            created_at=parse_datetime(row["created_at"]),
+            revised_at=parse_datetime(row["revised_at"]) if row["revised_at"] else None,
         )
-        .select_related("comparison__prompt")
-        .order_by("-created_at", "-id")[:limit]
-    )
-    return [_answered(p, campaign, now) for p in prefs]
+        preference.comparison = Comparison(
+            prompt=Prompt(text=row["text"], messages=row["messages"])
+        )
+        labels.append(_answered(preference, campaign, now))
+    return labels
 
 
 def preference_for_lease(*, lease: Lease) -> AnsweredLabel | None:
@@ -352,6 +361,16 @@ def annotator_card_progress(
     """``annotator_progress`` for the labeling card, in one statement, with
     ``pairs_left`` counted up to ``CARD_PAIRS_LEFT_CAP`` (``pairs_left_more``
     says there are more)."""
+    return annotator_card_footer(campaign=campaign, annotator=annotator, recent=0)[0]
+
+
+def annotator_card_footer(
+    *, campaign: Campaign, annotator: UserLike, recent: int = 5
+) -> tuple[dict[str, Any], list[AnsweredLabel]]:
+    """What the pair card shows under the pair, in one statement: the
+    progress of ``annotator_card_progress`` and the annotator's ``recent``
+    latest labels (newest first), each saying whether it may still be
+    changed."""
     start_of_day = _start_of_day()
     # A ranking is one label (its implied preferences are not more).
     labels = (
@@ -369,6 +388,20 @@ def annotator_card_progress(
                       AND NOT (c.done_by @> ARRAY[%(annotator)s]::bigint[])
                     LIMIT %(cap)s
                 ) AS open_pairs
+            ), (
+                SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
+                    SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
+                           p.criteria, p.rationale, p.version, p.created_at,
+                           p.revised_at, pr.text, pr.messages
+                    FROM labeling_preference p
+                    JOIN labeling_comparison c ON c.id = p.comparison_id
+                    JOIN labeling_prompt pr ON pr.id = c.prompt_id
+                    WHERE c.campaign_id = %(campaign)s
+                      AND p.annotator_id = %(annotator)s
+                      AND p.source = 'annotator'
+                    ORDER BY p.created_at DESC, p.id DESC
+                    LIMIT %(recent)s
+                ) AS r
             )
             FROM (
                 SELECT count(*) AS total,
@@ -383,15 +416,17 @@ def annotator_card_progress(
                 "annotator": annotator.pk,
                 "cap": CARD_PAIRS_LEFT_CAP + 1,
                 "day": start_of_day,
+                "recent": recent,
             },
         )
-        total, today, pairs_left = cursor.fetchone()
-    return {
+        total, today, pairs_left, recent_rows = cursor.fetchone()
+    progress = {
         "labels_today": today,
         "labels_total": total,
         "pairs_left": min(pairs_left, CARD_PAIRS_LEFT_CAP),
         "pairs_left_more": pairs_left > CARD_PAIRS_LEFT_CAP,
     }
+    return progress, _recent_labels(recent_rows, campaign=campaign, now=timezone.now())
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from tests.labeling.statements import count_round_trips
 # quiet connection: 6 and 11).
 API_LABEL_BUDGET = 4
 API_NEXT_BUDGET = 5
-BROWSER_LABEL_BUDGET = 9
+BROWSER_LABEL_BUDGET = 8
 
 
 def _submit_url(lease_id: int, *, next_pair: bool = True) -> str:
@@ -387,6 +387,64 @@ def logged_in_annotator(annotator: Any) -> Client:
     client = Client()
     assert client.login(username=annotator.username, password=PASSWORD)
     return client
+
+
+@pytest.mark.django_db
+def test_card_footer_lists_the_recent_labels_as_the_annotator_gave_them(
+    annotator: Any, make_user: Any
+) -> None:
+    """The card's counts and recent labels come from one statement; each
+    recent label reads in screen sides (choice and strength as given), shows
+    its latest version, newest first, and only the annotator's own labels in
+    this campaign."""
+    from labeling import selectors
+    from labeling.services.queue import preference_record, preference_revise
+
+    campaign = CampaignFactory(overlap_k=2)
+    other_campaign = CampaignFactory()
+    make_pairs(campaign, 7)
+    make_pairs(other_campaign, 1)
+    answers = []
+    for i in range(6):
+        lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+        answers.append(
+            preference_record(
+                lease_id=lease.pk,
+                annotator=annotator,
+                choice="left",
+                strength=-2 if i == 5 else None,
+            ).preference
+        )
+    preference_revise(preference_id=answers[4].pk, annotator=annotator, choice="tie")
+    somebody = make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=somebody)
+    preference_record(lease_id=lease.pk, annotator=somebody, choice="right")
+    lease = comparison_lease_next(campaign=other_campaign, annotator=annotator)
+    preference_record(lease_id=lease.pk, annotator=annotator, choice="right")
+
+    progress, recent = selectors.annotator_card_footer(
+        campaign=campaign, annotator=annotator
+    )
+    assert progress == {
+        "labels_today": 6,
+        "labels_total": 6,
+        "pairs_left": 1,
+        "pairs_left_more": False,
+    }
+    assert [r.preference_id for r in recent] == [a.pk for a in answers[:0:-1]]
+    newest, revised = recent[0], recent[1]
+    assert (newest.choice, newest.strength, newest.choice_label) == (
+        "left",
+        -2,
+        "Left is better",
+    )
+    assert (revised.choice, revised.version) == ("tie", 2)
+    assert all(r.refusal is None and r.editable_until for r in recent)
+    assert recent[0].prompt_excerpt and recent[0].lease_id == answers[5].lease_id
+    assert (
+        selectors.annotator_card_progress(campaign=campaign, annotator=annotator)
+        == progress
+    )
 
 
 @pytest.mark.django_db
