@@ -33,9 +33,23 @@ class PreferenceForm(forms.Form):
     )
     client_request_id = forms.CharField(max_length=64, required=False)
 
-    def __init__(self, *args: Any, campaign: Campaign, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, campaign: Campaign | None = None, **kwargs: Any
+    ) -> None:
+        """With ``campaign``, a field per criterion of the campaign (the card);
+        without it (a submit), a field per ``criterion__<name>`` posted: the
+        service refuses a name the lease's campaign does not have, so the
+        submit need not read the campaign first."""
         super().__init__(*args, **kwargs)
-        self.criteria_names = [c["name"] for c in campaign.criteria]
+        if campaign is not None:
+            self.criteria_names = [c["name"] for c in campaign.criteria]
+        else:
+            posted = self.data.keys() if self.is_bound else []
+            self.criteria_names = [
+                key.removeprefix("criterion__")
+                for key in posted
+                if key.startswith("criterion__")
+            ]
         for name in self.criteria_names:
             self.fields[f"criterion__{name}"] = forms.ChoiceField(
                 choices=[("", "—"), *CHOICE_FIELD_CHOICES], required=False, label=name

@@ -349,14 +349,12 @@ def label_done(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpResponse:
     # The lease, not the campaign's status, lets its annotator answer: a pair
     # leased before an admin paused or archived the campaign is still
-    # recorded (nothing submitted is lost), and no new pair follows.
-    campaign = selectors.lease_campaign_for_annotator(
-        annotator=request.user, lease_id=lease_id
-    )
-    if campaign.pk != campaign_id:
-        raise LeaseNotFound("That pair is not assigned to you.")
-    form = PreferenceForm(request.POST, campaign=campaign)
+    # recorded (nothing submitted is lost), and no new pair follows. A label
+    # reads its campaign in the statement that locks the pair (the lease
+    # must be this campaign's, and posted criteria its criteria).
+    form = PreferenceForm(request.POST)
     if not form.is_valid():
+        _lease_campaign(request, campaign_id, lease_id)  # 404 unless theirs
         messages.error(
             request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         )
@@ -366,8 +364,10 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
             lease_id=lease_id,
             status=400 if request.htmx else 200,
         )
+    campaign: Campaign | None = None
     try:
         if form.cleaned_data["intent"] == "skip":
+            campaign = _lease_campaign(request, campaign_id, lease_id)
             queue.lease_skip(lease_id=lease_id, annotator=request.user)
         else:
             # revise: an annotator who went back and answered differently
@@ -378,6 +378,7 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
                 lease_id=lease_id,
                 annotator=request.user,
                 revise=True,
+                campaign_id=campaign_id,
                 **form.preference_kwargs(),
             )
             result = outcome.record
@@ -392,8 +393,11 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
                 return _next_card(
                     request, campaign=outcome.campaign, leased=outcome.next
                 )
+            campaign = outcome.campaign
     except ComparisonFull as exc:
         messages.info(request, exc.message)
+    except LeaseNotFound:
+        raise  # not theirs, or not this campaign's: 404, as for a page
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return _card(
@@ -403,10 +407,24 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
             status=400 if request.htmx else 200,
             answer=_posted_answer(request),
         )
-    campaign.refresh_from_db(fields=["status"])
+    if campaign is None:
+        campaign = _lease_campaign(request, campaign_id, lease_id)
+    else:
+        campaign.refresh_from_db(fields=["status"])
     if campaign.status != Campaign.Status.ACTIVE:
         return _campaign_closed(request, campaign)
     return _next(request, campaign_id)
+
+
+def _lease_campaign(request: HttpRequest, campaign_id: int, lease_id: int) -> Campaign:
+    """The campaign of the user's lease ``lease_id``, which must be
+    ``campaign_id``."""
+    campaign = selectors.lease_campaign_for_annotator(
+        annotator=request.user, lease_id=lease_id
+    )
+    if campaign.pk != campaign_id:
+        raise LeaseNotFound("That pair is not assigned to you.")
+    return campaign
 
 
 def _campaign_closed(request: HttpRequest, campaign: Campaign) -> HttpResponse:

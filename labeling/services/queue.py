@@ -449,6 +449,7 @@ def preference_record_and_lease_next(
     lease_id: int,
     annotator: AbstractBaseUser,
     revise: bool = False,
+    campaign_id: int | None = None,
     **answer: Any,
 ) -> RecordNextResult:
     """``preference_record`` then ``comparison_lease_next_pair`` in the lease's
@@ -458,7 +459,9 @@ def preference_record_and_lease_next(
     role; may they still label in the campaign (assigned, or the campaign
     open to all) is checked here, in the statement that locks the pair. A
     label refused (``ComparisonFull`` and the other ``LabelingError``s)
-    raises as ``preference_record`` does and leases nothing."""
+    raises as ``preference_record`` does and leases nothing. With
+    ``campaign_id`` (the page's URL), a lease of another campaign raises
+    ``LeaseNotFound`` before anything is written."""
     with transaction.atomic():
         recorded = _record(
             lease_id=lease_id,
@@ -466,6 +469,7 @@ def preference_record_and_lease_next(
             answer=answer,
             revise=revise,
             lease_next=True,
+            campaign_id=campaign_id,
         )
         record, lease, leased = recorded.result, recorded.lease, recorded.next
         campaign = lease.campaign
@@ -662,6 +666,7 @@ def _record(
     answer: dict[str, Any],
     revise: bool,
     lease_next: bool = False,
+    campaign_id: int | None = None,
 ) -> _Recorded:
     """``preference_record``'s work. Call inside ``atomic()``. With
     ``lease_next``, a new label's statement also leases the annotator's next
@@ -672,7 +677,7 @@ def _record(
     rationale: str = answer.get("rationale") or ""
     source: str = answer.get("source") or Preference.Source.ANNOTATOR
     lease = _lease_for_record(lease_id=lease_id, annotator=annotator)
-    if lease is None:
+    if lease is None or campaign_id not in (None, lease.campaign_id):
         raise LeaseNotFound("That pair is not assigned to you.")
     if lease.comparison.is_ranked:
         raise LabelingError(

@@ -35,7 +35,7 @@ from tests.labeling.statements import count_round_trips
 # quiet connection: 6 and 11).
 API_LABEL_BUDGET = 4
 API_NEXT_BUDGET = 5
-BROWSER_LABEL_BUDGET = 8
+BROWSER_LABEL_BUDGET = 7
 
 
 def _submit_url(lease_id: int, *, next_pair: bool = True) -> str:

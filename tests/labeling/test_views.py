@@ -335,3 +335,54 @@ def test_answers_keep_single_line_breaks_and_table_cells(
     assert "Roses are red,<br>\nviolets are blue" in page
     assert "<td>10</td>" in page
     assert 'class="prose answer"' in page
+
+
+@pytest.mark.django_db
+def test_submit_stores_the_campaigns_criteria_and_refuses_an_unknown_one(
+    logged_in: Client, annotator: Any
+) -> None:
+    """The submit reads no campaign before the label: the criteria posted
+    are checked against the lease's campaign in the statement that locks the
+    pair; one it does not have is a 400 that records nothing."""
+    campaign = CampaignFactory(criteria=[{"name": "helpfulness", "description": ""}])
+    make_pairs(campaign, 2)
+    logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    lease = Lease.objects.get(annotator=annotator, status="active")
+    response = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, lease.pk]),
+        {"choice": "left", "criterion__helpfulness": "right"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    stored = Preference.objects.get(lease=lease)
+    right = "b" if lease.a_on_left else "a"
+    assert stored.criteria == {"helpfulness": right}
+
+    following = Lease.objects.get(annotator=annotator, status="active")
+    refused = logged_in.post(
+        reverse("labeling:lease-submit", args=[campaign.pk, following.pk]),
+        {"choice": "left", "criterion__made_up": "left"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert refused.status_code == 400
+    assert "unknown criterion" in refused.content.decode()
+    assert Preference.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_submit_under_another_campaigns_address_is_not_found_and_records_nothing(
+    logged_in: Client, annotator: Any
+) -> None:
+    campaign, other = CampaignFactory(), CampaignFactory()
+    make_pairs(campaign, 1)
+    logged_in.post(reverse("labeling:label-start", args=[campaign.pk]))
+    lease = Lease.objects.get(annotator=annotator)
+    for data in ({"choice": "left"}, {"choice": ""}, {"intent": "skip"}):
+        response = logged_in.post(
+            reverse("labeling:lease-submit", args=[other.pk, lease.pk]),
+            data,
+            HTTP_HX_REQUEST="true",
+        )
+        assert response.status_code == 404, data
+    assert not Preference.objects.exists()
+    assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
