@@ -29,9 +29,8 @@ transformers, peft, trl and every method module (seconds a job would
 otherwise wait for), then reads one line from stdin, ``{"argv": [...],
 "stderr": path, "env": {...}}``, takes ``env`` as its environment (what a
 process started now would get), points its stderr at ``path`` and runs
-``main(argv)``
-exactly as a process started with those arguments would. End of input
-before a line (the worker let it go) exits 0 and runs nothing.
+``main(argv)`` exactly as a process started with those arguments would. End
+of input before a line (the worker let it go) exits 0 and runs nothing.
 """
 
 from __future__ import annotations
