@@ -409,8 +409,6 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
         )
     if campaign is None:
         campaign = _lease_campaign(request, campaign_id, lease_id)
-    else:
-        campaign.refresh_from_db(fields=["status"])
     if campaign.status != Campaign.Status.ACTIVE:
         return _campaign_closed(request, campaign)
     return _next(request, campaign_id)

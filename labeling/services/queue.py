@@ -528,10 +528,9 @@ def _insert_preference_sql(preference: Preference) -> tuple[str, list[Any]]:
 # answered lease, and the campaign's reports marked stale exactly as
 # core.reports.reports_mark_stale does (a row is updated only when no refresh
 # is queued, or the request is older than REQUEST_RETRY_AFTER; the caller
-# enqueues the refresh when one was). Parameters: label_count,
-# lease_expiries, done_by, status, updated_at, comparison id; lease status,
-# updated_at, lease id; now, now, campaign id, retry-before. Shared with the
-# ranking's statement (labeling.services.ranking).
+# enqueues the refresh when one was). Its parameters come from
+# label_writes_params. Shared with the ranking's statement
+# (labeling.services.ranking).
 LABEL_WRITES_SQL = """
 cmp AS (
     UPDATE labeling_comparison
@@ -550,6 +549,27 @@ stale AS (
     RETURNING 1
 )
 """
+
+
+def label_writes_params(*, comparison: Comparison, lease: Lease, now: Any) -> list[Any]:
+    """``LABEL_WRITES_SQL``'s parameters, in order: the comparison's and the
+    lease's new values (set by the caller) and the stale mark's."""
+    return [
+        comparison.label_count,
+        comparison.lease_expiries,
+        comparison.done_by,
+        comparison.status,
+        now,
+        comparison.pk,
+        lease.status,
+        now,
+        lease.pk,
+        now,
+        now,
+        comparison.campaign_id,
+        now - REQUEST_RETRY_AFTER,
+    ]
+
 
 # The writes of a new label, one statement: the preference and
 # LABEL_WRITES_SQL.
@@ -770,19 +790,7 @@ def _record(
     insert_sql, insert_params = _insert_preference_sql(preference)
     params = [
         *insert_params,
-        comparison.label_count,
-        comparison.lease_expiries,
-        comparison.done_by,
-        comparison.status,
-        now,
-        comparison.pk,
-        lease.status,
-        now,
-        lease.pk,
-        now,
-        now,
-        comparison.campaign_id,
-        now - REQUEST_RETRY_AFTER,
+        *label_writes_params(comparison=comparison, lease=lease, now=now),
     ]
     next_tried = lease_next and _may_lease_next(lease, annotator)
     leased = None

@@ -75,7 +75,6 @@ from core.enqueue import enqueue
 from core.reports import (
     REFRESH_COUNTDOWN_S,
     REFRESH_TASK,
-    REQUEST_RETRY_AFTER,
     reports_mark_stale,
 )
 from labeling.exceptions import (
@@ -413,19 +412,7 @@ def _write_ranking(
                 *ranking_params,
                 comparison.pk,
                 *implied_params,
-                comparison.label_count,
-                comparison.lease_expiries,
-                comparison.done_by,
-                comparison.status,
-                now,
-                comparison.pk,
-                lease.status,
-                now,
-                lease.pk,
-                now,
-                now,
-                comparison.campaign_id,
-                now - REQUEST_RETRY_AFTER,
+                *queue.label_writes_params(comparison=comparison, lease=lease, now=now),
             ],
         )
         ranking_pk, implied, stale = cursor.fetchone()
