@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -133,7 +134,8 @@ MIDDLEWARE = [
 # cool-off, then may try again. Token API calls never pass through it.
 AUTHENTICATION_BACKENDS = [
     "core.login_throttling.LoginThrottleBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend whose get_user() reads the session user from Redis.
+    "core.auth.CachedUserBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("ARBITER_LOGIN_FAILURE_LIMIT", default=5)
 # Many people may share one address (an office NAT), so the address as a whole
@@ -314,6 +316,38 @@ SPECTACULAR_SETTINGS = {
 # Celery: JSON only, two queues, late acks and prefetch 1 for the GPU queue.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
+
+
+def _redis_cache_url(broker_url: str) -> str:
+    """The broker's Redis as a URL that redis-py reads ("" for another broker)."""
+    if broker_url.startswith("redis+socket://"):
+        return "unix://" + broker_url.removeprefix("redis+socket://")
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    return ""
+
+
+# Sessions and session users are read from Redis (the broker's server by
+# default), so a page request costs no SQL statement for them (core.auth,
+# core.sessions); without a Redis they are read from PostgreSQL. Logging out,
+# deactivating a user or changing a password takes effect at once everywhere.
+ARBITER_CACHE_URL = env.str(
+    "ARBITER_CACHE_URL", default=_redis_cache_url(CELERY_BROKER_URL)
+)
+CACHES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+if ARBITER_CACHE_URL:
+    CACHES["shared"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": ARBITER_CACHE_URL,
+        "KEY_PREFIX": env.str("ARBITER_CACHE_KEY_PREFIX", default="arbiter"),
+        # A Redis that stops answering costs a request at most this long;
+        # the session and the user are then read from PostgreSQL.
+        "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+    }
+    SESSION_ENGINE = "core.sessions"
+    SESSION_CACHE_ALIAS = "shared"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

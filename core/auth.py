@@ -24,19 +24,25 @@ Why this is safe:
 * Each request gets its own copy of the cached user, so nothing a request
   sets on ``request.user`` leaks into another.
 
-``CachedRolesMiddleware`` does the same for the roles of session users.
+``CachedRolesMiddleware`` does the same for the roles of session users, and
+``CachedUserBackend`` keeps session users themselves in the shared Redis
+cache, where a change is seen by every process at once.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
+from django.core.cache import BaseCache, caches
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 from rest_framework.authentication import TokenAuthentication
@@ -44,6 +50,7 @@ from rest_framework.authtoken.models import Token
 
 from core import roles
 
+logger = logging.getLogger(__name__)
 # Enough for every annotator of a large deployment; past it the oldest
 # entries go first.
 _MAX_ENTRIES = 10_000
@@ -132,3 +139,78 @@ def _token_changed(sender: Any, instance: Token, **kwargs: Any) -> None:
 @receiver(m2m_changed, sender=get_user_model().groups.through)
 def _people_changed(sender: Any, **kwargs: Any) -> None:
     token_cache_clear()
+
+
+# ------------------------------------------------------------- session users
+
+_USER_KEY = "core.auth.user:{}"
+
+
+def _shared_cache() -> BaseCache | None:
+    """The Redis cache every web process shares (``CACHES["shared"]``), if
+    this deployment has one."""
+    return caches["shared"] if "shared" in settings.CACHES else None
+
+
+class CachedUserBackend(ModelBackend):
+    """``ModelBackend`` whose ``get_user`` (the session's user, read on every
+    page request) is served from the shared Redis cache, so a page request
+    costs no SQL statement for it.
+
+    Why this is safe:
+
+    * Saving or deleting a user deletes its entry for every process, once
+      at the save and once more when its transaction commits, so a request
+      that read the old row in between cannot keep it. Logging in, logging
+      out, a password change and a deactivation all save the user.
+    * An entry lives at most ``ARBITER_TOKEN_CACHE_SECONDS``: a change that
+      bypasses ``save()`` (a queryset ``update()``) shows within that bound,
+      the token cache's.
+    * Django checks the session's password hash against the cached row as
+      it does against the database's, and only active users are cached.
+    * Without a shared cache, with the TTL at 0, or when Redis cannot be
+      reached, the user is read from the database as before.
+    """
+
+    def get_user(self, user_id: Any) -> Any:
+        cache = _shared_cache()
+        ttl = getattr(settings, "ARBITER_TOKEN_CACHE_SECONDS", 0)
+        if cache is None or ttl <= 0:
+            return super().get_user(user_id)
+        key = _USER_KEY.format(user_id)
+        try:
+            user = cache.get(key)
+        except Exception:
+            logger.warning("core.auth.user_cache_unreadable", exc_info=True)
+            return super().get_user(user_id)
+        if user is not None:
+            return user
+        user = super().get_user(user_id)
+        if user is not None:
+            try:
+                cache.set(key, user, ttl)
+            except Exception:
+                logger.warning("core.auth.user_cache_unwritable", exc_info=True)
+        return user
+
+
+@receiver(post_save, sender=get_user_model())
+@receiver(post_delete, sender=get_user_model())
+def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    cache = _shared_cache()
+    if cache is None:
+        return
+    key = _USER_KEY.format(instance.pk)
+    _user_forget(cache, key)
+    transaction.on_commit(lambda: _user_forget(cache, key))
+
+
+def _user_forget(cache: BaseCache, key: str) -> None:
+    """Delete a cached user. A Redis that cannot be reached is logged, not
+    raised: an entry it still holds expires within the TTL, and failing the
+    save (a login records its time) would turn an outage of the cache into
+    an outage of logins."""
+    try:
+        cache.delete(key)
+    except Exception:
+        logger.warning("core.auth.user_cache_undeletable key=%s", key, exc_info=True)

@@ -213,11 +213,13 @@ def _card(
     answer: dict[str, Any] | None = None,
     campaign: Campaign | None = None,
     leased: queue.LeasedPair | None = None,
+    footer: tuple[dict[str, Any], list[selectors.AnsweredLabel]] | None = None,
 ) -> HttpResponse:
     """The labeling card: a leased pair to answer, a pair already answered
     (with the label and, while allowed, the form to change it), or "done".
-    ``campaign`` (checked by the caller) and ``leased`` (a pair just leased,
-    so not answered yet) spare reading them again."""
+    ``campaign`` (checked by the caller), ``leased`` (a pair just leased,
+    so not answered yet) and ``footer`` (read by the label's statement)
+    spare reading them again."""
     if campaign is None:
         campaign = selectors.campaign_get_for_user(
             user=request.user, campaign_id=campaign_id
@@ -233,7 +235,7 @@ def _card(
             lease=leased.lease if leased is not None else None,
             status=status,
         )
-    progress, recent = selectors.annotator_card_footer(
+    progress, recent = footer or selectors.annotator_card_footer(
         campaign=campaign, annotator=request.user
     )
     context = {
@@ -297,7 +299,11 @@ def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:
 
 
 def _next_card(
-    request: HttpRequest, *, campaign: Campaign, leased: queue.LeasedPair | None
+    request: HttpRequest,
+    *,
+    campaign: Campaign,
+    leased: queue.LeasedPair | None,
+    footer: tuple[dict[str, Any], list[selectors.AnsweredLabel]] | None = None,
 ) -> HttpResponse:
     """htmx: the card of the pair just leased (or "done"); a plain post is
     redirected to its page."""
@@ -314,6 +320,7 @@ def _next_card(
             lease_id=leased.lease.pk,
             campaign=campaign,
             leased=leased,
+            footer=footer,
         )
     return redirect("labeling:lease-detail", campaign.pk, leased.lease.pk)
 
@@ -379,6 +386,7 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
                 annotator=request.user,
                 revise=True,
                 campaign_id=campaign_id,
+                card_footer=bool(request.htmx),
                 **form.preference_kwargs(),
             )
             result = outcome.record
@@ -391,7 +399,10 @@ def lease_submit(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
                 )
             if outcome.no_next != "closed":
                 return _next_card(
-                    request, campaign=outcome.campaign, leased=outcome.next
+                    request,
+                    campaign=outcome.campaign,
+                    leased=outcome.next,
+                    footer=outcome.card_footer,
                 )
             campaign = outcome.campaign
     except ComparisonFull as exc:

@@ -49,6 +49,21 @@ def _flush_after_test_outlasting_workers(self: TransactionTestCase) -> None:
 TransactionTestCase._fixture_teardown = _flush_after_test_outlasting_workers  # type: ignore[method-assign]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_cache_emptied() -> None:
+    """Forget the sessions and users an earlier run cached in Redis: this
+    run's new database gives the same ids to other users."""
+    from django.conf import settings
+    from django.core.cache import caches
+
+    if "shared" not in settings.CACHES:
+        return
+    cache = caches["shared"]
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    for key in client.scan_iter(match=f"{cache.key_prefix}:*", count=1000):
+        client.delete(key)
+
+
 @pytest.fixture
 def make_user(db: None) -> Any:
     counter = {"n": 0}

@@ -424,20 +424,30 @@ def setup_data(
 
 def browser_sessions(user_ids: list[int]) -> dict[int, str]:
     """A logged-in session per user, as the login page would leave it (the
-    bench users have no password, so no one logs in through the form)."""
+    bench users have no password, so no one logs in through the form): in
+    the tree's session engine, with the backend ``force_login`` would pick."""
+    from importlib import import_module
+
+    from django.conf import settings
     from django.contrib.auth import (
         BACKEND_SESSION_KEY,
         HASH_SESSION_KEY,
         SESSION_KEY,
         get_user_model,
+        load_backend,
     )
-    from django.contrib.sessions.backends.db import SessionStore
 
+    SessionStore = import_module(settings.SESSION_ENGINE).SessionStore  # noqa: N806
+    backend = next(
+        path
+        for path in settings.AUTHENTICATION_BACKENDS
+        if hasattr(load_backend(path), "get_user")
+    )
     keys = {}
     for user in get_user_model().objects.filter(pk__in=user_ids):
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[BACKEND_SESSION_KEY] = backend
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.create()
         keys[user.pk] = session.session_key

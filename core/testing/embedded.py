@@ -31,6 +31,9 @@ def pytest_load_initial_conftests(
     if "DATABASE_URL" in _services.env:
         _without_autovacuum(_services.env["DATABASE_URL"])
     os.environ.setdefault("DJANGO_DEBUG", "true")
+    # Sessions and users the tests cache in Redis, apart from a dev server's
+    # (the test database's ids start again at 1 on every run).
+    os.environ.setdefault("ARBITER_CACHE_KEY_PREFIX", "arbiter-test")
     os.environ["ARBITER_DATA_DIR"] = str(data_dir)
     yield
 

@@ -3,6 +3,7 @@ the user who asked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -282,9 +283,11 @@ def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredL
 def _recent_labels(
     rows: list[dict[str, Any]] | None, *, campaign: Campaign, now: Any
 ) -> list[AnsweredLabel]:
-    """``AnsweredLabel``s from the JSON rows of ``annotator_card_footer``."""
+    """``AnsweredLabel``s from the rows of ``CARD_FOOTER_SQL`` (its JSON:
+    times as text) or of ``_just_labeled_row``."""
     labels = []
     for row in rows or []:
+        created_at, revised_at = row["created_at"], row["revised_at"]
         preference = Preference(
             pk=row["id"],
             lease_id=row["lease_id"],
@@ -295,8 +298,12 @@ def _recent_labels(
             rationale=row["rationale"],
             version=row["version"],
             source=Preference.Source.ANNOTATOR,
-            created_at=parse_datetime(row["created_at"]),
-            revised_at=parse_datetime(row["revised_at"]) if row["revised_at"] else None,
+            created_at=parse_datetime(created_at)
+            if isinstance(created_at, str)
+            else created_at,
+            revised_at=parse_datetime(revised_at)
+            if isinstance(revised_at, str)
+            else revised_at,
         )
         preference.comparison = Comparison(
             prompt=Prompt(text=row["text"], messages=row["messages"])
@@ -364,69 +371,138 @@ def annotator_card_progress(
     return annotator_card_footer(campaign=campaign, annotator=annotator, recent=0)[0]
 
 
-def annotator_card_footer(
-    *, campaign: Campaign, annotator: UserLike, recent: int = 5
-) -> tuple[dict[str, Any], list[AnsweredLabel]]:
-    """What the pair card shows under the pair, in one statement: the
-    progress of ``annotator_card_progress`` and the annotator's ``recent``
-    latest labels (newest first), each saying whether it may still be
-    changed."""
-    start_of_day = _start_of_day()
-    # A ranking is one label (its implied preferences are not more).
+# What the pair card shows under the pair, one statement: the annotator's
+# labels (total and today), the pairs left for them (counted up to a cap),
+# their latest labels (JSON, newest first) and the prompt of ``labeled``.
+# ``labeled`` is a pair labeled in the same statement (the label's own, in
+# labeling.services.queue), whose new row that statement cannot see yet: it
+# is left out of the pairs left, and ``card_footer_from_row`` adds its label
+# (0: none). Named parameters: card_footer_params.
+CARD_FOOTER_SQL = """
+SELECT mine.total, mine.today, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM labeling_comparison c
+        WHERE c.campaign_id = %(campaign)s AND c.status = 'open'
+          AND NOT (c.done_by @> ARRAY[%(annotator)s]::bigint[])
+          AND c.id <> %(labeled)s
+        LIMIT %(cap)s
+    ) AS open_pairs
+), (
+    SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
+        SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
+               p.criteria, p.rationale, p.version, p.created_at,
+               p.revised_at, pr.text, pr.messages
+        FROM labeling_preference p
+        JOIN labeling_comparison c ON c.id = p.comparison_id
+        JOIN labeling_prompt pr ON pr.id = c.prompt_id
+        WHERE c.campaign_id = %(campaign)s
+          AND p.annotator_id = %(annotator)s
+          AND p.source = 'annotator'
+        ORDER BY p.created_at DESC, p.id DESC
+        LIMIT %(recent)s
+    ) AS r
+), (
+    SELECT json_build_object('text', pr.text, 'messages', pr.messages)
+    FROM labeling_comparison c JOIN labeling_prompt pr ON pr.id = c.prompt_id
+    WHERE c.id = %(labeled)s
+)
+FROM (
+    SELECT count(*) AS total,
+           count(*) FILTER (WHERE p.created_at >= %(day)s) AS today
+    FROM {labels} p
+    JOIN labeling_comparison c ON c.id = p.comparison_id
+    WHERE c.campaign_id = %(campaign)s AND p.annotator_id = %(annotator)s
+) AS mine
+"""
+CARD_RECENT_LABELS = 5
+
+
+def card_footer_params(
+    *,
+    campaign: Campaign,
+    annotator: UserLike,
+    recent: int = CARD_RECENT_LABELS,
+    labeled: int = 0,
+) -> dict[str, Any]:
+    """``CARD_FOOTER_SQL``'s parameters."""
+    return {
+        "campaign": campaign.pk,
+        "annotator": annotator.pk,
+        "cap": CARD_PAIRS_LEFT_CAP + 1,
+        "day": _start_of_day(),
+        "recent": recent,
+        "labeled": labeled,
+    }
+
+
+def card_footer_sql(campaign: Campaign) -> str:
+    """``CARD_FOOTER_SQL`` counting the campaign's kind of label (a ranking
+    is one label; its implied preferences are not more)."""
     labels = (
         "labeling_ranking"
         if campaign.mode == Campaign.Mode.RANK
         else "labeling_preference"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT mine.total, mine.today, (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM labeling_comparison c
-                    WHERE c.campaign_id = %(campaign)s AND c.status = 'open'
-                      AND NOT (c.done_by @> ARRAY[%(annotator)s]::bigint[])
-                    LIMIT %(cap)s
-                ) AS open_pairs
-            ), (
-                SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
-                    SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
-                           p.criteria, p.rationale, p.version, p.created_at,
-                           p.revised_at, pr.text, pr.messages
-                    FROM labeling_preference p
-                    JOIN labeling_comparison c ON c.id = p.comparison_id
-                    JOIN labeling_prompt pr ON pr.id = c.prompt_id
-                    WHERE c.campaign_id = %(campaign)s
-                      AND p.annotator_id = %(annotator)s
-                      AND p.source = 'annotator'
-                    ORDER BY p.created_at DESC, p.id DESC
-                    LIMIT %(recent)s
-                ) AS r
-            )
-            FROM (
-                SELECT count(*) AS total,
-                       count(*) FILTER (WHERE p.created_at >= %(day)s) AS today
-                FROM {labels} p
-                JOIN labeling_comparison c ON c.id = p.comparison_id
-                WHERE c.campaign_id = %(campaign)s AND p.annotator_id = %(annotator)s
-            ) AS mine
-            """,  # noqa: S608 - one of two table names
-            {
-                "campaign": campaign.pk,
-                "annotator": annotator.pk,
-                "cap": CARD_PAIRS_LEFT_CAP + 1,
-                "day": start_of_day,
-                "recent": recent,
-            },
-        )
-        total, today, pairs_left, recent_rows = cursor.fetchone()
+    return CARD_FOOTER_SQL.format(labels=labels)
+
+
+def card_footer_from_row(
+    row: Sequence[Any],
+    *,
+    campaign: Campaign,
+    labeled: Preference | None = None,
+    recent: int = CARD_RECENT_LABELS,
+) -> tuple[dict[str, Any], list[AnsweredLabel]]:
+    """The progress and the recent labels from a ``CARD_FOOTER_SQL`` row.
+    ``labeled``: the label written by the statement that read the row (its
+    ``labeled`` pair's), counted and listed first."""
+    total, today, pairs_left, recent_rows, labeled_prompt = row
+    rows = list(recent_rows or [])
+    if labeled is not None:
+        total, today = total + 1, today + 1
+        rows = [_just_labeled_row(labeled, labeled_prompt or {}), *rows][:recent]
     progress = {
         "labels_today": today,
         "labels_total": total,
         "pairs_left": min(pairs_left, CARD_PAIRS_LEFT_CAP),
         "pairs_left_more": pairs_left > CARD_PAIRS_LEFT_CAP,
     }
-    return progress, _recent_labels(recent_rows, campaign=campaign, now=timezone.now())
+    return progress, _recent_labels(rows, campaign=campaign, now=timezone.now())
+
+
+def _just_labeled_row(preference: Preference, prompt: dict[str, Any]) -> dict[str, Any]:
+    """A ``CARD_FOOTER_SQL`` recent-label row for a label just written."""
+    return {
+        "id": preference.pk,
+        "lease_id": preference.lease_id,
+        "choice": preference.choice,
+        "a_on_left": preference.a_on_left,
+        "strength": preference.strength,
+        "criteria": preference.criteria,
+        "rationale": preference.rationale,
+        "version": preference.version,
+        "created_at": preference.created_at,
+        "revised_at": preference.revised_at,
+        "text": prompt.get("text", ""),
+        "messages": prompt.get("messages"),
+    }
+
+
+def annotator_card_footer(
+    *, campaign: Campaign, annotator: UserLike, recent: int = CARD_RECENT_LABELS
+) -> tuple[dict[str, Any], list[AnsweredLabel]]:
+    """What the pair card shows under the pair, in one statement: the
+    progress of ``annotator_card_progress`` and the annotator's ``recent``
+    latest labels (newest first), each saying whether it may still be
+    changed. A new label's own statement reads the same
+    (``preference_record_and_lease_next(card_footer=True)``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            card_footer_sql(campaign),
+            card_footer_params(campaign=campaign, annotator=annotator, recent=recent),
+        )
+        row = cursor.fetchone()
+    return card_footer_from_row(row, campaign=campaign, recent=recent)
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:

@@ -50,9 +50,13 @@ from labeling.models import (
     Prompt,
 )
 from labeling.selectors import (
+    CARD_FOOTER_SQL,
+    AnsweredLabel,
     BlindPair,
     blind_pair_of,
     campaign_get_for_annotator,
+    card_footer_from_row,
+    card_footer_params,
     preference_edit_refusal,
     preference_screen_answer,
 )
@@ -442,6 +446,9 @@ class RecordNextResult:
     # Why no pair follows: "empty" (nothing left for this annotator) or
     # "closed" (the campaign was paused or archived; the label is saved).
     no_next: str = ""
+    # With card_footer=True, when the label's statement read it: what the
+    # card shows under the next pair (selectors.annotator_card_footer).
+    card_footer: tuple[dict[str, Any], list[AnsweredLabel]] | None = None
 
 
 def preference_record_and_lease_next(
@@ -450,6 +457,7 @@ def preference_record_and_lease_next(
     annotator: AbstractBaseUser,
     revise: bool = False,
     campaign_id: int | None = None,
+    card_footer: bool = False,
     **answer: Any,
 ) -> RecordNextResult:
     """``preference_record`` then ``comparison_lease_next_pair`` in the lease's
@@ -461,7 +469,9 @@ def preference_record_and_lease_next(
     label refused (``ComparisonFull`` and the other ``LabelingError``s)
     raises as ``preference_record`` does and leases nothing. With
     ``campaign_id`` (the page's URL), a lease of another campaign raises
-    ``LeaseNotFound`` before anything is written."""
+    ``LeaseNotFound`` before anything is written. With ``card_footer`` (the
+    htmx card), a new label's statement also reads what the card shows
+    under the next pair (``RecordNextResult.card_footer``)."""
     with transaction.atomic():
         recorded = _record(
             lease_id=lease_id,
@@ -470,6 +480,7 @@ def preference_record_and_lease_next(
             revise=revise,
             lease_next=True,
             campaign_id=campaign_id,
+            card_footer=card_footer,
         )
         record, lease, leased = recorded.result, recorded.lease, recorded.next
         campaign = lease.campaign
@@ -499,7 +510,9 @@ def preference_record_and_lease_next(
             return RecordNextResult(
                 record=record, campaign=campaign, next=None, no_next="empty"
             )
-    return RecordNextResult(record=record, campaign=campaign, next=leased)
+    return RecordNextResult(
+        record=record, campaign=campaign, next=leased, card_footer=recorded.footer
+    )
 
 
 def _may_lease_next(lease: Lease, annotator: AbstractBaseUser) -> bool:
@@ -599,10 +612,28 @@ _RECORD_AND_LEASE_NEXT_SQL = "".join(
         "FROM (SELECT 1) AS one LEFT JOIN next_pair ON true\n",
     )
 )
+# The same, and what the htmx card shows under the next pair
+# (selectors.CARD_FOOTER_SQL, its five columns before the next pair's): a
+# label through the page is the same four statements.
+_RECORD_LEASE_NEXT_AND_FOOTER_SQL = "".join(
+    (
+        _RECORD_AND_LEASE_NEXT_SQL.replace("next_pair.*", "footer.*, next_pair.*", 1),
+        "CROSS JOIN (",
+        CARD_FOOTER_SQL.format(labels="labeling_preference"),
+        ") AS footer\n",
+    )
+)
 _NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
-# The lease CTEs' named parameters in the order they occur.
+# The named parameters (of the lease CTEs and the footer) in the order they
+# occur, and the statements with them positional.
 _RECORD_AND_LEASE_NEXT_NAMES = _NAMED_PARAMETER.findall(_RECORD_AND_LEASE_NEXT_SQL)
 _RECORD_AND_LEASE_NEXT_SQL = _NAMED_PARAMETER.sub("%s", _RECORD_AND_LEASE_NEXT_SQL)
+_RECORD_LEASE_NEXT_AND_FOOTER_NAMES = _NAMED_PARAMETER.findall(
+    _RECORD_LEASE_NEXT_AND_FOOTER_SQL
+)
+_RECORD_LEASE_NEXT_AND_FOOTER_SQL = _NAMED_PARAMETER.sub(
+    "%s", _RECORD_LEASE_NEXT_AND_FOOTER_SQL
+)
 
 
 _READ_MODELS = ((Lease, "l"), (Campaign, "ca"), (Comparison, "c"))
@@ -677,6 +708,8 @@ class _Recorded:
     # whether that statement tried (a submit that writes nothing does not).
     next: LeasedPair | None = None
     next_tried: bool = False
+    # With ``card_footer``: the card's footer, read by the label's statement.
+    footer: tuple[dict[str, Any], list[AnsweredLabel]] | None = None
 
 
 def _record(
@@ -687,10 +720,12 @@ def _record(
     revise: bool,
     lease_next: bool = False,
     campaign_id: int | None = None,
+    card_footer: bool = False,
 ) -> _Recorded:
     """``preference_record``'s work. Call inside ``atomic()``. With
     ``lease_next``, a new label's statement also leases the annotator's next
-    pair when ``_may_lease_next``."""
+    pair when ``_may_lease_next``, and with ``card_footer`` reads the card's
+    footer too."""
     choice: str = answer["choice"]
     strength: int | None = answer.get("strength")
     criteria: dict[str, str] | None = answer.get("criteria")
@@ -793,7 +828,7 @@ def _record(
         *label_writes_params(comparison=comparison, lease=lease, now=now),
     ]
     next_tried = lease_next and _may_lease_next(lease, annotator)
-    leased = None
+    leased = footer_row = None
     with connection.cursor() as cursor:
         if next_tried:
             named = _lease_next_params(
@@ -802,14 +837,24 @@ def _record(
                 exclude_lease=lease.pk,
                 exclude_comparison=comparison.pk,
             )
+            sql, names = _RECORD_AND_LEASE_NEXT_SQL, _RECORD_AND_LEASE_NEXT_NAMES
+            if card_footer:
+                sql = _RECORD_LEASE_NEXT_AND_FOOTER_SQL
+                names = _RECORD_LEASE_NEXT_AND_FOOTER_NAMES
+                named |= card_footer_params(
+                    campaign=lease.campaign, annotator=annotator, labeled=comparison.pk
+                )
             cursor.execute(
-                _RECORD_AND_LEASE_NEXT_SQL.format(insert=insert_sql),
-                [*params, *(named[name] for name in _RECORD_AND_LEASE_NEXT_NAMES)],
+                sql.format(insert=insert_sql),
+                [*params, *(named[name] for name in names)],
             )
             row = cursor.fetchone()
-            if row[2] is not None:
+            at = 2
+            if card_footer:
+                footer_row, at = row[2:7], 7
+            if row[at] is not None:
                 leased = _leased_pair(
-                    row[2:], campaign=lease.campaign, annotator=annotator
+                    row[at:], campaign=lease.campaign, annotator=annotator
                 )
         else:
             cursor.execute(_RECORD_SQL.format(insert=insert_sql), params)
@@ -828,6 +873,11 @@ def _record(
         lease=lease,
         next=leased,
         next_tried=next_tried,
+        footer=card_footer_from_row(
+            footer_row, campaign=lease.campaign, labeled=preference
+        )
+        if footer_row is not None
+        else None,
     )
 
 

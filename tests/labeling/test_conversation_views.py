@@ -121,8 +121,9 @@ def test_live_conversation_pages_send_poll_pick_and_finish(
     ConversationTurn.objects.filter(pk=turn.pk).update(
         status="generating", writing="a", text_a="half an ans"
     )
-    # A poll every half second: session, user, conversation, its last turn.
-    with django_assert_num_queries(4):
+    # A poll every half second: the conversation and its last turn (the
+    # session and its user come from Redis, core.sessions and core.auth).
+    with django_assert_num_queries(2):
         polled = client.get(turn_url, **HTMX).content.decode()
     assert "half an ans" in polled and "hx-trigger" in polled
     assert "conversation-choose" not in polled

@@ -35,7 +35,7 @@ from tests.labeling.statements import count_round_trips
 # quiet connection: 6 and 11).
 API_LABEL_BUDGET = 4
 API_NEXT_BUDGET = 5
-BROWSER_LABEL_BUDGET = 7
+BROWSER_LABEL_BUDGET = 4
 
 
 def _submit_url(lease_id: int, *, next_pair: bool = True) -> str:
@@ -445,6 +445,53 @@ def test_card_footer_lists_the_recent_labels_as_the_annotator_gave_them(
         selectors.annotator_card_progress(campaign=campaign, annotator=annotator)
         == progress
     )
+
+
+@pytest.mark.django_db
+def test_card_footer_read_by_the_label_statement_is_the_footer_read_after_it(
+    annotator: Any, make_user: Any
+) -> None:
+    """The htmx submit's footer comes from the label's own statement, which
+    cannot see the label it writes: it still counts it, lists it first and
+    leaves its pair out of the pairs left, exactly as a read after it."""
+    from labeling import selectors
+    from labeling.services.queue import preference_revise
+
+    campaign = CampaignFactory(overlap_k=2)
+    make_pairs(campaign, 9)
+    somebody = make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=somebody)
+    preference_record_and_lease_next(
+        lease_id=lease.pk, annotator=somebody, choice="right"
+    )
+    lease = comparison_lease_next(campaign=campaign, annotator=annotator)
+    for i in range(7):
+        outcome = preference_record_and_lease_next(
+            lease_id=lease.pk,
+            annotator=annotator,
+            choice=["left", "right", "tie"][i % 3],
+            strength=-2 if i == 3 else None,
+            rationale=f"reason {i}",
+            card_footer=True,
+        )
+        if i == 2:
+            preference_revise(
+                preference_id=outcome.record.preference.pk,
+                annotator=annotator,
+                choice="left",
+            )
+        assert outcome.card_footer is not None
+        read_after = selectors.annotator_card_footer(
+            campaign=campaign, annotator=annotator
+        )
+        lease = outcome.next.lease
+        if i == 2:  # the revision came after the statement
+            assert outcome.card_footer[1][0].version == 1
+            assert read_after[1][0].version == 2
+            continue
+        assert outcome.card_footer == read_after
+        assert outcome.card_footer[0]["labels_total"] == i + 1
+        assert len(outcome.card_footer[1]) == min(i + 1, 5)
 
 
 @pytest.mark.django_db
