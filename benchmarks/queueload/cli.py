@@ -51,8 +51,8 @@ def main() -> int:
     parser.add_argument(
         "--paths",
         default="api,browser",
-        help="api (token, submit ?next=1), browser (session cookie + CSRF, htmx "
-        "submit answering with the next card), or both",
+        help="comma list of api (token, submit ?next=1) and browser (session "
+        "cookie + CSRF, htmx submit answering with the next card); default both",
     )
     parser.add_argument(
         "--think-dist",
@@ -158,6 +158,8 @@ def main() -> int:
         ]
         thinks = [t for _, t in runs]
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or set(paths) - {"api", "browser"}:
+        parser.error("--paths is a comma list of api and browser, e.g. api,browser")
     rank_k = args.rank_k if args.mode == "rank" else 0
     if rank_k and not 3 <= rank_k <= 9:
         parser.error("--rank-k must be from 3 to 9")
@@ -293,6 +295,13 @@ def main() -> int:
                 )
                 wait_ready(port, creds[0][1], gunicorn, run_dir)
                 log(f"serving the baseline tree {tree}")
+                if "browser" in paths:
+                    # Its sessions as that tree keeps them (in PostgreSQL
+                    # alone, logged in by Django's ModelBackend).
+                    sessions = browser_sessions(
+                        [uid for uid, _ in creds], as_before_issue_12=True
+                    )
+                    connection.close()
             for path in paths:
                 for n_annotators, think, duration in plan:
                     for size in sizes:

@@ -422,10 +422,14 @@ def setup_data(
     return creds, campaigns
 
 
-def browser_sessions(user_ids: list[int]) -> dict[int, str]:
+def browser_sessions(
+    user_ids: list[int], *, as_before_issue_12: bool = False
+) -> dict[int, str]:
     """A logged-in session per user, as the login page would leave it (the
     bench users have no password, so no one logs in through the form): in
-    the tree's session engine, with the backend ``force_login`` would pick."""
+    this tree's session engine, with the backend ``force_login`` would pick;
+    ``as_before_issue_12``: as a baseline tree from before sessions were
+    read from Redis keeps them (PostgreSQL alone, Django's ModelBackend)."""
     from importlib import import_module
 
     from django.conf import settings
@@ -437,12 +441,16 @@ def browser_sessions(user_ids: list[int]) -> dict[int, str]:
         load_backend,
     )
 
-    SessionStore = import_module(settings.SESSION_ENGINE).SessionStore  # noqa: N806
+    engine = settings.SESSION_ENGINE
     backend = next(
         path
         for path in settings.AUTHENTICATION_BACKENDS
         if hasattr(load_backend(path), "get_user")
     )
+    if as_before_issue_12:
+        engine = "django.contrib.sessions.backends.db"
+        backend = "django.contrib.auth.backends.ModelBackend"
+    SessionStore = import_module(engine).SessionStore  # noqa: N806
     keys = {}
     for user in get_user_model().objects.filter(pk__in=user_ids):
         session = SessionStore()

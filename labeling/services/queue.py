@@ -277,7 +277,7 @@ def _lease_next_locked(
         exclude_lease=exclude_lease,
         exclude_comparison=exclude_comparison,
     )
-    with connection.cursor() as cursor:
+    with connection.prepared_cursor() as cursor:
         cursor.execute(_LEASE_NEXT_SQL.format(lock_mode="SKIP LOCKED"), params)
         row = cursor.fetchone()
         if row is None and wait_for_locked:
@@ -673,7 +673,7 @@ def _lease_for_record(*, lease_id: int, annotator: AbstractBaseUser) -> Lease | 
     everyone). The lock function runs below the row lock, so the advisory
     lock always comes first, as in ``comparison_lease_next_pair``. Call
     inside ``atomic()``."""
-    with connection.cursor() as cursor:
+    with connection.prepared_cursor() as cursor:
         cursor.execute(
             _lease_for_record_sql(), {"lease": lease_id, "annotator": annotator.pk}
         )
@@ -829,7 +829,7 @@ def _record(
     ]
     next_tried = lease_next and _may_lease_next(lease, annotator)
     leased = footer_row = None
-    with connection.cursor() as cursor:
+    with connection.prepared_cursor() as cursor:
         if next_tried:
             named = _lease_next_params(
                 campaign=lease.campaign,

@@ -62,3 +62,42 @@ def test_a_notice_on_an_idle_connection_is_asked_and_the_connection_kept() -> No
     assert _backend_pid() == pid
     with connection.cursor() as cursor:
         cursor.execute("UNLISTEN *")
+
+
+def _prepared(conn: object) -> list[str]:
+    with conn.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _run_hot_statement(conn: object, times: int) -> None:
+    for n in range(times):
+        with conn.prepared_cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SELECT %s::int + 1 AS hot_statement", [n])
+            assert cursor.fetchone()[0] == n + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_cursor_prepares_a_statement_after_a_few_runs() -> None:
+    """A label's statements are parsed once per connection; Django's own
+    cursors bind on the client and prepare nothing."""
+    from core.postgresql.base import PREPARE_AFTER
+
+    connection.close()
+    _run_hot_statement(connection, PREPARE_AFTER)
+    assert not any("hot_statement" in s for s in _prepared(connection))
+    _run_hot_statement(connection, 1)
+    assert any("hot_statement" in s for s in _prepared(connection))
+    for _ in range(10):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s::int AS django_statement", [1])
+    assert not any("django_statement" in s for s in _prepared(connection))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prepared_statements_can_be_turned_off_for_a_pooler(settings: object) -> None:
+    settings.ARBITER_PREPARED_STATEMENTS = False  # type: ignore[attr-defined]
+    connection.close()
+    _run_hot_statement(connection, 10)
+    assert _prepared(connection) == []
+    connection.close()
