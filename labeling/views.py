@@ -242,7 +242,7 @@ def _card(
         "campaign": campaign,
         "progress": progress,
         "pair": None,
-        "form": PreferenceForm(campaign=campaign),
+        "criterion_fields": _criterion_fields(campaign),
         "request_id": uuid.uuid4().hex,
         "suppress_messages": True,
         "strength_options": list(selectors.STRENGTH_LABELS.items()),
@@ -283,6 +283,15 @@ def _card(
         )
         response["HX-Push-Url"] = url
     return response
+
+
+def _criterion_fields(campaign: Campaign) -> list[Any]:
+    """The card's select per criterion of the campaign; a campaign without
+    criteria (most) builds no form."""
+    if not campaign.criteria:
+        return []
+    form = PreferenceForm(campaign=campaign)
+    return [form[f"criterion__{name}"] for name in form.criteria_names]
 
 
 def _next(request: HttpRequest, campaign_id: int) -> HttpResponse:

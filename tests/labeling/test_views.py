@@ -354,6 +354,7 @@ def test_submit_stores_the_campaigns_criteria_and_refuses_an_unknown_one(
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
+    assert response.content.decode().count('name="criterion__helpfulness"') == 1
     stored = Preference.objects.get(lease=lease)
     right = "b" if lease.a_on_left else "a"
     assert stored.criteria == {"helpfulness": right}
