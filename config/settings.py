@@ -205,12 +205,12 @@ if not _database_url:
 DATABASES = {"default": env.db_url_config(_database_url)}
 DATABASES["default"]["ENGINE"] = "core.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The label's few statements are prepared on each connection (core.postgresql);
 # false behind a pooler that cannot keep prepared statements (PgBouncer before
 # 1.21 in transaction mode).
 ARBITER_PREPARED_STATEMENTS = env.bool("ARBITER_PREPARED_STATEMENTS", default=True)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {

@@ -161,8 +161,9 @@ class CachedUserBackend(ModelBackend):
 
     * Saving or deleting a user deletes its entry for every process, once
       at the save and once more when its transaction commits, so a request
-      that read the old row in between cannot keep it. Logging in, logging
-      out, a password change and a deactivation all save the user.
+      that read the old row in between cannot keep it. Logging in, a
+      password change and a deactivation all save the user; logging out
+      deletes the session itself (``core.sessions``).
     * An entry lives at most ``ARBITER_TOKEN_CACHE_SECONDS``: a change that
       bypasses ``save()`` (a queryset ``update()``) shows within that bound,
       the token cache's.
