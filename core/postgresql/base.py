@@ -63,7 +63,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         ``PREPARE_AFTER`` runs of a statement unless ``OPTIONS`` sets
         ``prepare_threshold`` or ``ARBITER_PREPARED_STATEMENTS`` is false.
         Only ``prepared_cursor``'s statements can be prepared: Django's own
-        cursors bind parameters on the client and never are."""
+        cursors bind parameters on the client and never are (unless
+        ``OPTIONS`` asks for ``server_side_binding``, psycopg's default)."""
         params = super().get_connection_params()
         if "prepare_threshold" not in self.settings_dict["OPTIONS"] and getattr(
             settings, "ARBITER_PREPARED_STATEMENTS", True
