@@ -213,7 +213,7 @@ def _card(
     answer: dict[str, Any] | None = None,
     campaign: Campaign | None = None,
     leased: queue.LeasedPair | None = None,
-    footer: tuple[dict[str, Any], list[selectors.AnsweredLabel]] | None = None,
+    footer: selectors.CardFooter | None = None,
 ) -> HttpResponse:
     """The labeling card: a leased pair to answer, a pair already answered
     (with the label and, while allowed, the form to change it), or "done".
@@ -312,7 +312,7 @@ def _next_card(
     *,
     campaign: Campaign,
     leased: queue.LeasedPair | None,
-    footer: tuple[dict[str, Any], list[selectors.AnsweredLabel]] | None = None,
+    footer: selectors.CardFooter | None = None,
 ) -> HttpResponse:
     """htmx: the card of the pair just leased (or "done"); a plain post is
     redirected to its page."""

@@ -441,15 +441,16 @@ def browser_sessions(
         load_backend,
     )
 
-    engine = settings.SESSION_ENGINE
-    backend = next(
-        path
-        for path in settings.AUTHENTICATION_BACKENDS
-        if hasattr(load_backend(path), "get_user")
-    )
     if as_before_issue_12:
         engine = "django.contrib.sessions.backends.db"
         backend = "django.contrib.auth.backends.ModelBackend"
+    else:
+        engine = settings.SESSION_ENGINE
+        backend = next(
+            path
+            for path in settings.AUTHENTICATION_BACKENDS
+            if hasattr(load_backend(path), "get_user")
+        )
     SessionStore = import_module(engine).SessionStore  # noqa: N806
     keys = {}
     for user in get_user_model().objects.filter(pk__in=user_ids):

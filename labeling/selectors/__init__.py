@@ -253,9 +253,17 @@ class AnsweredLabel:
     refusal: str | None
 
 
-def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredLabel:
+def _answered(
+    preference: Preference,
+    campaign: Campaign,
+    now: Any,
+    *,
+    prompt: Prompt | None = None,
+) -> AnsweredLabel:
+    """``preference`` as the card lists it; ``prompt`` when its comparison's
+    is not loaded."""
     answer = preference_screen_answer(preference=preference)
-    prompt = preference.comparison.prompt
+    prompt = prompt or preference.comparison.prompt
     text = prompt.text or " ".join(m.get("content", "") for m in prompt.messages or [])
     return AnsweredLabel(
         preference_id=preference.pk,
@@ -283,11 +291,9 @@ def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredL
 def _recent_labels(
     rows: list[dict[str, Any]] | None, *, campaign: Campaign, now: Any
 ) -> list[AnsweredLabel]:
-    """``AnsweredLabel``s from the rows of ``CARD_FOOTER_SQL`` (its JSON:
-    times as text) or of ``_just_labeled_row``."""
+    """``AnsweredLabel``s from the JSON rows of ``CARD_FOOTER_SQL``."""
     labels = []
     for row in rows or []:
-        created_at, revised_at = row["created_at"], row["revised_at"]
         preference = Preference(
             pk=row["id"],
             lease_id=row["lease_id"],
@@ -298,17 +304,11 @@ def _recent_labels(
             rationale=row["rationale"],
             version=row["version"],
             source=Preference.Source.ANNOTATOR,
-            created_at=parse_datetime(created_at)
-            if isinstance(created_at, str)
-            else created_at,
-            revised_at=parse_datetime(revised_at)
-            if isinstance(revised_at, str)
-            else revised_at,
+            created_at=parse_datetime(row["created_at"]),
+            revised_at=parse_datetime(row["revised_at"]) if row["revised_at"] else None,
         )
-        preference.comparison = Comparison(
-            prompt=Prompt(text=row["text"], messages=row["messages"])
-        )
-        labels.append(_answered(preference, campaign, now))
+        prompt = Prompt(text=row["text"], messages=row["messages"])
+        labels.append(_answered(preference, campaign, now, prompt=prompt))
     return labels
 
 
@@ -415,6 +415,10 @@ FROM (
 ) AS mine
 """
 CARD_RECENT_LABELS = 5
+# The columns of CARD_FOOTER_SQL's row.
+CARD_FOOTER_COLUMNS = 5
+# What the card shows under the pair: its progress and the recent labels.
+CardFooter = tuple[dict[str, Any], list[AnsweredLabel]]
 
 
 def card_footer_params(
@@ -435,15 +439,13 @@ def card_footer_params(
     }
 
 
-def card_footer_sql(campaign: Campaign) -> str:
-    """``CARD_FOOTER_SQL`` counting the campaign's kind of label (a ranking
-    is one label; its implied preferences are not more)."""
-    labels = (
-        "labeling_ranking"
-        if campaign.mode == Campaign.Mode.RANK
-        else "labeling_preference"
+def card_footer_sql(*, ranked: bool = False) -> str:
+    """``CARD_FOOTER_SQL`` counting the campaign's kind of label: its
+    rankings in a rank campaign (a ranking is one label; its implied
+    preferences are not more), else its preferences."""
+    return CARD_FOOTER_SQL.format(
+        labels="labeling_ranking" if ranked else "labeling_preference"
     )
-    return CARD_FOOTER_SQL.format(labels=labels)
 
 
 def card_footer_from_row(
@@ -452,45 +454,33 @@ def card_footer_from_row(
     campaign: Campaign,
     labeled: Preference | None = None,
     recent: int = CARD_RECENT_LABELS,
-) -> tuple[dict[str, Any], list[AnsweredLabel]]:
+) -> CardFooter:
     """The progress and the recent labels from a ``CARD_FOOTER_SQL`` row.
     ``labeled``: the label written by the statement that read the row (its
     ``labeled`` pair's), counted and listed first."""
     total, today, pairs_left, recent_rows, labeled_prompt = row
-    rows = list(recent_rows or [])
+    now = timezone.now()
+    labels = _recent_labels(recent_rows, campaign=campaign, now=now)
     if labeled is not None:
         total, today = total + 1, today + 1
-        rows = [_just_labeled_row(labeled, labeled_prompt or {}), *rows][:recent]
+        prompt = Prompt(
+            text=(labeled_prompt or {}).get("text", ""),
+            messages=(labeled_prompt or {}).get("messages"),
+        )
+        just = _answered(labeled, campaign, now, prompt=prompt)
+        labels = [just, *labels][:recent]
     progress = {
         "labels_today": today,
         "labels_total": total,
         "pairs_left": min(pairs_left, CARD_PAIRS_LEFT_CAP),
         "pairs_left_more": pairs_left > CARD_PAIRS_LEFT_CAP,
     }
-    return progress, _recent_labels(rows, campaign=campaign, now=timezone.now())
-
-
-def _just_labeled_row(preference: Preference, prompt: dict[str, Any]) -> dict[str, Any]:
-    """A ``CARD_FOOTER_SQL`` recent-label row for a label just written."""
-    return {
-        "id": preference.pk,
-        "lease_id": preference.lease_id,
-        "choice": preference.choice,
-        "a_on_left": preference.a_on_left,
-        "strength": preference.strength,
-        "criteria": preference.criteria,
-        "rationale": preference.rationale,
-        "version": preference.version,
-        "created_at": preference.created_at,
-        "revised_at": preference.revised_at,
-        "text": prompt.get("text", ""),
-        "messages": prompt.get("messages"),
-    }
+    return progress, labels
 
 
 def annotator_card_footer(
     *, campaign: Campaign, annotator: UserLike, recent: int = CARD_RECENT_LABELS
-) -> tuple[dict[str, Any], list[AnsweredLabel]]:
+) -> CardFooter:
     """What the pair card shows under the pair, in one statement: the
     progress of ``annotator_card_progress`` and the annotator's ``recent``
     latest labels (newest first), each saying whether it may still be
@@ -498,7 +488,7 @@ def annotator_card_footer(
     (``preference_record_and_lease_next(card_footer=True)``)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            card_footer_sql(campaign),
+            card_footer_sql(ranked=campaign.mode == Campaign.Mode.RANK),
             card_footer_params(campaign=campaign, annotator=annotator, recent=recent),
         )
         row = cursor.fetchone()

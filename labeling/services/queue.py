@@ -50,13 +50,14 @@ from labeling.models import (
     Prompt,
 )
 from labeling.selectors import (
-    CARD_FOOTER_SQL,
-    AnsweredLabel,
+    CARD_FOOTER_COLUMNS,
     BlindPair,
+    CardFooter,
     blind_pair_of,
     campaign_get_for_annotator,
     card_footer_from_row,
     card_footer_params,
+    card_footer_sql,
     preference_edit_refusal,
     preference_screen_answer,
 )
@@ -78,7 +79,7 @@ SCREEN_CHOICES = ("left", "right", "tie", "both_bad")
 # when it became full. A gold pair (``want_gold``) has no k: nothing on its row
 # needs reserving, so it is only locked. ``exclude_lease`` and
 # ``exclude_comparison`` are the lease and pair of the label written just
-# before (or, in ``_RECORD_AND_LEASE_NEXT_SQL``, by the same statement, whose
+# before (or, in ``_record_and_lease_next_sql``, by the same statement, whose
 # snapshot does not see its own writes: that lease still reads as active and
 # that pair as not done by the annotator). Split in two so the labeling
 # statement can carry the CTEs and read the pair as a subquery.
@@ -448,7 +449,7 @@ class RecordNextResult:
     no_next: str = ""
     # With card_footer=True, when the label's statement read it: what the
     # card shows under the next pair (selectors.annotator_card_footer).
-    card_footer: tuple[dict[str, Any], list[AnsweredLabel]] | None = None
+    card_footer: CardFooter | None = None
 
 
 def preference_record_and_lease_next(
@@ -463,7 +464,7 @@ def preference_record_and_lease_next(
     """``preference_record`` then ``comparison_lease_next_pair`` in the lease's
     campaign, in one transaction: a label is one round trip. A new label and
     the next lease are one statement after the pair's lock
-    (``_RECORD_AND_LEASE_NEXT_SQL``). The caller has checked the annotator's
+    (``_record_and_lease_next_sql``). The caller has checked the annotator's
     role; may they still label in the campaign (assigned, or the campaign
     open to all) is checked here, in the statement that locks the pair. A
     label refused (``ComparisonFull`` and the other ``LabelingError``s)
@@ -594,46 +595,49 @@ _RECORD_SQL = "".join(
     )
 )
 
-# The same writes and the next lease (``_LEASE_NEXT_CTES``, never waiting for
-# a locked pair), one statement: a label through ``?next=1`` is BEGIN, the
-# pair's lock, this, COMMIT. The next pair's columns are NULL when none was
-# leased. Its parameters are positional, after LABEL_WRITES_SQL's.
-_RECORD_AND_LEASE_NEXT_SQL = "".join(
-    (
-        "\nWITH pref AS ({insert}),\n",
-        LABEL_WRITES_SQL,
-        ",\n",
-        # Its "{{}}" stays escaped for the .format(insert=...) of each label.
-        _LEASE_NEXT_CTES.replace("{lock_mode}", "SKIP LOCKED"),
-        ",\nnext_pair AS (",
-        _LEASE_NEXT_SELECT,
-        ")\n",
-        "SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale), next_pair.*\n",
-        "FROM (SELECT 1) AS one LEFT JOIN next_pair ON true\n",
+
+def _record_and_lease_next_sql(*, card_footer: bool) -> str:
+    """The writes of a new label and the next lease (``_LEASE_NEXT_CTES``,
+    never waiting for a locked pair), one statement: a label through
+    ``?next=1`` is BEGIN, the pair's lock, this, COMMIT. The next pair's
+    columns are NULL when none was leased. With ``card_footer``, the columns
+    of what the htmx card shows under the next pair
+    (``selectors.CARD_FOOTER_SQL``) come before them, so a label through the
+    page is the same four statements. Its parameters are LABEL_WRITES_SQL's,
+    then the named ones in the order they occur."""
+    return "".join(
+        (
+            "\nWITH pref AS ({insert}),\n",
+            LABEL_WRITES_SQL,
+            ",\n",
+            # Its "{{}}" stays escaped for the .format(insert=...) of each label.
+            _LEASE_NEXT_CTES.replace("{lock_mode}", "SKIP LOCKED"),
+            ",\nnext_pair AS (",
+            _LEASE_NEXT_SELECT,
+            ")\n",
+            "SELECT (SELECT id FROM pref), (SELECT count(*) FROM stale), ",
+            "footer.*, " if card_footer else "",
+            "next_pair.*\n",
+            "FROM (SELECT 1) AS one LEFT JOIN next_pair ON true\n",
+            f"CROSS JOIN ({card_footer_sql()}) AS footer\n" if card_footer else "",
+        )
     )
-)
-# The same, and what the htmx card shows under the next pair
-# (selectors.CARD_FOOTER_SQL, its five columns before the next pair's): a
-# label through the page is the same four statements.
-_RECORD_LEASE_NEXT_AND_FOOTER_SQL = "".join(
-    (
-        _RECORD_AND_LEASE_NEXT_SQL.replace("next_pair.*", "footer.*, next_pair.*", 1),
-        "CROSS JOIN (",
-        CARD_FOOTER_SQL.format(labels="labeling_preference"),
-        ") AS footer\n",
-    )
-)
+
+
 _NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
-# The named parameters (of the lease CTEs and the footer) in the order they
-# occur, and the statements with them positional.
-_RECORD_AND_LEASE_NEXT_NAMES = _NAMED_PARAMETER.findall(_RECORD_AND_LEASE_NEXT_SQL)
-_RECORD_AND_LEASE_NEXT_SQL = _NAMED_PARAMETER.sub("%s", _RECORD_AND_LEASE_NEXT_SQL)
-_RECORD_LEASE_NEXT_AND_FOOTER_NAMES = _NAMED_PARAMETER.findall(
-    _RECORD_LEASE_NEXT_AND_FOOTER_SQL
-)
-_RECORD_LEASE_NEXT_AND_FOOTER_SQL = _NAMED_PARAMETER.sub(
-    "%s", _RECORD_LEASE_NEXT_AND_FOOTER_SQL
-)
+
+
+def _positional(sql: str) -> tuple[str, list[str]]:
+    """``sql`` with its named parameters made positional, and their names in
+    the order they occur."""
+    return _NAMED_PARAMETER.sub("%s", sql), _NAMED_PARAMETER.findall(sql)
+
+
+# _record_and_lease_next_sql without and with the card's footer.
+_RECORD_AND_LEASE_NEXT = {
+    card_footer: _positional(_record_and_lease_next_sql(card_footer=card_footer))
+    for card_footer in (False, True)
+}
 
 
 _READ_MODELS = ((Lease, "l"), (Campaign, "ca"), (Comparison, "c"))
@@ -709,7 +713,7 @@ class _Recorded:
     next: LeasedPair | None = None
     next_tried: bool = False
     # With ``card_footer``: the card's footer, read by the label's statement.
-    footer: tuple[dict[str, Any], list[AnsweredLabel]] | None = None
+    footer: CardFooter | None = None
 
 
 def _record(
@@ -837,10 +841,8 @@ def _record(
                 exclude_lease=lease.pk,
                 exclude_comparison=comparison.pk,
             )
-            sql, names = _RECORD_AND_LEASE_NEXT_SQL, _RECORD_AND_LEASE_NEXT_NAMES
+            sql, names = _RECORD_AND_LEASE_NEXT[card_footer]
             if card_footer:
-                sql = _RECORD_LEASE_NEXT_AND_FOOTER_SQL
-                names = _RECORD_LEASE_NEXT_AND_FOOTER_NAMES
                 named |= card_footer_params(
                     campaign=lease.campaign, annotator=annotator, labeled=comparison.pk
                 )
@@ -851,7 +853,8 @@ def _record(
             row = cursor.fetchone()
             at = 2
             if card_footer:
-                footer_row, at = row[2:7], 7
+                at += CARD_FOOTER_COLUMNS
+                footer_row = row[2:at]
             if row[at] is not None:
                 leased = _leased_pair(
                     row[at:], campaign=lease.campaign, annotator=annotator
