@@ -380,6 +380,14 @@ class Lease(BaseModel):
                 name="labeling_lease_active_idx",
                 condition=Q(status="active"),
             ),
+            # The labeling card's footer: an annotator's pairs submitted in a
+            # campaign, newest first (labels today, latest labels), read
+            # from this index alone however many they have submitted.
+            models.Index(
+                fields=["annotator", "campaign", "updated_at", "id"],
+                name="labeling_lease_submitted_idx",
+                condition=Q(status="submitted"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,6 +21,11 @@ urlpatterns = [
         "campaigns/<int:campaign_id>/label/done/", views.label_done, name="label-done"
     ),
     path(
+        "campaigns/<int:campaign_id>/label/recent/",
+        views.label_recent,
+        name="label-recent",
+    ),
+    path(
         "campaigns/<int:campaign_id>/label/<int:lease_id>/",
         views.lease_detail,
         name="lease-detail",

@@ -218,8 +218,9 @@ def _card(
     """The labeling card: a leased pair to answer, a pair already answered
     (with the label and, while allowed, the form to change it), or "done".
     ``campaign`` (checked by the caller), ``leased`` (a pair just leased,
-    so not answered yet) and ``footer`` (read by the label's statement)
-    spare reading them again."""
+    so not answered yet) and ``footer`` (the progress, read by the label's
+    statement) spare reading them again. The annotator's recent labels are
+    read when they open that list (``label_recent``)."""
     if campaign is None:
         campaign = selectors.campaign_get_for_user(
             user=request.user, campaign_id=campaign_id
@@ -235,7 +236,7 @@ def _card(
             lease=leased.lease if leased is not None else None,
             status=status,
         )
-    progress, recent = footer or selectors.annotator_card_footer(
+    progress = footer or selectors.annotator_card_progress(
         campaign=campaign, annotator=request.user
     )
     context = {
@@ -246,7 +247,6 @@ def _card(
         "request_id": uuid.uuid4().hex,
         "suppress_messages": True,
         "strength_options": list(selectors.STRENGTH_LABELS.items()),
-        "recent": recent,
         "answer": answer or {},
     }
     if leased is not None:
@@ -359,6 +359,29 @@ def lease_detail(request: HttpRequest, campaign_id: int, lease_id: int) -> HttpR
 @require_GET
 def label_done(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return _card(request, campaign_id=campaign_id, lease_id=None)
+
+
+@require_GET
+def label_recent(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The annotator's latest labels in the campaign, each linking back to
+    its pair: the card's "Your recent labels", fetched when it is opened
+    (most cards are answered without opening it, so the label does not pay
+    for it); a page of its own without htmx."""
+    campaign = selectors.campaign_get_for_user(
+        user=request.user, campaign_id=campaign_id
+    )
+    context = {
+        "campaign": campaign,
+        "recent": selectors.annotator_recent_labels(
+            campaign=campaign, annotator=request.user
+        ),
+    }
+    template = (
+        "labeling/label.html#recent-labels"
+        if request.htmx
+        else "labeling/recent_labels.html"
+    )
+    return render(request, template, context)
 
 
 @require_POST

@@ -362,24 +362,42 @@ def annotator_progress(*, campaign: Campaign, annotator: UserLike) -> dict[str, 
 CARD_PAIRS_LEFT_CAP = 1000
 
 
-def annotator_card_progress(
-    *, campaign: Campaign, annotator: UserLike
-) -> dict[str, Any]:
-    """``annotator_progress`` for the labeling card, in one statement, with
-    ``pairs_left`` counted up to ``CARD_PAIRS_LEFT_CAP`` (``pairs_left_more``
-    says there are more)."""
-    return annotator_card_footer(campaign=campaign, annotator=annotator, recent=0)[0]
+def annotator_card_progress(*, campaign: Campaign, annotator: UserLike) -> CardFooter:
+    """What the labeling card shows of ``annotator_progress``, in one
+    statement (``CARD_FOOTER_SQL``): ``labels_today``, and ``pairs_left``
+    counted up to ``CARD_PAIRS_LEFT_CAP`` (``pairs_left_more`` says there
+    are more). A new label's own statement reads the same
+    (``preference_record_and_lease_next(card_footer=True)``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            CARD_FOOTER_SQL,
+            card_footer_params(campaign=campaign, annotator=annotator),
+        )
+        row = cursor.fetchone()
+    return card_footer_from_row(row)
 
 
-# What the pair card shows under the pair, one statement: the annotator's
-# labels (total and today), the pairs left for them (counted up to a cap),
-# their latest labels (JSON, newest first) and the prompt of ``labeled``.
-# ``labeled`` is a pair labeled in the same statement (the label's own, in
-# labeling.services.queue), whose new row that statement cannot see yet: it
-# is left out of the pairs left, and ``card_footer_from_row`` adds its label
+# What the pair card shows with the pair, one statement: the annotator's
+# labels today and the pairs left for them (counted up to a cap). ``labeled``
+# is a pair labeled in the same statement (the label's own, in
+# labeling.services.queue), whose writes that statement cannot see: it is
+# left out of the pairs left, and ``card_footer_from_row`` counts its label
 # (0: none). Named parameters: card_footer_params.
+#
+# A card is read on every label, so no part of it may grow with how many
+# labels the annotator has given. "Today" counts the pairs they submitted
+# since midnight through their submitted leases
+# (labeling_lease_submitted_idx: annotator, campaign, submitted at), one
+# table that names the campaign: a pair or a ranking is one label, in either
+# kind of campaign. (Before, it joined every label they had ever given in
+# any campaign to its pair to find the campaign: ~1 µs per label, on every
+# card.) The pairs left stop at the cap.
 CARD_FOOTER_SQL = """
-SELECT mine.total, mine.today, (
+SELECT (
+    SELECT count(*) FROM labeling_lease l
+    WHERE l.annotator_id = %(annotator)s AND l.campaign_id = %(campaign)s
+      AND l.status = 'submitted' AND l.updated_at >= %(day)s
+), (
     SELECT count(*) FROM (
         SELECT 1 FROM labeling_comparison c
         WHERE c.campaign_id = %(campaign)s AND c.status = 'open'
@@ -387,46 +405,16 @@ SELECT mine.total, mine.today, (
           AND c.id <> %(labeled)s
         LIMIT %(cap)s
     ) AS open_pairs
-), (
-    SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
-        SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
-               p.criteria, p.rationale, p.version, p.created_at,
-               p.revised_at, pr.text, pr.messages
-        FROM labeling_preference p
-        JOIN labeling_comparison c ON c.id = p.comparison_id
-        JOIN labeling_prompt pr ON pr.id = c.prompt_id
-        WHERE c.campaign_id = %(campaign)s
-          AND p.annotator_id = %(annotator)s
-          AND p.source = 'annotator'
-        ORDER BY p.created_at DESC, p.id DESC
-        LIMIT %(recent)s
-    ) AS r
-), (
-    SELECT json_build_object('text', pr.text, 'messages', pr.messages)
-    FROM labeling_comparison c JOIN labeling_prompt pr ON pr.id = c.prompt_id
-    WHERE c.id = %(labeled)s
 )
-FROM (
-    SELECT count(*) AS total,
-           count(*) FILTER (WHERE p.created_at >= %(day)s) AS today
-    FROM {labels} p
-    JOIN labeling_comparison c ON c.id = p.comparison_id
-    WHERE c.campaign_id = %(campaign)s AND p.annotator_id = %(annotator)s
-) AS mine
 """
-CARD_RECENT_LABELS = 5
 # The columns of CARD_FOOTER_SQL's row.
-CARD_FOOTER_COLUMNS = 5
-# What the card shows under the pair: its progress and the recent labels.
-CardFooter = tuple[dict[str, Any], list[AnsweredLabel]]
+CARD_FOOTER_COLUMNS = 2
+# What the card shows with the pair: the annotator's progress.
+CardFooter = dict[str, Any]
 
 
 def card_footer_params(
-    *,
-    campaign: Campaign,
-    annotator: UserLike,
-    recent: int = CARD_RECENT_LABELS,
-    labeled: int = 0,
+    *, campaign: Campaign, annotator: UserLike, labeled: int = 0
 ) -> dict[str, Any]:
     """``CARD_FOOTER_SQL``'s parameters."""
     return {
@@ -434,65 +422,57 @@ def card_footer_params(
         "annotator": annotator.pk,
         "cap": CARD_PAIRS_LEFT_CAP + 1,
         "day": _start_of_day(),
-        "recent": recent,
         "labeled": labeled,
     }
 
 
-def card_footer_sql(*, ranked: bool = False) -> str:
-    """``CARD_FOOTER_SQL`` counting the campaign's kind of label: its
-    rankings in a rank campaign (a ranking is one label; its implied
-    preferences are not more), else its preferences."""
-    return CARD_FOOTER_SQL.format(
-        labels="labeling_ranking" if ranked else "labeling_preference"
-    )
-
-
-def card_footer_from_row(
-    row: Sequence[Any],
-    *,
-    campaign: Campaign,
-    labeled: Preference | None = None,
-    recent: int = CARD_RECENT_LABELS,
-) -> CardFooter:
-    """The progress and the recent labels from a ``CARD_FOOTER_SQL`` row.
-    ``labeled``: the label written by the statement that read the row (its
-    ``labeled`` pair's), counted and listed first."""
-    total, today, pairs_left, recent_rows, labeled_prompt = row
-    now = timezone.now()
-    labels = _recent_labels(recent_rows, campaign=campaign, now=now)
-    if labeled is not None:
-        total, today = total + 1, today + 1
-        prompt = Prompt(
-            text=(labeled_prompt or {}).get("text", ""),
-            messages=(labeled_prompt or {}).get("messages"),
-        )
-        just = _answered(labeled, campaign, now, prompt=prompt)
-        labels = [just, *labels][:recent]
-    progress = {
-        "labels_today": today,
-        "labels_total": total,
+def card_footer_from_row(row: Sequence[Any], *, labeled: bool = False) -> CardFooter:
+    """The progress from a ``CARD_FOOTER_SQL`` row. ``labeled``: the statement
+    that read the row wrote a label (its ``labeled`` pair's), counted here."""
+    today, pairs_left = row
+    return {
+        "labels_today": today + 1 if labeled else today,
         "pairs_left": min(pairs_left, CARD_PAIRS_LEFT_CAP),
         "pairs_left_more": pairs_left > CARD_PAIRS_LEFT_CAP,
     }
-    return progress, labels
 
 
-def annotator_card_footer(
+# An annotator's latest labels in a campaign (JSON, newest first): their
+# newest submitted leases first (labeling_lease_submitted_idx, however many
+# they have), then only those joined to their labels and prompts.
+RECENT_LABELS_SQL = """
+SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
+    SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
+           p.criteria, p.rationale, p.version, p.created_at,
+           p.revised_at, pr.text, pr.messages
+    FROM (
+        SELECT l.id FROM labeling_lease l
+        WHERE l.annotator_id = %(annotator)s AND l.campaign_id = %(campaign)s
+          AND l.status = 'submitted'
+        ORDER BY l.updated_at DESC, l.id DESC
+        LIMIT %(recent)s
+    ) AS l
+    JOIN labeling_preference p ON p.lease_id = l.id AND p.source = 'annotator'
+    JOIN labeling_comparison c ON c.id = p.comparison_id
+    JOIN labeling_prompt pr ON pr.id = c.prompt_id
+) AS r
+"""
+CARD_RECENT_LABELS = 5
+
+
+def annotator_recent_labels(
     *, campaign: Campaign, annotator: UserLike, recent: int = CARD_RECENT_LABELS
-) -> CardFooter:
-    """What the pair card shows under the pair, in one statement: the
-    progress of ``annotator_card_progress`` and the annotator's ``recent``
-    latest labels (newest first), each saying whether it may still be
-    changed. A new label's own statement reads the same
-    (``preference_record_and_lease_next(card_footer=True)``)."""
+) -> list[AnsweredLabel]:
+    """The annotator's ``recent`` latest labels in ``campaign``, newest
+    first, each saying whether it may still be changed (the card's "Your
+    recent labels", read when it is opened)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            card_footer_sql(ranked=campaign.mode == Campaign.Mode.RANK),
-            card_footer_params(campaign=campaign, annotator=annotator, recent=recent),
+            RECENT_LABELS_SQL,
+            {"campaign": campaign.pk, "annotator": annotator.pk, "recent": recent},
         )
-        row = cursor.fetchone()
-    return card_footer_from_row(row, campaign=campaign, recent=recent)
+        (rows,) = cursor.fetchone()
+    return _recent_labels(rows, campaign=campaign, now=timezone.now())
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:

@@ -51,13 +51,13 @@ from labeling.models import (
 )
 from labeling.selectors import (
     CARD_FOOTER_COLUMNS,
+    CARD_FOOTER_SQL,
     BlindPair,
     CardFooter,
     blind_pair_of,
     campaign_get_for_annotator,
     card_footer_from_row,
     card_footer_params,
-    card_footer_sql,
     preference_edit_refusal,
     preference_screen_answer,
 )
@@ -448,7 +448,7 @@ class RecordNextResult:
     # "closed" (the campaign was paused or archived; the label is saved).
     no_next: str = ""
     # With card_footer=True, when the label's statement read it: what the
-    # card shows under the next pair (selectors.annotator_card_footer).
+    # card shows with the next pair (selectors.annotator_card_progress).
     card_footer: CardFooter | None = None
 
 
@@ -471,8 +471,8 @@ def preference_record_and_lease_next(
     raises as ``preference_record`` does and leases nothing. With
     ``campaign_id`` (the page's URL), a lease of another campaign raises
     ``LeaseNotFound`` before anything is written. With ``card_footer`` (the
-    htmx card), a new label's statement also reads what the card shows
-    under the next pair (``RecordNextResult.card_footer``)."""
+    htmx card), a new label's statement also reads the progress the card
+    shows with the next pair (``RecordNextResult.card_footer``)."""
     with transaction.atomic():
         recorded = _record(
             lease_id=lease_id,
@@ -601,7 +601,7 @@ def _record_and_lease_next_sql(*, card_footer: bool) -> str:
     never waiting for a locked pair), one statement: a label through
     ``?next=1`` is BEGIN, the pair's lock, this, COMMIT. The next pair's
     columns are NULL when none was leased. With ``card_footer``, the columns
-    of what the htmx card shows under the next pair
+    of the progress the htmx card shows with the next pair
     (``selectors.CARD_FOOTER_SQL``) come before them, so a label through the
     page is the same four statements. Its parameters are LABEL_WRITES_SQL's,
     then the named ones in the order they occur."""
@@ -619,7 +619,7 @@ def _record_and_lease_next_sql(*, card_footer: bool) -> str:
             "footer.*, " if card_footer else "",
             "next_pair.*\n",
             "FROM (SELECT 1) AS one LEFT JOIN next_pair ON true\n",
-            f"CROSS JOIN ({card_footer_sql()}) AS footer\n" if card_footer else "",
+            f"CROSS JOIN ({CARD_FOOTER_SQL}) AS footer\n" if card_footer else "",
         )
     )
 
@@ -712,7 +712,7 @@ class _Recorded:
     # whether that statement tried (a submit that writes nothing does not).
     next: LeasedPair | None = None
     next_tried: bool = False
-    # With ``card_footer``: the card's footer, read by the label's statement.
+    # With ``card_footer``: the card's progress, read by the label's statement.
     footer: CardFooter | None = None
 
 
@@ -876,9 +876,7 @@ def _record(
         lease=lease,
         next=leased,
         next_tried=next_tried,
-        footer=card_footer_from_row(
-            footer_row, campaign=lease.campaign, labeled=preference
-        )
+        footer=card_footer_from_row(footer_row, labeled=True)
         if footer_row is not None
         else None,
     )

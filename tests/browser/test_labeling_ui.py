@@ -548,9 +548,10 @@ def test_back_and_answer_again_changes_the_label_as_a_new_version(
     assert pref.revisions.get().choice == EXPECTED["left"](lease.a_on_left)
     assert Preference.objects.filter(annotator=annotator).count() == 1
 
-    # The recent-labels list opens the pair again; the change is shown.
+    # The recent-labels list, read when opened, opens the pair again; the
+    # change is shown.
     page.locator("[data-recent-labels] summary").click()
-    page.locator("[data-recent-labels] a").first.click()
+    page.locator("[data-recent-labels] ol a").first.click()
     expect(page.locator("[data-answered]")).to_contain_text("Right is better")
     expect(page.locator("[data-answered]")).to_contain_text("changed 1 time")
 

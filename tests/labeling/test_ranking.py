@@ -312,7 +312,7 @@ def test_progress_counts_a_ranking_once(annotator: Any) -> None:
     progress = annotator_progress(campaign=campaign, annotator=annotator)
     assert progress["labels_total"] == 1 and progress["pairs_left"] == 1
     card = annotator_card_progress(campaign=campaign, annotator=annotator)
-    assert card["labels_total"] == 1 and card["pairs_left"] == 1
+    assert card["labels_today"] == 1 and card["pairs_left"] == 1
     stats = campaign_stats(campaign=campaign)
     assert stats["comparisons"] == 2 and stats["comparisons_open"] == 1
     assert stats["rankings"] == 1 and stats["preferences"] == 6

@@ -9,6 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from labeling.models import Completion, Lease, Preference
+from labeling.services.queue import comparison_lease_next, preference_record
 from tests.conftest import PASSWORD
 from tests.labeling.factories import CampaignFactory, make_pairs
 
@@ -295,9 +296,39 @@ def test_recent_labels_list_links_to_each_answered_pair(
     page = logged_in.get(
         reverse("labeling:lease-detail", args=[campaign.pk, next_lease.pk])
     ).content.decode()
-    assert "Your recent labels" in page
-    assert reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]) in page
-    assert "can change until" in page
+    # The card carries the list closed; it is read when opened.
+    recent_url = reverse("labeling:label-recent", args=[campaign.pk])
+    assert "Your recent labels" in page and f'hx-get="{recent_url}"' in page
+    assert reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]) not in page
+    for headers in ({"HTTP_HX_REQUEST": "true"}, {}):  # htmx, or a page of its own
+        recent = logged_in.get(recent_url, **headers)
+        assert recent.status_code == 200
+        listed = recent.content.decode()
+        assert reverse("labeling:lease-detail", args=[campaign.pk, lease.pk]) in listed
+        assert "can change until" in listed
+    assert ("<html" in listed) and ("<html" not in recent_htmx(logged_in, recent_url))
+
+
+def recent_htmx(client: Client, url: str) -> str:
+    return client.get(url, HTTP_HX_REQUEST="true").content.decode()
+
+
+@pytest.mark.django_db
+def test_recent_labels_are_only_the_annotators_own_in_a_campaign_they_may_see(
+    logged_in: Client, annotator: Any, make_user: Any
+) -> None:
+    campaign = CampaignFactory()
+    make_pairs(campaign, 3)
+    url = reverse("labeling:label-recent", args=[campaign.pk])
+    assert "No labels yet" in recent_htmx(logged_in, url)
+    somebody = make_user()
+    lease = comparison_lease_next(campaign=campaign, annotator=somebody)
+    preference_record(lease_id=lease.pk, annotator=somebody, choice="left")
+    assert "No labels yet" in recent_htmx(logged_in, url)
+    closed = CampaignFactory()
+    closed.annotators.add(somebody)  # assigned to somebody else only
+    response = logged_in.get(reverse("labeling:label-recent", args=[closed.pk]))
+    assert response.status_code == 403
 
 
 @pytest.mark.django_db
