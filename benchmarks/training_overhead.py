@@ -938,7 +938,9 @@ def main() -> int:
     # Each repeat runs (a) and (b) back to back, so a slow moment of the
     # machine hits one pair: the median of the pairs' ratios is the figure
     # least moved by it.
-    print(f"  ratio (b)/(a), median of the repeats' own: {statistics.median(paired):.3f}")
+    print(
+        f"  ratio (b)/(a), median of the repeats' own: {statistics.median(paired):.3f}"
+    )
     print(f"  extra per job (median b - median a): {med_b - med_a:+.2f}s")
     if rows_c:
         c_times = [r["seconds"] for r in rows_c]
