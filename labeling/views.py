@@ -236,8 +236,12 @@ def _card(
             lease=leased.lease if leased is not None else None,
             status=status,
         )
-    progress = footer or selectors.annotator_card_progress(
-        campaign=campaign, annotator=request.user
+    progress = (
+        footer
+        if footer is not None
+        else selectors.annotator_card_progress(
+            campaign=campaign, annotator=request.user
+        )
     )
     context = {
         "campaign": campaign,

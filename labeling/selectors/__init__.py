@@ -12,7 +12,6 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from core import roles
 from labeling.exceptions import CampaignNotAvailable, LeaseNotFound
@@ -253,17 +252,10 @@ class AnsweredLabel:
     refusal: str | None
 
 
-def _answered(
-    preference: Preference,
-    campaign: Campaign,
-    now: Any,
-    *,
-    prompt: Prompt | None = None,
-) -> AnsweredLabel:
-    """``preference`` as the card lists it; ``prompt`` when its comparison's
-    is not loaded."""
+def _answered(preference: Preference, campaign: Campaign, now: Any) -> AnsweredLabel:
+    """``preference`` (its comparison's prompt loaded) as the card lists it."""
     answer = preference_screen_answer(preference=preference)
-    prompt = prompt or preference.comparison.prompt
+    prompt = preference.comparison.prompt
     text = prompt.text or " ".join(m.get("content", "") for m in prompt.messages or [])
     return AnsweredLabel(
         preference_id=preference.pk,
@@ -286,30 +278,6 @@ def _answered(
             preference=preference, campaign=campaign, now=now
         ),
     )
-
-
-def _recent_labels(
-    rows: list[dict[str, Any]] | None, *, campaign: Campaign, now: Any
-) -> list[AnsweredLabel]:
-    """``AnsweredLabel``s from the JSON rows of ``CARD_FOOTER_SQL``."""
-    labels = []
-    for row in rows or []:
-        preference = Preference(
-            pk=row["id"],
-            lease_id=row["lease_id"],
-            choice=row["choice"],
-            a_on_left=row["a_on_left"],
-            strength=row["strength"],
-            criteria=row["criteria"] or {},
-            rationale=row["rationale"],
-            version=row["version"],
-            source=Preference.Source.ANNOTATOR,
-            created_at=parse_datetime(row["created_at"]),
-            revised_at=parse_datetime(row["revised_at"]) if row["revised_at"] else None,
-        )
-        prompt = Prompt(text=row["text"], messages=row["messages"])
-        labels.append(_answered(preference, campaign, now, prompt=prompt))
-    return labels
 
 
 def preference_for_lease(*, lease: Lease) -> AnsweredLabel | None:
@@ -437,26 +405,6 @@ def card_footer_from_row(row: Sequence[Any], *, labeled: bool = False) -> CardFo
     }
 
 
-# An annotator's latest labels in a campaign (JSON, newest first): their
-# newest submitted leases first (labeling_lease_submitted_idx, however many
-# they have), then only those joined to their labels and prompts.
-RECENT_LABELS_SQL = """
-SELECT json_agg(r ORDER BY r.created_at DESC, r.id DESC) FROM (
-    SELECT p.id, p.lease_id, p.choice, p.a_on_left, p.strength,
-           p.criteria, p.rationale, p.version, p.created_at,
-           p.revised_at, pr.text, pr.messages
-    FROM (
-        SELECT l.id FROM labeling_lease l
-        WHERE l.annotator_id = %(annotator)s AND l.campaign_id = %(campaign)s
-          AND l.status = 'submitted'
-        ORDER BY l.updated_at DESC, l.id DESC
-        LIMIT %(recent)s
-    ) AS l
-    JOIN labeling_preference p ON p.lease_id = l.id AND p.source = 'annotator'
-    JOIN labeling_comparison c ON c.id = p.comparison_id
-    JOIN labeling_prompt pr ON pr.id = c.prompt_id
-) AS r
-"""
 CARD_RECENT_LABELS = 5
 
 
@@ -465,14 +413,21 @@ def annotator_recent_labels(
 ) -> list[AnsweredLabel]:
     """The annotator's ``recent`` latest labels in ``campaign``, newest
     first, each saying whether it may still be changed (the card's "Your
-    recent labels", read when it is opened)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            RECENT_LABELS_SQL,
-            {"campaign": campaign.pk, "annotator": annotator.pk, "recent": recent},
+    recent labels", read when it is opened). Their newest submitted leases
+    come first (``labeling_lease_submitted_idx``, however many they have);
+    only those are joined to their labels and prompts."""
+    newest_leases = Lease.objects.filter(
+        annotator=annotator, campaign=campaign, status=Lease.Status.SUBMITTED
+    ).order_by("-updated_at", "-id")[:recent]
+    preferences = (
+        Preference.objects.filter(
+            lease__in=newest_leases.values("id"), source=Preference.Source.ANNOTATOR
         )
-        (rows,) = cursor.fetchone()
-    return _recent_labels(rows, campaign=campaign, now=timezone.now())
+        .select_related("comparison__prompt")
+        .order_by("-created_at", "-id")
+    )
+    now = timezone.now()
+    return [_answered(preference, campaign, now) for preference in preferences]
 
 
 def campaign_stats(*, campaign: Campaign) -> dict[str, Any]:
