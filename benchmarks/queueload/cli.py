@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
-from .data import browser_sessions, completions_render, setup_data
+from .data import (
+    browser_sessions,
+    completions_render,
+    database_settle,
+    setup_data,
+)
 from .explain import probe_queries
 from .measure import machine_busy_percent
 from .report import compare, print_probe, report, summarize
@@ -221,6 +226,7 @@ def main() -> int:
             most, sizes, args.k, mode=args.mode, rank_k=args.rank_k
         )
         completions_render(list(campaigns.values()))
+        database_settle()
         sessions = browser_sessions([uid for uid, _ in creds])
         connection.close()
 

@@ -203,3 +203,47 @@ def _has_column(table: str, column: str) -> bool:
             [table, column],
         )
         return cursor.fetchone() is not None
+
+
+def pg_background(dsn: str) -> dict[str, float]:
+    """PostgreSQL's own work so far, for a window's delta: checkpoints (and
+    the buffers they wrote, their write + sync seconds), autovacuum and
+    autoanalyze runs on the labeling tables, and table or index buffers
+    that client backends had to write (or fsync) themselves. A tail that lines up with
+    one of these is PostgreSQL's housekeeping, not the queue."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        checkpoints, buffers, seconds = conn.execute(
+            "SELECT num_timed + num_requested, buffers_written,"
+            " (write_time + sync_time) / 1000.0 FROM pg_stat_checkpointer"
+        ).fetchone()
+        out = {
+            "checkpoints": float(checkpoints),
+            "checkpoint_buffers": float(buffers),
+            "checkpoint_seconds": float(seconds),
+        }
+        for table, vacuums, analyzes in conn.execute(
+            "SELECT relname, autovacuum_count, autoanalyze_count"
+            " FROM pg_stat_user_tables WHERE relname LIKE 'labeling\\_%%'"
+        ):
+            out[f"autovacuum:{table}"] = float(vacuums)
+            out[f"autoanalyze:{table}"] = float(analyzes)
+        # Table and index pages only: a commit's WAL flush is counted
+        # under object 'wal' (PostgreSQL 18) and is every label's due.
+        writes, fsyncs = conn.execute(
+            "SELECT coalesce(sum(writes), 0), coalesce(sum(fsyncs), 0)"
+            " FROM pg_stat_io WHERE backend_type = 'client backend'"
+            " AND object = 'relation'"
+        ).fetchone()
+        out["backend_writes"] = float(writes)
+        out["backend_fsyncs"] = float(fsyncs)
+    return out
+
+
+def pg_background_delta(
+    before: dict[str, float], after: dict[str, float]
+) -> dict[str, float]:
+    """What changed between two ``pg_background`` snapshots (nonzero only)."""
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
+    return {key: value for key, value in delta.items() if value}

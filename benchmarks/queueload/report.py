@@ -7,22 +7,13 @@ import os
 from typing import TYPE_CHECKING
 
 from .explain import EXPLAIN_REPEAT
-from .shared import machine_percent
+from .shared import SLOW_MS, machine_percent, pct
 
 if TYPE_CHECKING:
     from .run import RunResult
 
 TARGET_P95_MS = 50.0
 TARGET_RATIO = 1.2
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def fmt_ms(v: float) -> str:
@@ -89,6 +80,15 @@ def report(r: RunResult, k: int, show_top: bool) -> None:
         f"   CPU (% of one core; {os.cpu_count()} cores = {machine_percent()}%)  gunicorn {cpu['gunicorn']:.0f}%  "
         f"postgres {cpu['postgres']:.0f}%  load generator {cpu['loadgen']:.0f}%  other processes {cpu['other']:.0f}%"
     )
+    print(f"   PostgreSQL housekeeping {housekeeping_words(r.background)}")
+    if r.slow_by_second:
+        seconds = ", ".join(
+            f"{second}: {n}" for second, n in sorted(r.slow_by_second.items())
+        )
+        print(
+            f"   next-pair over {SLOW_MS:.0f} ms  {sum(r.slow_by_second.values())} answers; "
+            f"by second of the window asked in: {seconds}"
+        )
     print(
         f"   double assignments      {double}   (pairs with >k labels: {a['over_labeled']}; with >k overlapping "
         f"leases: {a['over_leased']}; with >k slots now: {a['over_slots']}; label counters off: "
@@ -107,6 +107,30 @@ def report(r: RunResult, k: int, show_top: bool) -> None:
             print(
                 f"     {calls / r.labels:5.2f}  {total / max(calls, 1):6.2f} ms  {text[:110]}"
             )
+
+
+def housekeeping_words(background: dict[str, float]) -> str:
+    """``RunResult.background`` in words: what PostgreSQL did on its own
+    inside the window."""
+    parts = []
+    if background.get("checkpoints"):
+        parts.append(
+            f"checkpoints {background['checkpoints']:.0f} "
+            f"({background.get('checkpoint_buffers', 0):,.0f} buffers, "
+            f"{background.get('checkpoint_seconds', 0):.1f} s write + sync)"
+        )
+    for kind in ("autovacuum", "autoanalyze"):
+        tables = sorted(
+            key.split(":", 1)[1] for key in background if key.startswith(f"{kind}:")
+        )
+        if tables:
+            parts.append(f"{kind} {', '.join(tables)}")
+    if background.get("backend_writes") or background.get("backend_fsyncs"):
+        parts.append(
+            f"client backends wrote {background.get('backend_writes', 0):,.0f} buffers"
+            f" and fsynced {background.get('backend_fsyncs', 0):,.0f} themselves"
+        )
+    return "; ".join(parts) if parts else "none in the window"
 
 
 def print_probe(nxt: list[str], sub: list[str], size: int) -> None:

@@ -18,8 +18,15 @@ from .explain import (
     pgss_read,
     pgss_reset,
 )
-from .measure import access_log_times, audit, cpu_delta, cpu_snapshot
-from .report import pct
+from .measure import (
+    access_log_times,
+    audit,
+    cpu_delta,
+    cpu_snapshot,
+    pg_background,
+    pg_background_delta,
+)
+from .shared import SLOW_MS, pct
 
 
 @dataclass
@@ -50,6 +57,11 @@ class RunResult:
     errors: dict[str, int]
     empty: int
     requests: int
+    # PostgreSQL housekeeping inside the window (measure.pg_background).
+    background: dict[str, float]
+    # Next-pair answers slower than SLOW_MS, by the second of the window
+    # they were asked in: a tail in one burst, or spread out.
+    slow_by_second: dict[int, int]
 
     @property
     def labels_per_s(self) -> float:
@@ -130,6 +142,7 @@ def run_load(
 
     time.sleep(max(0.0, window_start - time.monotonic()))
     pgss_reset(dsn)
+    background_before = pg_background(dsn)
     log_start = access_log.stat().st_size
     cpu_before = cpu_snapshot(groups)
     real_start = time.monotonic()
@@ -138,6 +151,7 @@ def run_load(
     real_seconds = time.monotonic() - real_start
     log_end = access_log.stat().st_size
     stats = pgss_read(dsn)
+    background = pg_background_delta(background_before, pg_background(dsn))
     for t in threads:
         t.join(90)
 
@@ -148,6 +162,15 @@ def run_load(
         for x in samples
         if x.start >= window_start and x.start + x.next_s <= window_end
     ]
+    slow_by_second: dict[int, int] = {}
+    for x in samples:
+        if (
+            x.next_s * 1000 > SLOW_MS
+            and x.start >= window_start
+            and x.start + x.next_s <= window_end
+        ):
+            second = int(x.start - window_start)
+            slow_by_second[second] = slow_by_second.get(second, 0) + 1
     submits = [
         x
         for x in samples
@@ -209,4 +232,6 @@ def run_load(
         errors=errors,
         empty=sum(a.empty for a in annotators),
         requests=len(server["next"]) + len(server["submit"]),
+        background=background,
+        slow_by_second=slow_by_second,
     )
