@@ -82,12 +82,16 @@ def report(r: RunResult, k: int, show_top: bool) -> None:
     )
     print(f"   PostgreSQL housekeeping {housekeeping_words(r.background)}")
     if r.slow_by_second:
-        seconds = ", ".join(
-            f"{second}: {n}" for second, n in sorted(r.slow_by_second.items())
+        # With no think time every second queues alike; the seconds say
+        # something only at a human pace.
+        seconds = (
+            "; by second of the window asked in: "
+            + ", ".join(f"{sec}: {n}" for sec, n in sorted(r.slow_by_second.items()))
+            if r.think_ms
+            else " (closed loop: queueing)"
         )
         print(
-            f"   next-pair over {SLOW_MS:.0f} ms  {sum(r.slow_by_second.values())} answers; "
-            f"by second of the window asked in: {seconds}"
+            f"   next-pair over {SLOW_MS:.0f} ms  {sum(r.slow_by_second.values())} answers{seconds}"
         )
     print(
         f"   double assignments      {double}   (pairs with >k labels: {a['over_labeled']}; with >k overlapping "
