@@ -451,8 +451,9 @@ class WarmRunner:
     a 10 s tiny DPO job on this 2-core machine). The spare pays that while
     nothing waits on it: ``take()`` hands a job the spare when it is alive
     and started with the same interpreter, working directory and
-    environment, and ``run_in_child`` starts the next spare
-    (``prepare()``) once the job's runner has exited. A spare is a child
+    environment, and ``training_job_execute`` starts the next spare
+    (``prepare()``) once the job is over: its runner exited and its adapter
+    registered. A spare is a child
     of this process and dies with it (``--parent-pid``). Single-process jobs only: a launcher of several
     ranks starts its own processes."""
 
@@ -632,14 +633,17 @@ def run_in_child(
             _kill(proc, group=multi)
             proc.wait()
             raise
-        outcome.returncode, kernel_peak = _reap(proc)
+        outcome.returncode, kernel_peak, cpu = _reap(proc)
+        logger.info(
+            "training.runner.exited job=%s pid=%s returncode=%s cpu_s=%s",
+            job_id,
+            proc.pid,
+            outcome.returncode,
+            f"{cpu:.2f}" if cpu is not None else "?",
+        )
         proc.stdout.close()
         if multi:
             _kill(proc, group=True)  # a rank the launcher left behind
-    if settings.ARBITER_WARM_RUNNER and not multi:
-        # The next job's runner imports now, not while this one trained (on
-        # a machine of few cores the import would slow its steps).
-        WARM_RUNNER.prepare()
     outcome.peak_rss = max(peak, kernel_peak) or None
     outcome.oom_kills_after = memory.cgroup_oom_kills()
     if outcome.peak_rss:
@@ -747,18 +751,20 @@ def _ranks_outcome(
     )
 
 
-def _reap(proc: subprocess.Popen[str]) -> tuple[int, int]:
-    """(exit code, the kernel's peak RSS in bytes or 0) of an ended child.
-    ``wait4`` reports the peak (ru_maxrss, KiB) unless Popen already reaped
-    the child (``kill``/``send_signal`` poll first)."""
+def _reap(proc: subprocess.Popen[str]) -> tuple[int, int, float | None]:
+    """(exit code, the kernel's peak RSS in bytes or 0, CPU seconds or None)
+    of an ended child. ``wait4`` reports the peak (ru_maxrss, KiB) and the
+    CPU time unless Popen already reaped the child (``kill``/``send_signal``
+    poll first)."""
     if proc.returncode is None:
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except ChildProcessError:
-            return proc.wait(), 0
+            return proc.wait(), 0, None
         proc.returncode = os.waitstatus_to_exitcode(status)
-        return proc.returncode, usage.ru_maxrss * 1024
-    return proc.returncode, 0
+        cpu = usage.ru_utime + usage.ru_stime
+        return proc.returncode, usage.ru_maxrss * 1024, cpu
+    return proc.returncode, 0, None
 
 
 def _watch(
@@ -917,6 +923,19 @@ def training_job_execute(*, job_id: int) -> None:
     job = _claim(job_id)
     if job is None:
         return
+    try:
+        _run(job)
+    finally:
+        if settings.ARBITER_WARM_RUNNER and job.processes <= 1:
+            # The next job's runner imports now: not while this one trained
+            # (on a machine of few cores the imports would slow its steps),
+            # nor before its adapter was registered (they would delay it).
+            # A job of several processes had a launcher start its own.
+            WARM_RUNNER.prepare()
+
+
+def _run(job: TrainingJob) -> None:
+    """A claimed job, from its runner to its adapter (or its failure)."""
     storage = Path(settings.STORAGE_ROOT)
     workdir = storage / "tmp" / f"job-{job.pk}-{uuid.uuid4().hex}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ml.runners.__main__ import main
+from ml.runners.__main__ import main, warm_caches
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -209,3 +209,18 @@ def test_a_warm_spare_let_go_before_a_job_exits_without_running_one() -> None:
     )
     assert spare.returncode == 0, spare.stderr[-2000:]
     assert spare.stdout == ""
+
+
+def test_warm_caches_builds_the_conversion_mapping_a_first_load_would_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the spare warms is the cache transformers' first
+    ``from_pretrained`` fills. If transformers renames it, this fails and
+    the warm-up is to be revisited, not silently kept."""
+    from transformers import conversion_mapping
+
+    monkeypatch.setattr(
+        conversion_mapping, "_checkpoint_conversion_mapping_cache", None
+    )
+    warm_caches()
+    assert conversion_mapping._checkpoint_conversion_mapping_cache
