@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import nh3
 from django import template
 from django.utils.safestring import SafeString, mark_safe
@@ -65,12 +67,31 @@ def worker(name: str) -> str:
 def render_markdown(text: str) -> SafeString:
     """Markdown → HTML with raw HTML escaped, then through an allow-list
     sanitizer (defence in depth: links keep only safe schemes)."""
-    html = _md.render(text or "")
-    cleaned = nh3.clean(
-        html,
+    text = str(text or "")
+    if len(text) <= CACHED_TEXT_MAX:
+        return mark_safe(_sanitized_html_cached(text))  # noqa: S308 - nh3 output
+    return mark_safe(_sanitized_html(text))  # noqa: S308 - nh3 output
+
+
+#: Texts up to this many characters are rendered once per process while
+#: recent (``_sanitized_html_cached``): at most ~1,024 x (8k + its HTML).
+CACHED_TEXT_MAX = 8192
+
+
+@functools.lru_cache(maxsize=1024)
+def _sanitized_html_cached(text: str) -> str:
+    """The same text gives the same HTML, so each process renders it once
+    while it is recent: a prompt shown on each of its pairs' cards, a
+    campaign's guidelines on every page. (Completions are rendered once,
+    when they are stored.)"""
+    return _sanitized_html(text)
+
+
+def _sanitized_html(text: str) -> str:
+    return nh3.clean(
+        _md.render(text),
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
-    return mark_safe(cleaned)  # noqa: S308 - sanitized by nh3 just above

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.templatetags import arbiter
 from core.templatetags.arbiter import render_markdown, worker
 
 
@@ -16,6 +17,21 @@ def test_single_line_breaks_survive() -> None:
 def test_raw_html_stays_text_with_breaks_on() -> None:
     html = render_markdown("line one\n<script>alert(1)</script>")
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_a_recent_text_is_rendered_once_and_a_long_one_every_time() -> None:
+    arbiter._sanitized_html_cached.cache_clear()
+    prompt = "Tell me about **cats** <img src=x onerror=alert(1)>"
+    first = render_markdown(prompt)
+    again = render_markdown(prompt)
+    assert first == again and "<strong>cats</strong>" in again
+    assert "<img" not in again  # raw HTML stays text
+    info = arbiter._sanitized_html_cached.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+
+    long_text = "word " * (arbiter.CACHED_TEXT_MAX // 5 + 1)
+    assert render_markdown(long_text) == render_markdown(long_text)
+    assert arbiter._sanitized_html_cached.cache_info().currsize == 1
 
 
 def test_a_worker_reads_as_host_and_pid() -> None:
