@@ -13,6 +13,13 @@ USER_PREFIX = "bench-annotator-"
 PROBE_USER = "bench-probe"
 CAMPAIGN_PREFIX = "bench-queue-"
 COMPLETIONS_PER_PROMPT = 10  # 45 distinct pairs per prompt
+#: What the loaders fill (labeling_comparisonitem: ranked campaigns only).
+LOADED_TABLES = (
+    "labeling_prompt",
+    "labeling_completion",
+    "labeling_comparison",
+    "labeling_comparisonitem",
+)
 
 
 def _filler_defaults(cursor: Any, table: str, given: set[str]) -> dict[str, str]:
@@ -268,12 +275,7 @@ def dataset_load_ranked(campaign_id: int, size: int, k: int) -> None:
         )
     assert n == size, (n, size)
     with connection.cursor() as cursor:
-        for table in (
-            "labeling_prompt",
-            "labeling_completion",
-            "labeling_comparison",
-            "labeling_comparisonitem",
-        ):
+        for table in LOADED_TABLES:
             cursor.execute(f"ANALYZE {table}")
     log(
         f"loaded {size:,} ranked comparisons of {k} ({size * k:,} completions, "
@@ -472,12 +474,7 @@ def database_settle() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for table in (
-            "labeling_prompt",
-            "labeling_completion",
-            "labeling_comparison",
-            "labeling_comparisonitem",
-        ):
+        for table in LOADED_TABLES:
             if _has_table(cursor, table):
                 cursor.execute(f"VACUUM ANALYZE {table}")
         cursor.execute("CHECKPOINT")
