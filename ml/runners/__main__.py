@@ -26,8 +26,8 @@ and each rank dies with the launcher that started it.
 ``python -m ml.runners --warm --parent-pid PID`` is a spare started ahead of
 its job (``training.services.execute.WarmRunner``): it imports torch,
 transformers, peft, trl and every method module (seconds a job would
-otherwise wait for) and fills the caches a first run would fill
-(``warm_caches``), then reads one line from stdin, ``{"argv": [...],
+otherwise wait for), fills the caches a first run would fill
+(``warm_caches``) and freezes what it imported (``freeze_imports``), then reads one line from stdin, ``{"argv": [...],
 "stderr": path, "env": {...}}``, takes ``env`` as its environment (what a
 process started now would get), points its stderr at ``path`` and runs
 ``main(argv)`` exactly as a process started with those arguments would. End
@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -184,6 +186,33 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CANCELLED if result.cancelled else EXIT_OK
 
 
+def prepare_process(methods: Iterable[str], *, warm: bool = False) -> None:
+    """What a runner process does before its job: import the ``methods``'
+    modules, fill the caches a first run would fill (``warm``: a spare,
+    which has time for it) and freeze what that left (``freeze_imports``).
+    Only for a process of its own: ``main`` called in-process does none of
+    it."""
+    with contextlib.redirect_stdout(sys.stderr):
+        for method in methods:
+            importlib.import_module(f"ml.runners.{method}")
+        if warm:
+            warm_caches()
+    freeze_imports()
+
+
+def freeze_imports() -> None:
+    """Collect once, then take every object alive now out of the garbage
+    collector's reach (``gc.freeze``): after torch, transformers, peft and
+    trl that is ~450,000 objects, which live as long as the process anyway.
+    A full collection walks all of them (0.16 s here) and a run triggers
+    several: in a runner process started for its job that was the ~0.2 s
+    it took over the same run in a long-lived process, where the modules'
+    objects had settled into the oldest generation long before
+    (benchmarks/README.md, training_overhead)."""
+    gc.collect()
+    gc.freeze()
+
+
 def warm_caches() -> None:
     """Fill, in the spare, the process-wide caches a first run would fill on
     its clock. transformers builds its checkpoint conversion mapping (a few
@@ -213,10 +242,7 @@ def warm_main(argv: list[str]) -> int:
         and not distributed.die_with_parent(args.parent_pid)
     ):
         return EXIT_FAILED
-    with contextlib.redirect_stdout(sys.stderr):
-        for method in METHODS:
-            importlib.import_module(f"ml.runners.{method}")
-        warm_caches()
+    prepare_process(METHODS, warm=True)  # while nothing waits on it
     line = sys.stdin.readline()
     if not line.strip():
         return EXIT_OK
@@ -245,5 +271,12 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
+def cold_main() -> int:
+    """A runner started for its job (no spare): it imports its own method
+    (the first argument) and freezes, as a spare does, then runs the job."""
+    prepare_process([m for m in sys.argv[1:2] if m in METHODS])
+    return main()
+
+
 if __name__ == "__main__":
-    _exit(warm_main(sys.argv[1:]) if sys.argv[1:2] == ["--warm"] else main())
+    _exit(warm_main(sys.argv[1:]) if sys.argv[1:2] == ["--warm"] else cold_main())
