@@ -435,10 +435,11 @@ def tree_cpu_seconds(roots: list[int]) -> float:
 def wait_job_end(job_id: int, worker_log: Path, offset: int, final: set[str]) -> None:
     """Until job ``job_id`` has ended: its line in the worker's log (read
     from ``offset`` every 10 ms), or its row, read once a second for an end
-    the worker does not log. Polling the row every 10 ms instead cost a
-    query per poll, CPU the job's runner shared two cores with; a file read
-    costs next to nothing, and the lag between the job's end and this
-    observation (poll_seen) stays ~0.01 s."""
+    the worker does not log. Reading the row every 10 ms cost a query per
+    poll on the two cores the job's runner uses (the figures did not move
+    when it stopped, but nothing measured should compete with the job); a
+    file read costs next to nothing, and the lag between the job's end and
+    this observation (poll_seen) stays ~0.01 s."""
     from training.models import TrainingJob
 
     ended = re.compile(rf"training\.job\.(succeeded|failed|cancelled) job={job_id}\b")

@@ -209,8 +209,9 @@ def pg_background(dsn: str) -> dict[str, float]:
     """PostgreSQL's own work so far, for a window's delta: checkpoints (and
     the buffers they wrote, their write + sync seconds), autovacuum and
     autoanalyze runs on the labeling tables, and table or index buffers
-    that client backends had to write (or fsync) themselves. A tail that lines up with
-    one of these is PostgreSQL's housekeeping, not the queue."""
+    that client backends had to write (or fsync) themselves. A tail that
+    lines up with one of these is PostgreSQL's housekeeping, not the
+    queue."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -141,8 +141,8 @@ def run_load(
     groups = {"gunicorn": gunicorn_pid, "postgres": pg_pid, "loadgen": None}
 
     time.sleep(max(0.0, window_start - time.monotonic()))
+    background_before = pg_background(dsn)  # before the reset: not counted
     pgss_reset(dsn)
-    background_before = pg_background(dsn)
     log_start = access_log.stat().st_size
     cpu_before = cpu_snapshot(groups)
     real_start = time.monotonic()

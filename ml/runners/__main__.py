@@ -27,8 +27,9 @@ and each rank dies with the launcher that started it.
 its job (``training.services.execute.WarmRunner``): it imports torch,
 transformers, peft, trl and every method module (seconds a job would
 otherwise wait for), fills the caches a first run would fill
-(``warm_caches``) and freezes what it imported (``freeze_imports``), then reads one line from stdin, ``{"argv": [...],
-"stderr": path, "env": {...}}``, takes ``env`` as its environment (what a
+(``warm_caches``) and freezes what it imported (``freeze_imports``), then
+reads one line from stdin, ``{"argv": [...], "stderr": path, "env":
+{...}}``, takes ``env`` as its environment (what a
 process started now would get), points its stderr at ``path`` and runs
 ``main(argv)`` exactly as a process started with those arguments would. End
 of input before a line (the worker let it go) exits 0 and runs nothing.
@@ -217,10 +218,11 @@ def warm_caches() -> None:
     """Fill, in the spare, the process-wide caches a first run would fill on
     its clock. transformers builds its checkpoint conversion mapping (a few
     hundred regular expressions, about 50 ms here) at a process's first
-    ``from_pretrained``; a first DPO run in a fresh process was 0.1-0.2 s
-    slower than the next one, and warming this mapping alone closed the gap
-    (benchmarks/README.md, training_overhead). Best effort: a
-    transformers without it, or a failure here, costs the job only that time."""
+    ``from_pretrained`` (in a fresh process that had imported what a spare
+    imports, the first of two runs was 0.06 s slower on average; with the
+    mapping built first, it was not; benchmarks/README.md). Best effort: a
+    transformers without it, or a failure here, costs the job only that
+    time."""
     try:
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 

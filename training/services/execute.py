@@ -453,8 +453,8 @@ class WarmRunner:
     and started with the same interpreter, working directory and
     environment, and ``training_job_execute`` starts the next spare
     (``prepare()``) once the job is over: its runner exited and its adapter
-    registered. A spare is a child
-    of this process and dies with it (``--parent-pid``). Single-process jobs only: a launcher of several
+    registered. A spare is a child of this process and dies with it
+    (``--parent-pid``). Single-process jobs only: a launcher of several
     ranks starts its own processes."""
 
     def __init__(self) -> None:
