@@ -10,7 +10,8 @@ What it does, end to end (see benchmarks/README.md for the method):
    ``manage.py migrate``.
 2. Creates the annotators (with API tokens) and one campaign per size, and
    bulk-loads the pending pairs in SQL (``INSERT ... SELECT`` over
-   ``generate_series``), then ANALYZE. A dataset already loaded by an
+   ``generate_series``), then VACUUM ANALYZE and a CHECKPOINT
+   (``database_settle``). A dataset already loaded by an
    earlier run is reused; only the rows a run touched are reset.
 3. Serves the product with ``gunicorn config.wsgi`` (gthread workers,
    persistent database connections through ``DJANGO_CONN_MAX_AGE``).

@@ -148,10 +148,6 @@ def dataset_load(campaign_id: int, size: int) -> None:
             params,
         )
     assert n == size, (n, size)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE labeling_prompt")
-        cursor.execute("ANALYZE labeling_completion")
-        cursor.execute("ANALYZE labeling_comparison")
     log(
         f"loaded {size:,} pairs ({prompts:,} prompts, {prompts * COMPLETIONS_PER_PROMPT:,} completions) "
         f"in {time.monotonic() - t0:.1f} s"
@@ -274,9 +270,6 @@ def dataset_load_ranked(campaign_id: int, size: int, k: int) -> None:
             params,
         )
     assert n == size, (n, size)
-    with connection.cursor() as cursor:
-        for table in LOADED_TABLES:
-            cursor.execute(f"ANALYZE {table}")
     log(
         f"loaded {size:,} ranked comparisons of {k} ({size * k:,} completions, "
         f"{size * k * (k - 1) // 2:,} implied pairs) in {time.monotonic() - t0:.1f} s"
@@ -286,6 +279,13 @@ def dataset_load_ranked(campaign_id: int, size: int, k: int) -> None:
 def _has_table(cursor: Any, table: str) -> bool:
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
     return bool(cursor.fetchone()[0])
+
+
+def _vacuum_analyze(cursor: Any, tables: tuple[str, ...]) -> None:
+    """VACUUM ANALYZE those of ``tables`` this schema has."""
+    for table in tables:
+        if _has_table(cursor, table):
+            cursor.execute(f"VACUUM ANALYZE {table}")
 
 
 def _labels_delete(cursor: Any, campaign_id: int) -> None:
@@ -340,11 +340,15 @@ def dataset_reset(campaign_id: int) -> None:
             [campaign_id],
         )
     with connection.cursor() as cursor:
-        tables = ["labeling_comparison", "labeling_lease", "labeling_preference"]
-        if _has_table(cursor, "labeling_ranking"):
-            tables.append("labeling_ranking")
-        for table in tables:
-            cursor.execute(f"VACUUM ANALYZE {table}")
+        _vacuum_analyze(
+            cursor,
+            (
+                "labeling_comparison",
+                "labeling_lease",
+                "labeling_preference",
+                "labeling_ranking",
+            ),
+        )
 
 
 def setup_data(
@@ -466,7 +470,8 @@ def browser_sessions(
 
 
 def database_settle() -> None:
-    """After loading: VACUUM ANALYZE every table the loaders filled or
+    """After loading (the loaders themselves leave the statistics to this):
+    VACUUM ANALYZE every table the loaders filled or
     ``completions_render`` rewrote, then CHECKPOINT. Otherwise autovacuum
     (its insert threshold) and the next checkpoint work through a
     million-row load inside the first measured windows, on the same two
@@ -474,9 +479,7 @@ def database_settle() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for table in LOADED_TABLES:
-            if _has_table(cursor, table):
-                cursor.execute(f"VACUUM ANALYZE {table}")
+        _vacuum_analyze(cursor, LOADED_TABLES)
         cursor.execute("CHECKPOINT")
 
 

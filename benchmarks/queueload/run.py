@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,20 +158,17 @@ def run_load(
 
     samples = [x for a in annotators for x in a.samples]
     # A request counts when it was sent and answered inside the window.
-    next_ms = [
-        x.next_s * 1000
+    in_window = [
+        x
         for x in samples
         if x.start >= window_start and x.start + x.next_s <= window_end
     ]
-    slow_by_second: dict[int, int] = {}
-    for x in samples:
-        if (
-            x.next_s * 1000 > SLOW_MS
-            and x.start >= window_start
-            and x.start + x.next_s <= window_end
-        ):
-            second = int(x.start - window_start)
-            slow_by_second[second] = slow_by_second.get(second, 0) + 1
+    next_ms = [x.next_s * 1000 for x in in_window]
+    slow_by_second = dict(
+        Counter(
+            int(x.start - window_start) for x in in_window if x.next_s * 1000 > SLOW_MS
+        )
+    )
     submits = [
         x
         for x in samples
